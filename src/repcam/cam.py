@@ -1,0 +1,197 @@
+"""The CAM engine: Grad-CAM at several layers from one forward and one backward pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repcam.fusion import LayerFusion, fuse_layers, normalize_maps
+from repcam.layers import LayerError, LayerSpec, resolve_layers
+
+Target = Union[int, Callable[[torch.Tensor], torch.Tensor]]
+Weighting = Literal["gradcam", "layercam"]
+
+
+class CAMError(ValueError):
+    """Bad input to the CAM engine (shapes, targets)."""
+
+
+@dataclass
+class CAMResult:
+    """Maps of a batch, all at input resolution, each min-max normalised to [0, 1].
+
+    ``layer_maps[b, l]`` is image b's map at layer ``layer_names[l]`` (shallow to deep),
+    ``fused[b]`` their fusion, ``logits`` the model's output.
+    """
+
+    layer_names: list[str]
+    layer_maps: torch.Tensor
+    fused: torch.Tensor
+    logits: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.fused.shape[0]
+
+    @property
+    def last(self) -> torch.Tensor:
+        """The deepest layer's map: plain single-layer Grad-CAM."""
+        return self.layer_maps[:, -1]
+
+
+class MultiLayerGradCAM:
+    """Grad-CAM at every target layer, fused as in the paper (sum of layer maps times the deepest map).
+
+    One forward and one backward pass serve all layers and all images; gradients are taken only with
+    respect to the hooked activations, so no parameter gradients are computed or stored.
+
+    >>> cam = MultiLayerGradCAM(model, "auto")
+    >>> result = cam(images, targets=[3, 7])   # one class index (or callable on the logits) per image
+    >>> result.fused.shape                      # (B, H, W)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: Sequence[LayerSpec] | str = "auto",
+        fusion: LayerFusion = "paper",
+        weighting: Weighting = "gradcam",
+    ) -> None:
+        if weighting not in ("gradcam", "layercam"):
+            raise CAMError(f"unknown weighting {weighting!r}; choose 'gradcam' or 'layercam'")
+        self.model = model
+        self.layers = resolve_layers(model, target_layers)
+        self.fusion = fusion
+        self.weighting = weighting
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [n for n, _ in self.layers]
+
+    def __call__(self, x: torch.Tensor, targets: Target | Sequence[Target] | torch.Tensor) -> CAMResult:
+        _check_input(self.model, x)
+        acts, logits = self._forward_backward(x, targets)
+        maps = torch.stack([self._layer_map(a, g, x.shape[-2:]) for a, g in acts], dim=1)
+        return CAMResult(self.layer_names, maps, fuse_layers(maps, self.fusion), logits.detach())
+
+    def _layer_map(self, act: torch.Tensor, grad: torch.Tensor, size) -> torch.Tensor:
+        if self.weighting == "gradcam":
+            cam = (grad.mean((2, 3), keepdim=True) * act).sum(1)
+        else:  # LayerCAM: element-wise positive gradients as weights
+            cam = (grad.clamp_min(0) * act).sum(1)
+        cam = F.interpolate(cam.clamp_min(0).unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
+        return normalize_maps(cam.squeeze(1))
+
+    def _forward_backward(self, x: torch.Tensor, targets) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        model = self.model
+        captured: dict[int, torch.Tensor] = {}
+
+        def make_hook(idx: int, name: str):
+            def hook(_module, _inputs, output):
+                if not torch.is_tensor(output) or output.dim() != 4:
+                    shape = tuple(output.shape) if torch.is_tensor(output) else type(output).__name__
+                    raise LayerError(f"layer {name!r} outputs {shape}; Grad-CAM needs a (B, C, H, W) feature map")
+                if not output.requires_grad:
+                    # Parameters are frozen during the call, so the lowest hooked activation becomes a leaf:
+                    # backward stops there instead of running through the stem.
+                    output = output.detach().requires_grad_(True)
+                    captured[idx] = output
+                    return output
+                captured[idx] = output
+                return None
+
+            return hook
+
+        params = list(model.parameters())
+        flags = [p.requires_grad for p in params]
+        was_training = model.training
+        handles = [m.register_forward_hook(make_hook(i, n)) for i, (n, m) in enumerate(self.layers)]
+        try:
+            model.eval()
+            for p in params:
+                p.requires_grad_(False)
+            with torch.enable_grad():
+                logits = model(x)
+                if not torch.is_tensor(logits) or logits.dim() != 2:
+                    raise CAMError(f"the model must return (B, num_classes) logits, got {getattr(logits, 'shape', type(logits))}")
+                missing = [self.layers[i][0] for i in range(len(self.layers)) if i not in captured]
+                if missing:
+                    raise LayerError(f"layers {missing} were not executed in the model's forward pass")
+                score = _target_scores(logits, targets).sum()
+                tensors = [captured[i] for i in range(len(self.layers))]
+                grads = torch.autograd.grad(score, tensors, allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+            for p, f in zip(params, flags):
+                p.requires_grad_(f)
+            model.train(was_training)
+        out = []
+        for (name, _), a, g in zip(self.layers, tensors, grads):
+            if g is None:
+                raise LayerError(f"the target score does not depend on layer {name!r}")
+            out.append((a.detach(), g))
+        return out, logits
+
+
+def _target_scores(logits: torch.Tensor, targets) -> torch.Tensor:
+    """One scalar per image: the logit of its class index, or its callable applied to its logits row."""
+    b, k = logits.shape
+    if torch.is_tensor(targets):
+        targets = targets.tolist() if targets.dim() else [int(targets)] * b
+    elif isinstance(targets, int) or callable(targets):
+        targets = [targets] * b
+    targets = list(targets)
+    if len(targets) != b:
+        raise CAMError(f"got {len(targets)} targets for a batch of {b} images")
+    scores = []
+    for i, t in enumerate(targets):
+        if callable(t):
+            s = t(logits[i])
+            if not torch.is_tensor(s) or s.numel() != 1:
+                raise CAMError(f"target callable for image {i} must return a scalar tensor")
+            scores.append(s.reshape(()))
+        else:
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < k:
+                raise CAMError(f"target {t!r} for image {i} is not a class index in [0, {k - 1}]")
+            scores.append(logits[i, t])
+    return torch.stack(scores)
+
+
+def _check_input(model: nn.Module, x: torch.Tensor) -> None:
+    if not torch.is_tensor(x):
+        raise CAMError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise CAMError(f"input must be a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is not None and x.shape[1] != conv.in_channels:
+        raise CAMError(f"input has {x.shape[1]} channels but the model's first convolution expects {conv.in_channels}")
+
+
+def zhou_cam(
+    features: Callable[[torch.Tensor], torch.Tensor], fc: nn.Linear, model: nn.Module, x: torch.Tensor, targets: Sequence[int]
+) -> torch.Tensor:
+    """CAM of Zhou et al. (2016): the last feature map weighted by the FC weights of each image's target class.
+
+    ``features`` maps the input to the (B, C, h, w) map that the model global-average-pools into ``fc``
+    (see :func:`repcam.backbones.gap_fc_parts`). Returns (B, H, W) maps in [0, 1] at input resolution.
+    """
+    _check_input(model, x)
+    idx = torch.as_tensor(list(targets), device=x.device, dtype=torch.long)
+    if idx.numel() != x.shape[0] or (idx < 0).any() or (idx >= fc.out_features).any():
+        raise CAMError(f"targets {list(targets)} must hold one class index in [0, {fc.out_features - 1}] per image")
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            feats = features(x)
+    finally:
+        model.train(was_training)
+    if feats.dim() != 4 or feats.shape[1] != fc.in_features:
+        raise CAMError(f"features of shape {tuple(feats.shape)} do not feed a classifier with {fc.in_features} inputs")
+    cam = torch.einsum("bchw,bc->bhw", feats, fc.weight[idx])
+    cam = F.interpolate(cam.clamp_min(0).unsqueeze(1), size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+    return normalize_maps(cam.squeeze(1))

@@ -1,0 +1,474 @@
+"""PASCAL VOC segmentation (``VOCdevkit/VOC2012`` layout), with optional SBD "aug" masks.
+
+Layout read::
+
+    <root>/VOC2012/ImageSets/Segmentation/<split>.txt     one id per line
+    <root>/VOC2012/JPEGImages/<id>.jpg
+    <root>/VOC2012/SegmentationClass/<id>.png             palette (or 'L' index) PNG: 0 bg, 1..20, 255 ignore
+    <root>/VOC2012/SegmentationClassAug/<id>.png          optional, used only with ``use_aug_masks=True``
+    <root>/VOC2012/Annotations/<id>.xml                   optional; if present, image-level labels come from it
+    <root>/manifest.csv                                   optional (VOCdevkit-mini): column ``original_voc_mask``
+
+``root`` may be the VOCdevkit folder or the ``VOC2012`` folder itself.
+
+Decisions:
+
+* Mask choice with ``use_aug_masks``: the original ``SegmentationClass/<id>.png`` is preferred whenever it
+  exists; ``SegmentationClassAug/<id>.png`` is used only for ids without an original mask.
+  ``mask_source[id]`` names the folder actually used (``None``: no mask found).
+* Image-level labels: from ``Annotations/<id>.xml`` (every ``<object><name>``, difficult and truncated
+  objects included) when the Annotations folder exists and holds that id's file; otherwise from the mask
+  (every value other than 0 and 255). ``label_source[id]`` is ``"xml"`` or ``"mask"``. Mask-derived labels
+  are computed once at construction (and cached per file for the process).
+* ``only_original_masks``: keep ids whose mask is an original VOC mask, taken from ``manifest.csv`` (next
+  to the VOC2012 folder) when it exists, else "has a file in SegmentationClass".
+* Class subsets: ``class_names`` are the chosen classes in the order given; a mask pixel of an unchosen class
+  becomes 0, 255 stays 255 (the subset mask is always a lookup of the full 20-class mask).
+* Samples without any chosen class are dropped and counted (``skipped``, ``skipped_ids``, ``report()``).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .base import IGNORE_INDEX, DataError, Sample, SegDataset
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle",
+    "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person",
+    "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+NO_CHOSEN_CLASS = "no chosen class"
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers shared by the VOC, COCO and folder loaders.
+# --------------------------------------------------------------------------------------------------
+
+
+def select_classes(all_names: Sequence[str], classes: Sequence[str] | None, source: str) -> list[int]:
+    """Indices (into ``all_names``) of the chosen classes, in the order given.
+
+    Names match exactly, or case-insensitively when that is unambiguous. ``source`` names where the valid
+    names come from (for the error message).
+    """
+    if classes is None:
+        return list(range(len(all_names)))
+    if isinstance(classes, (str, bytes)):
+        raise DataError(f"classes must be a list of class names, got the string {classes!r}")
+    exact = {n: i for i, n in enumerate(all_names)}
+    lower: dict[str, list[int]] = collections.defaultdict(list)
+    for i, n in enumerate(all_names):
+        lower[n.lower()].append(i)
+    chosen: list[int] = []
+    unknown: list[str] = []
+    for name in classes:
+        key = str(name).strip()
+        if key in exact:
+            idx = exact[key]
+        elif len(lower.get(key.lower(), [])) == 1:
+            idx = lower[key.lower()][0]
+        else:
+            unknown.append(str(name))
+            continue
+        if idx in chosen:
+            raise DataError(f"class {all_names[idx]!r} is given twice in classes")
+        chosen.append(idx)
+    if unknown:
+        raise DataError(
+            f"unknown class name(s) {', '.join(map(repr, unknown))} for {source}; "
+            f"valid names: {', '.join(all_names)}"
+        )
+    if not chosen:
+        raise DataError("classes is empty: choose at least one class")
+    return chosen
+
+
+def subset_lut(chosen: Sequence[int], n_all: int) -> np.ndarray:
+    """uint8 lookup table from full-set mask values to subset mask values (255 stays 255, unchosen -> 0)."""
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[IGNORE_INDEX] = IGNORE_INDEX
+    for new, old in enumerate(chosen):
+        lut[old + 1] = new + 1
+    return lut
+
+
+def load_rgb(path: Path, what: str = "image") -> Image.Image:
+    """Open and fully decode an image as RGB; any missing/corrupt/truncated file raises DataError naming it."""
+    if not path.is_file():
+        raise DataError(f"{what} file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()  # forces the decode: truncated JPEGs raise OSError here
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read {what} {path}: {e}") from e
+
+
+def image_size(path: Path, what: str = "image") -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    if not path.is_file():
+        raise DataError(f"{what} file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read {what} {path}: {e}") from e
+
+
+def read_index_png(path: Path, n_classes: int) -> np.ndarray:
+    """Read an index mask (palette 'P' or grey 'L' PNG) as uint8 (H, W) and check its values.
+
+    Valid values are 0..n_classes and 255; anything else raises DataError naming the file and the values.
+    """
+    if not path.is_file():
+        raise DataError(f"mask file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode in ("P", "L"):
+                arr = np.array(im)
+            elif mode in ("I", "I;16", "I;16B", "I;16L"):
+                arr = np.array(im).astype(np.int64)
+            else:
+                raise DataError(
+                    f"mask {path} has PIL mode {mode!r}; expected a palette ('P') or greyscale ('L') index PNG "
+                    "whose pixel values are class indices (colour-coded RGB masks are not supported)"
+                )
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read mask {path}: {e}") from e
+    if arr.ndim != 2:
+        raise DataError(f"mask {path} has shape {arr.shape}; expected (H, W)")
+    values = np.unique(arr) if arr.dtype != np.uint8 else np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    bad = [v for v in values if not (0 <= v <= n_classes or v == IGNORE_INDEX)]
+    if bad:
+        shown = ", ".join(str(int(v)) for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise DataError(
+            f"mask {path} has values outside 0..{n_classes} and {IGNORE_INDEX}: {shown}"
+        )
+    return arr.astype(np.uint8, copy=False)
+
+
+_MASK_VALUE_CACHE: dict[tuple[str, int, int, int], frozenset[int]] = {}
+
+
+def mask_class_indices(path: Path, n_classes: int) -> frozenset[int]:
+    """0-based class indices present in an index mask (values other than 0 and 255), cached per file."""
+    try:
+        st = path.stat()
+    except OSError:
+        raise DataError(f"mask file not found: {path}") from None
+    key = (str(path), st.st_mtime_ns, st.st_size, n_classes)
+    hit = _MASK_VALUE_CACHE.get(key)
+    if hit is None:
+        arr = read_index_png(path, n_classes)
+        values = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+        hit = frozenset(int(v) - 1 for v in values if 0 < v <= n_classes)
+        _MASK_VALUE_CACHE[key] = hit
+    return hit
+
+
+def read_id_list(path: Path, what: str = "split file") -> list[str]:
+    """Ids of a split file (first token of each non-blank line), duplicates removed in order."""
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {what} {path}: {e}") from e
+    ids = list(dict.fromkeys(line.split()[0] for line in text.splitlines() if line.strip()))
+    if not ids:
+        raise DataError(f"{what} is empty: {path}")
+    return ids
+
+
+class SkipLog:
+    """Counts of skipped samples by reason, plus the (id, reason) list."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, sample_id: str, reason: str) -> None:
+        self.counts[reason] += 1
+        self.items.append((sample_id, reason))
+
+    def summary(self) -> str:
+        if not self.counts:
+            return "none skipped"
+        total = sum(self.counts.values())
+        parts = ", ".join(f"{r}: {n}" for r, n in self.counts.most_common())
+        return f"{total} skipped ({parts})"
+
+
+class _ReportMixin(SegDataset):
+    """Skip bookkeeping, ``report()`` and ``validate()`` shared by the loaders."""
+
+    _skips: SkipLog
+    _all_class_names: tuple[str, ...]
+    _n_candidates: int
+    _title: str
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Number of skipped samples per reason."""
+        return dict(self._skips.counts)
+
+    @property
+    def skipped_ids(self) -> list[tuple[str, str]]:
+        """(id, reason) of every skipped sample."""
+        return list(self._skips.items)
+
+    def class_counts(self) -> dict[str, int]:
+        """Images per class (an image counts for every class it contains)."""
+        counts = collections.Counter(c for s in self.samples for c in s.labels)
+        return {name: counts.get(k, 0) for k, name in enumerate(self.class_names)}
+
+    def report(self) -> str:
+        lines = [f"{self._title}: {self._n_candidates} candidate images, {len(self.samples)} kept, "
+                 f"{self._skips.summary()}"]
+        dropped = [n for n in self._all_class_names if n not in self.class_names]
+        if dropped:
+            lines.append(f"classes: {len(self.class_names)} of {len(self._all_class_names)} "
+                         f"(not chosen: {', '.join(dropped)})")
+        counts = self.class_counts()
+        lines.append("images per class: " + ", ".join(f"{n} {c}" for n, c in counts.items()))
+        empty = [n for n, c in counts.items() if c == 0]
+        if empty:
+            lines.append(f"WARNING: no images for class(es): {', '.join(empty)}")
+        lines.extend(self._extra_report())
+        return "\n".join(lines)
+
+    def _extra_report(self) -> list[str]:
+        return []
+
+    def validate(self, drop: bool = True) -> list[tuple[str, str]]:
+        """Load every image and mask; return (id, error message) for each bad sample.
+
+        With ``drop`` the bad samples are removed from ``samples`` and counted in ``skipped`` (reason
+        "invalid image" or "invalid mask") instead of raising later.
+        """
+        bad: list[tuple[str, str]] = []
+        keep: list[Sample] = []
+        for i, s in enumerate(self.samples):
+            try:
+                self.image(i)
+            except DataError as e:
+                bad.append((s.id, str(e)))
+                if drop:
+                    self._skips.add(s.id, "invalid image")
+                continue
+            try:
+                self.mask(i)
+            except DataError as e:
+                bad.append((s.id, str(e)))
+                if drop:
+                    self._skips.add(s.id, "invalid mask")
+                continue
+            keep.append(s)
+        if drop:
+            self.samples = keep
+        return bad
+
+
+def check_mask_size(mask: np.ndarray, mask_path: Path | str, img_path: Path) -> None:
+    w, h = image_size(img_path)
+    if mask.shape != (h, w):
+        raise DataError(
+            f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but image {img_path} is {w}x{h}"
+        )
+
+
+def _list_names(folder: Path) -> set[str]:
+    try:
+        return {e.name for e in os.scandir(folder)}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _parse_bool(value: str, where: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "y", "t"):
+        return True
+    if v in ("0", "false", "no", "n", "f", ""):
+        return False
+    raise DataError(f"{where}: cannot read {value!r} as a boolean")
+
+
+class VOCSegmentation(_ReportMixin):
+    """A PASCAL VOC segmentation split (see the module docstring for the layout and decisions)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        classes: Sequence[str] | None = None,
+        year: str = "2012",
+        use_aug_masks: bool = False,
+        only_original_masks: bool = False,
+    ) -> None:
+        root = Path(root).expanduser()
+        year = str(year)
+        if not root.is_dir():
+            raise DataError(f"VOC root folder not found: {root}")
+        if (root / f"VOC{year}").is_dir():
+            voc = root / f"VOC{year}"
+        elif (root / "ImageSets").is_dir() or (root / "JPEGImages").is_dir():
+            voc = root
+        else:
+            raise DataError(
+                f"{root} is neither a VOCdevkit folder (with VOC{year}/ inside) nor a VOC{year} folder "
+                "(with ImageSets/ and JPEGImages/ inside)"
+            )
+        self.root = voc
+        self.split = split
+        self.year = year
+        self.use_aug_masks = use_aug_masks
+        self.only_original_masks = only_original_masks
+        self._all_class_names = VOC_CLASSES
+        self._chosen = select_classes(VOC_CLASSES, classes, f"PASCAL VOC (root {root})")
+        self.class_names = tuple(VOC_CLASSES[k] for k in self._chosen)
+        self._lut = subset_lut(self._chosen, len(VOC_CLASSES))
+        old_to_new = {old: new for new, old in enumerate(self._chosen)}
+
+        split_file = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not split_file.is_file():
+            avail = sorted(p.stem for p in (voc / "ImageSets" / "Segmentation").glob("*.txt"))
+            raise DataError(
+                f"split file not found: {split_file}" + (f" (available splits: {', '.join(avail)})" if avail else "")
+            )
+        ids = read_id_list(split_file)
+        self._n_candidates = len(ids)
+        self._title = f"VOC{year} {split} ({voc})"
+
+        orig_dir, aug_dir, ann_dir = voc / "SegmentationClass", voc / "SegmentationClassAug", voc / "Annotations"
+        orig_names = _list_names(orig_dir)
+        aug_names = _list_names(aug_dir) if use_aug_masks else set()
+        self.mask_source: dict[str, str | None] = {}
+        for i in ids:
+            if f"{i}.png" in orig_names:
+                self.mask_source[i] = "SegmentationClass"
+            elif f"{i}.png" in aug_names:
+                self.mask_source[i] = "SegmentationClassAug"
+            else:
+                self.mask_source[i] = None
+
+        self._skips = SkipLog()
+        if only_original_masks:
+            manifest = voc.parent / "manifest.csv"
+            self.original_source = str(manifest) if manifest.is_file() else str(orig_dir)
+            if manifest.is_file():
+                original = self._read_manifest(manifest)
+                keep_ids = []
+                for i in ids:
+                    if i not in original:
+                        self._skips.add(i, "not in manifest.csv")
+                    elif not original[i]:
+                        self._skips.add(i, "not an original VOC mask")
+                    else:
+                        keep_ids.append(i)
+            else:
+                keep_ids = []
+                for i in ids:
+                    if f"{i}.png" in orig_names:
+                        keep_ids.append(i)
+                    else:
+                        self._skips.add(i, "not an original VOC mask")
+            ids = keep_ids
+
+        ann_names = _list_names(ann_dir)
+        self.label_source: dict[str, str] = {}
+        samples: list[Sample] = []
+        for i in ids:
+            if f"{i}.xml" in ann_names:
+                full = self._labels_from_xml(ann_dir / f"{i}.xml")
+                self.label_source[i] = "xml"
+            else:
+                full = mask_class_indices(self._mask_path(i), len(VOC_CLASSES))
+                self.label_source[i] = "mask"
+            labels = frozenset(old_to_new[k] for k in full if k in old_to_new)
+            if not labels:
+                self._skips.add(i, NO_CHOSEN_CLASS)
+                continue
+            samples.append(Sample(i, labels))
+        self.samples = samples
+
+    # ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _read_manifest(path: Path) -> dict[str, bool]:
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                fields = reader.fieldnames or []
+                if "id" not in fields or "original_voc_mask" not in fields:
+                    raise DataError(f"{path} needs the columns 'id' and 'original_voc_mask' (has {fields})")
+                return {
+                    row["id"].strip(): _parse_bool(row["original_voc_mask"] or "", f"{path} line {n + 2}")
+                    for n, row in enumerate(reader)
+                }
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise DataError(f"cannot read {path}: {e}") from e
+
+    @staticmethod
+    def _labels_from_xml(path: Path) -> frozenset[int]:
+        try:
+            tree = ET.parse(path)
+        except (ET.ParseError, OSError) as e:
+            raise DataError(f"cannot parse annotation {path}: {e}") from e
+        index = {n: k for k, n in enumerate(VOC_CLASSES)}
+        labels = set()
+        for obj in tree.getroot().iter("object"):
+            name = (obj.findtext("name") or "").strip()
+            if name not in index:
+                raise DataError(f"annotation {path} names unknown class {name!r}; valid: {', '.join(VOC_CLASSES)}")
+            labels.add(index[name])
+        return frozenset(labels)
+
+    def _mask_path(self, sample_id: str) -> Path:
+        src = self.mask_source.get(sample_id)
+        if src is None:
+            where = "SegmentationClass" + (" or SegmentationClassAug" if self.use_aug_masks else "")
+            raise DataError(f"mask file not found: {self.root / 'SegmentationClass' / (sample_id + '.png')} "
+                            f"(looked in {where})")
+        return self.root / src / f"{sample_id}.png"
+
+    def image_path(self, i: int) -> Path:
+        return self.root / "JPEGImages" / f"{self.samples[i].id}.jpg"
+
+    def mask_path(self, i: int) -> Path:
+        return self._mask_path(self.samples[i].id)
+
+    def image(self, i: int) -> Image.Image:
+        return load_rgb(self.image_path(i))
+
+    def mask(self, i: int) -> np.ndarray:
+        path = self.mask_path(i)
+        arr = read_index_png(path, len(VOC_CLASSES))
+        check_mask_size(arr, path, self.image_path(i))
+        return self._lut[arr]
+
+    def _extra_report(self) -> list[str]:
+        kept = {s.id for s in self.samples}
+        src = collections.Counter(self.mask_source[i] for i in kept)
+        lab = collections.Counter(self.label_source[i] for i in kept)
+        lines = ["masks from: " + ", ".join(f"{k} {v}" for k, v in src.items()),
+                 "labels from: " + ", ".join(f"{'Annotations xml' if k == 'xml' else k} {v}" for k, v in lab.items())]
+        if self.only_original_masks:
+            lines.append(f"only original VOC masks (from {self.original_source})")
+        return lines

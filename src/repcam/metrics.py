@@ -1,0 +1,577 @@
+"""Evaluating class activation maps against segmentation ground truth.
+
+The paper's protocol: normalise a class's map to [0, 1], threshold it at T = 0.15, take the
+IoU with that class's ground-truth mask, and report the mean over classes (mIoU). Intersections
+and unions are summed over the whole data set per class before dividing (the usual semantic
+segmentation convention); the mean of per-image IoUs is kept as a secondary number.
+
+Also here: a threshold-free pixel average precision (PxAP), the weakly-supervised-segmentation
+protocol of IRN (argmax against a constant background plane, (C + 1)-label mIoU), and a paired
+bootstrap over images for the difference in mIoU between two methods.
+
+Masks follow :mod:`repcam.data.base`: 0 background, ``k + 1`` class ``k``, 255 ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEFAULT_THRESHOLD = 0.15
+"""The paper's threshold on normalised maps."""
+
+DEFAULT_SWEEP: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+"""0.05, 0.10, ..., 0.95."""
+
+IGNORE_INDEX = 255
+"""Mask value ignored by every metric (same as ``repcam.data.base.IGNORE_INDEX``)."""
+
+# Thresholds closer than this are the same threshold when looked up.
+_THRESHOLD_TOL = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# Map preparation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_2d(a: np.ndarray, what: str) -> None:
+    if a.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (H, W), got shape {a.shape}")
+
+
+def normalize_map(cam: np.ndarray) -> np.ndarray:
+    """Min-max normalise a 2-D map to [0, 1] as float32; a constant map becomes all zeros."""
+    cam = np.asarray(cam)
+    _check_2d(cam, "cam")
+    if cam.size == 0:
+        raise ValueError("cam is empty")
+    # Computed in float64 so that exact inputs (e.g. 0.15 of a [0, 1] map) stay exact.
+    x = cam.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("cam contains NaN or inf")
+    lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:
+        # A flat map carries no localisation; zeros means it predicts nothing at any T > 0.
+        return np.zeros(x.shape, dtype=np.float32)
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinearly resize a 2-D map to ``size`` = (H, W) as float32 (torch, align_corners=False)."""
+    cam = np.asarray(cam)
+    _check_2d(cam, "cam")
+    h, w = int(size[0]), int(size[1])
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    if cam.shape == (h, w):
+        return cam.astype(np.float32, copy=True)
+    # Same call as the CAM engine uses, so maps resized here and there agree.
+    t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))[None, None]
+    out = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+    return out[0, 0].numpy()
+
+
+def prepare_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a map to the mask size, then normalise it to [0, 1] (float32)."""
+    # Normalising after resizing makes the resized map span exactly [0, 1].
+    return normalize_map(resize_map(cam, size))
+
+
+# --------------------------------------------------------------------------------------------
+# Thresholded IoU (the paper's metric)
+# --------------------------------------------------------------------------------------------
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _nanmean(x: np.ndarray, axis: int | None = None) -> Any:
+    """``np.nanmean`` without the all-NaN warning (all-NaN gives NaN)."""
+    x = np.asarray(x, dtype=np.float64)
+    ok = ~np.isnan(x)
+    n = ok.sum(axis=axis)
+    s = np.where(ok, x, 0.0).sum(axis=axis)
+    return _safe_div(s, n) if axis is not None else (float(s / n) if n else float("nan"))
+
+
+class PrimaryCounts(NamedTuple):
+    """Per-(image, class) counts at an accumulator's primary threshold, in insertion order."""
+
+    image_ids: list[str]
+    classes: np.ndarray  # (R,) int64
+    intersection: np.ndarray  # (R,) int64
+    union: np.ndarray  # (R,) int64
+
+
+class IoUAccumulator:
+    """Per-class intersection and union summed over a data set, at several thresholds at once.
+
+    A pixel is predicted when its prepared map value is ``>= t``; the comparison is done in
+    float32 (the map's dtype) so that a value equal to ``t`` counts as foreground. Pixels where
+    the mask is 255 are dropped from both prediction and ground truth.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        thresholds: Sequence[float] = DEFAULT_SWEEP,
+        primary: float = DEFAULT_THRESHOLD,
+    ) -> None:
+        if num_classes <= 0:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        ts = sorted({float(t) for t in thresholds} | {float(primary)})
+        # Dedupe thresholds that differ only by float noise (e.g. 0.1 + 0.05 vs 0.15).
+        uniq: list[float] = []
+        for t in ts:
+            if not uniq or t - uniq[-1] > _THRESHOLD_TOL:
+                uniq.append(t)
+        self.num_classes = int(num_classes)
+        self.thresholds: tuple[float, ...] = tuple(uniq)
+        self.primary = float(primary)
+        self._t32 = np.asarray(self.thresholds, dtype=np.float32)
+        self._pi = self._index(self.primary)
+        n_t = len(self.thresholds)
+        self.intersection = np.zeros((n_t, self.num_classes), dtype=np.int64)
+        self.union = np.zeros((n_t, self.num_classes), dtype=np.int64)
+        self._ids: list[str] = []
+        self._cls: list[int] = []
+        self._inter: list[int] = []
+        self._union: list[int] = []
+
+    def _index(self, threshold: float | None) -> int:
+        t = self.primary if threshold is None else float(threshold)
+        hits = [i for i, u in enumerate(self.thresholds) if abs(u - t) <= _THRESHOLD_TOL]
+        if not hits:
+            raise KeyError(f"threshold {t} is not tracked; tracked: {self.thresholds}")
+        return hits[0]
+
+    def _counts(self, prob: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Intersection and union at every threshold in one pass over the pixels."""
+        vals = prob[valid]
+        g = gt[valid]
+        # k = number of thresholds t with t <= value, i.e. the pixel is predicted at t_0..t_{k-1}.
+        k = np.searchsorted(self._t32, vals, side="right")
+        n_t = len(self.thresholds)
+        all_hist = np.bincount(k, minlength=n_t + 1)
+        gt_hist = np.bincount(k[g], minlength=n_t + 1)
+        pred = np.cumsum(all_hist[::-1])[::-1][1:]
+        inter = np.cumsum(gt_hist[::-1])[::-1][1:]
+        union = pred + int(g.sum()) - inter
+        return inter.astype(np.int64), union.astype(np.int64)
+
+    def add(self, image_id: str, cls: int, cam: np.ndarray, mask: np.ndarray) -> float:
+        """Add one (image, class) pair; returns its IoU at the primary threshold.
+
+        ``cam`` may have any 2-D size (it is resized to the mask). The per-image IoU is NaN when
+        prediction and ground truth are both empty over valid pixels; NaNs are skipped in means.
+        """
+        cam = np.asarray(cam)
+        mask = np.asarray(mask)
+        if cam.ndim != 2 or mask.ndim != 2:
+            raise ValueError(f"{image_id}: cam and mask must be 2-D, got {cam.shape} and {mask.shape}")
+        if not 0 <= int(cls) < self.num_classes:
+            raise ValueError(f"{image_id}: class {cls} out of range [0, {self.num_classes})")
+        cls = int(cls)
+        prob = prepare_map(cam, mask.shape)
+        valid = mask != IGNORE_INDEX
+        gt = mask == cls + 1
+        inter, union = self._counts(prob, gt, valid)
+        self.intersection[:, cls] += inter
+        self.union[:, cls] += union
+        self._ids.append(str(image_id))
+        self._cls.append(cls)
+        self._inter.append(int(inter[self._pi]))
+        self._union.append(int(union[self._pi]))
+        return float(_safe_div(inter[self._pi], union[self._pi]))
+
+    @property
+    def records(self) -> list[tuple[str, int, float]]:
+        """(image_id, class, IoU at the primary threshold) for every ``add``, in order."""
+        ious = _safe_div(np.asarray(self._inter), np.asarray(self._union))
+        return [(i, c, float(v)) for i, c, v in zip(self._ids, self._cls, ious)]
+
+    def primary_counts(self) -> PrimaryCounts:
+        """Per-(image, class) intersection and union at the primary threshold (for bootstrapping)."""
+        return PrimaryCounts(
+            list(self._ids),
+            np.asarray(self._cls, dtype=np.int64),
+            np.asarray(self._inter, dtype=np.int64),
+            np.asarray(self._union, dtype=np.int64),
+        )
+
+    def per_class_iou(self, threshold: float | None = None) -> np.ndarray:
+        """(C,) summed-over-images IoU per class; NaN where the union is 0 (e.g. never added)."""
+        i = self._index(threshold)
+        return _safe_div(self.intersection[i], self.union[i])
+
+    def miou(self, threshold: float | None = None) -> float:
+        """Mean of ``per_class_iou`` over the classes that have a non-zero union."""
+        return _nanmean(self.per_class_iou(threshold))
+
+    def per_image_miou(self) -> float:
+        """Mean of the per-(image, class) IoUs at the primary threshold, skipping NaNs."""
+        return _nanmean(_safe_div(np.asarray(self._inter), np.asarray(self._union)))
+
+    def sweep(self) -> dict[float, float]:
+        """Threshold -> mIoU for every tracked threshold."""
+        return {t: self.miou(t) for t in self.thresholds}
+
+    def best_threshold(self) -> tuple[float, float]:
+        """(threshold, mIoU) with the highest mIoU; ties go to the lowest threshold."""
+        items = [(t, m) for t, m in self.sweep().items() if not np.isnan(m)]
+        if not items:
+            return float("nan"), float("nan")
+        best = max(m for _, m in items)
+        return next((t, m) for t, m in items if m == best)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything as plain lists and numbers (JSON serialisable)."""
+        return {
+            "num_classes": self.num_classes,
+            "thresholds": list(self.thresholds),
+            "primary": self.primary,
+            "intersection": self.intersection.tolist(),
+            "union": self.union.tolist(),
+            "records": [[i, c, a, u] for i, c, a, u in zip(self._ids, self._cls, self._inter, self._union)],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> IoUAccumulator:
+        """Inverse of :meth:`state_dict`."""
+        acc = cls(int(state["num_classes"]), state["thresholds"], float(state["primary"]))
+        if len(acc.thresholds) != len(state["thresholds"]):
+            raise ValueError("state thresholds are not distinct")
+        acc.intersection[...] = np.asarray(state["intersection"], dtype=np.int64)
+        acc.union[...] = np.asarray(state["union"], dtype=np.int64)
+        for i, c, a, u in state["records"]:
+            acc._ids.append(str(i))
+            acc._cls.append(int(c))
+            acc._inter.append(int(a))
+            acc._union.append(int(u))
+        return acc
+
+    def merge(self, other: IoUAccumulator) -> None:
+        """Add another accumulator's counts and records (same classes and thresholds required)."""
+        same_t = len(self.thresholds) == len(other.thresholds) and all(
+            abs(a - b) <= _THRESHOLD_TOL for a, b in zip(self.thresholds, other.thresholds)
+        )
+        if other.num_classes != self.num_classes or not same_t or abs(other.primary - self.primary) > _THRESHOLD_TOL:
+            raise ValueError("cannot merge accumulators with different classes or thresholds")
+        self.intersection += other.intersection
+        self.union += other.union
+        self._ids += other._ids
+        self._cls += other._cls
+        self._inter += other._inter
+        self._union += other._union
+
+
+# --------------------------------------------------------------------------------------------
+# Pixel average precision (threshold free)
+# --------------------------------------------------------------------------------------------
+
+
+def _ap_from_hists(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AP from positive/negative pixel counts per score level (ascending levels).
+
+    Same definition as sklearn's ``average_precision_score``: sum over thresholds, from the
+    highest down, of (recall step) x precision, with tied scores forming one threshold.
+    """
+    n_pos = int(pos.sum())
+    if n_pos == 0:
+        return float("nan")
+    tp = np.cumsum(pos[::-1].astype(np.float64))  # descending thresholds
+    fp = np.cumsum(neg[::-1].astype(np.float64))
+    recall = tp / n_pos
+    # Empty levels (histogram mode) add no recall, so their precision value never matters.
+    precision = _safe_div(tp, tp + fp)
+    steps = np.diff(recall, prepend=0.0)
+    return float(np.sum(steps[steps > 0] * precision[steps > 0]))
+
+
+class PixelAPAccumulator:
+    """Streaming PxAP: scores in [0, 1] are binned into ``bins`` levels (``floor(s * bins)``).
+
+    The result is the exact AP of the quantised scores; use it when pooling every pixel of a
+    data set would not fit in memory (wsolevaluation bins the same way, at 0.01 by default).
+    """
+
+    def __init__(self, bins: int = 1000) -> None:
+        if bins <= 0:
+            raise ValueError(f"bins must be positive, got {bins}")
+        self.bins = int(bins)
+        self.pos = np.zeros(self.bins, dtype=np.int64)
+        self.neg = np.zeros(self.bins, dtype=np.int64)
+
+    def add(self, score: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add one image's prepared map, bool ground truth and optional bool valid mask."""
+        s, g = _pixels(score, gt, valid)
+        if s.size and (s.min() < 0 or s.max() > 1):
+            raise ValueError("scores must lie in [0, 1] (use prepare_map)")
+        idx = np.minimum((s * self.bins).astype(np.int64), self.bins - 1)
+        self.pos += np.bincount(idx[g], minlength=self.bins)
+        self.neg += np.bincount(idx[~g], minlength=self.bins)
+
+    def value(self) -> float:
+        """PxAP so far (NaN if no positive pixel was seen)."""
+        return _ap_from_hists(self.pos, self.neg)
+
+
+def _pixels(score: np.ndarray, gt: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    score = np.asarray(score)
+    gt = np.asarray(gt)
+    if gt.dtype != bool:
+        raise ValueError("gt must be a bool mask (e.g. mask == cls + 1)")
+    if score.shape != gt.shape or (valid is not None and np.shape(valid) != gt.shape):
+        raise ValueError(f"score, gt and valid shapes differ: {score.shape}, {gt.shape}")
+    if valid is None:
+        return score.ravel(), gt.ravel()
+    v = np.asarray(valid, dtype=bool)
+    return score[v], gt[v]
+
+
+def pixel_average_precision(
+    scores: Sequence[np.ndarray],
+    gts: Sequence[np.ndarray],
+    valids: Sequence[np.ndarray] | None = None,
+    bins: int | None = None,
+) -> float:
+    """Pixel average precision (PxAP) over all valid pixels pooled across images.
+
+    ``scores[i]`` is image i's prepared map, ``gts[i]`` its bool ground truth (same shape) and
+    ``valids[i]`` (optional) a bool mask of the pixels to keep, e.g. ``mask != 255``.
+    ``bins=None`` is exact (sklearn's ``average_precision_score`` on the pooled pixels, sorting
+    them all); ``bins=n`` streams through :class:`PixelAPAccumulator`. NaN if no positive pixel.
+    """
+    if len(scores) != len(gts) or (valids is not None and len(valids) != len(gts)):
+        raise ValueError("scores, gts and valids must have the same length")
+    vs: Sequence[np.ndarray | None] = valids if valids is not None else [None] * len(gts)
+    if bins is not None:
+        acc = PixelAPAccumulator(bins)
+        for s, g, v in zip(scores, gts, vs):
+            acc.add(s, g, v)
+        return acc.value()
+    parts = [_pixels(s, g, v) for s, g, v in zip(scores, gts, vs)]
+    if not parts:
+        return float("nan")
+    s = np.concatenate([p[0].astype(np.float64) for p in parts])
+    g = np.concatenate([p[1] for p in parts])
+    levels, inv = np.unique(s, return_inverse=True)
+    pos = np.bincount(inv[g], minlength=len(levels))
+    neg = np.bincount(inv[~g], minlength=len(levels))
+    return _ap_from_hists(pos, neg)
+
+
+# --------------------------------------------------------------------------------------------
+# IRN's weakly-supervised-segmentation protocol
+# --------------------------------------------------------------------------------------------
+
+
+def _best_class(maps: Mapping[int, np.ndarray], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the highest prepared map value and its label (cls + 1); (0, 0) if no maps."""
+    h, w = int(size[0]), int(size[1])
+    if not maps:
+        return np.zeros((h, w), dtype=np.float32), np.zeros((h, w), dtype=np.uint8)
+    keys = sorted(int(c) for c in maps)
+    if keys[0] < 0 or keys[-1] + 1 >= IGNORE_INDEX:
+        raise ValueError(f"class indices must lie in [0, {IGNORE_INDEX - 1}), got {keys}")
+    stack = np.stack([prepare_map(maps[c], (h, w)) for c in keys])
+    # argmax takes the first maximum, so ties go to the lowest class index.
+    arg = np.argmax(stack, axis=0)
+    labels = (np.asarray(keys, dtype=np.int64) + 1)[arg].astype(np.uint8)
+    return np.take_along_axis(stack, arg[None], axis=0)[0], labels
+
+
+def _label_at(best: np.ndarray, labels: np.ndarray, bg_threshold: float) -> np.ndarray:
+    # The background plane comes first in the argmax, so it wins ties (value == threshold).
+    return np.where(best > np.float32(bg_threshold), labels, np.uint8(0)).astype(np.uint8)
+
+
+def semantic_prediction(maps: Mapping[int, np.ndarray], size: tuple[int, int], bg_threshold: float) -> np.ndarray:
+    """IRN-style label map: argmax over [constant ``bg_threshold`` plane, prepared maps].
+
+    ``maps`` holds the CAM of each class present in the image (0-based index -> 2-D map).
+    Returns uint8 (H, W): 0 background, ``cls + 1`` otherwise. Background wins ties.
+    """
+    best, labels = _best_class(maps, size)
+    return _label_at(best, labels, bg_threshold)
+
+
+class ConfusionAccumulator:
+    """Confusion matrix over ``num_classes + 1`` labels (background first); rows gt, cols pred."""
+
+    def __init__(self, num_classes: int) -> None:
+        if num_classes <= 0:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.num_labels = int(num_classes) + 1
+        self.matrix = np.zeros((self.num_labels, self.num_labels), dtype=np.int64)
+
+    def add(self, pred: np.ndarray, mask: np.ndarray) -> None:
+        """Add one image's label map; mask pixels equal to 255 are ignored."""
+        pred = np.asarray(pred)
+        mask = np.asarray(mask)
+        if pred.shape != mask.shape:
+            raise ValueError(f"pred shape {pred.shape} != mask shape {mask.shape}")
+        valid = mask != IGNORE_INDEX
+        g = mask[valid].astype(np.int64)
+        p = pred[valid].astype(np.int64)
+        n = self.num_labels
+        if g.size and (g.min() < 0 or g.max() >= n or p.min() < 0 or p.max() >= n):
+            raise ValueError(f"labels must lie in [0, {n}) outside ignore pixels")
+        self.matrix += np.bincount(g * n + p, minlength=n * n).reshape(n, n)
+
+    def iou(self) -> np.ndarray:
+        """Per-label IoU, background first; NaN where the union is 0."""
+        tp = np.diag(self.matrix)
+        union = self.matrix.sum(0) + self.matrix.sum(1) - tp
+        return _safe_div(tp, union)
+
+    def miou(self) -> float:
+        """Mean IoU over labels with a non-zero union (background included)."""
+        return _nanmean(self.iou())
+
+    def merge(self, other: ConfusionAccumulator) -> None:
+        """Add another accumulator's counts."""
+        if other.num_labels != self.num_labels:
+            raise ValueError("cannot merge confusion matrices of different sizes")
+        self.matrix += other.matrix
+
+
+def irn_sweep(
+    items: Iterable[tuple[Mapping[int, np.ndarray], np.ndarray]],
+    num_classes: int,
+    thresholds: Sequence[float],
+) -> dict[float, float]:
+    """Background threshold -> (C + 1)-label mIoU over the data set (one pass over ``items``).
+
+    Each item is (maps of the present classes, mask); the caller picks the best threshold.
+    """
+    accs = {float(t): ConfusionAccumulator(num_classes) for t in thresholds}
+    for maps, mask in items:
+        mask = np.asarray(mask)
+        _check_2d(mask, "mask")
+        # Maps are prepared once per image; only the background comparison depends on t.
+        best, labels = _best_class(maps, mask.shape)
+        for t, acc in accs.items():
+            acc.add(_label_at(best, labels, t), mask)
+    return {t: acc.miou() for t, acc in accs.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Paired bootstrap over images
+# --------------------------------------------------------------------------------------------
+
+
+def _miou_from_counts(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """mIoU along the last axis (classes), skipping classes with zero union."""
+    return _nanmean(_safe_div(inter, union), axis=-1)
+
+
+def bootstrap_diff_ci(
+    image_index: Sequence[Hashable] | np.ndarray,
+    classes: Sequence[int] | np.ndarray,
+    inter_a: Sequence[int] | np.ndarray,
+    union_a: Sequence[int] | np.ndarray,
+    inter_b: Sequence[int] | np.ndarray,
+    union_b: Sequence[int] | np.ndarray,
+    *,
+    num_classes: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap CI over images of mIoU(a) - mIoU(b), both on the same records.
+
+    All six arrays have one entry per (image, class) record, in the same order for a and b:
+    the record's image (any hashable id, e.g. the image_id), its class, and the intersection
+    and union of each method at the primary threshold (see ``IoUAccumulator.primary_counts``).
+    Images are resampled with replacement; each replicate sums counts per class and takes the
+    mIoU as in ``IoUAccumulator.miou``. Returns (point estimate on all images, low, high).
+    """
+    cls = np.asarray(classes, dtype=np.int64)
+    arrays = [np.asarray(x, dtype=np.float64) for x in (inter_a, union_a, inter_b, union_b)]
+    n_rec = len(cls)
+    if len(image_index) != n_rec or any(a.shape != (n_rec,) for a in arrays):
+        raise ValueError("image_index, classes and the four count arrays must have the same length")
+    if n_rec == 0:
+        raise ValueError("no records to bootstrap")
+    if not 0 < confidence < 1 or n_boot <= 0:
+        raise ValueError("need 0 < confidence < 1 and n_boot > 0")
+    n_cls = int(num_classes) if num_classes is not None else int(cls.max()) + 1
+    if cls.min() < 0 or cls.max() >= n_cls:
+        raise ValueError(f"classes must lie in [0, {n_cls})")
+    _, img = np.unique(np.asarray(image_index), return_inverse=True)
+    img = img.ravel()
+    n_img = int(img.max()) + 1
+    # Per-image, per-class counts: a replicate's totals are then image weights @ these tables.
+    tables = []
+    for a in arrays:
+        t = np.zeros((n_img, n_cls))
+        np.add.at(t, (img, cls), a)
+        tables.append(t)
+    ia, ua, ib, ub = tables
+
+    point = float(_miou_from_counts(ia.sum(0), ua.sum(0)) - _miou_from_counts(ib.sum(0), ub.sum(0)))
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // n_img)  # bounds the (replicates x images) weight matrix
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        draws = rng.integers(0, n_img, size=(m, n_img))
+        flat = (np.arange(m)[:, None] * n_img + draws).ravel()
+        w = np.bincount(flat, minlength=m * n_img).reshape(m, n_img).astype(np.float64)
+        diffs[start : start + m] = _miou_from_counts(w @ ia, w @ ua) - _miou_from_counts(w @ ib, w @ ub)
+    # A replicate where neither method has a class with non-zero union gives NaN; drop it.
+    diffs = diffs[~np.isnan(diffs)]
+    if diffs.size == 0:
+        return point, float("nan"), float("nan")
+    q = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(diffs, [q, 100.0 - q])
+    return point, float(low), float(high)
+
+
+def paired_bootstrap(
+    acc_a: IoUAccumulator,
+    acc_b: IoUAccumulator,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """:func:`bootstrap_diff_ci` for two accumulators that saw the same (image, class) pairs.
+
+    Records are matched by (image_id, class), so the two need not have been filled in the same
+    order; each pair must occur once in each.
+    """
+    if acc_a.num_classes != acc_b.num_classes:
+        raise ValueError("accumulators have different numbers of classes")
+    a, b = acc_a.primary_counts(), acc_b.primary_counts()
+    keys_a = list(zip(a.image_ids, a.classes.tolist()))
+    keys_b = list(zip(b.image_ids, b.classes.tolist()))
+    if len(set(keys_a)) != len(keys_a) or len(set(keys_b)) != len(keys_b):
+        raise ValueError("an (image_id, class) pair was added more than once")
+    if set(keys_a) != set(keys_b):
+        raise ValueError("the accumulators saw different (image_id, class) pairs")
+    pos_b = {k: i for i, k in enumerate(keys_b)}
+    order = np.asarray([pos_b[k] for k in keys_a], dtype=np.int64)
+    return bootstrap_diff_ci(
+        a.image_ids,
+        a.classes,
+        a.intersection,
+        a.union,
+        b.intersection[order],
+        b.union[order],
+        num_classes=acc_a.num_classes,
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
+    )

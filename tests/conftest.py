@@ -1,0 +1,17 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+VOC_MINI = SHARED_DATA / "VOCdevkit-mini"
+
+
+@pytest.fixture
+def voc_mini() -> Path:
+    if not (VOC_MINI / "VOC2012").is_dir():
+        pytest.skip(f"real VOC subset not present at {VOC_MINI} (only in the development workspace)")
+    return VOC_MINI

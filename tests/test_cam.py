@@ -1,0 +1,179 @@
+"""The CAM engine: parity with pytorch-grad-cam, the paper's fusion, cost and hygiene."""
+
+import numpy as np
+import pytest
+import timm
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from repcam.backbones import build_classifier, gap_fc_parts
+from repcam.cam import CAMError, MultiLayerGradCAM, zhou_cam
+from repcam.fusion import normalize_maps
+from repcam.layers import LayerError, auto_layers
+from repcam.tinycnn import TinyCNN
+
+TARGETS = [1, 4, 7]
+
+
+def _peer(model, layer, x, targets):
+    return GradCAM(model=model, target_layers=[layer])(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+
+
+def _check_parity(model, x):
+    names = auto_layers(model)
+    result = MultiLayerGradCAM(model, names)(x, TARGETS)
+    named = dict(model.named_modules())
+    for li, name in enumerate(names):
+        single = MultiLayerGradCAM(model, [name])(x, TARGETS)
+        ref = _peer(model, named[name], x, TARGETS)
+        assert np.abs(single.last.numpy() - ref).max() <= 1e-4, name
+        assert np.abs(result.layer_maps[:, li].numpy() - ref).max() <= 1e-4, name
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "tf_efficientnet_lite0"])
+def test_parity_with_pytorch_grad_cam_random_weights(arch):
+    torch.manual_seed(0)
+    model = timm.create_model(arch, num_classes=10).eval()
+    _check_parity(model, torch.randn(3, 3, 96, 96))
+
+
+def test_parity_with_pytorch_grad_cam_pretrained_lite0():
+    from PIL import Image
+    from skimage import data
+
+    bb = build_classifier("tf_efficientnet_lite0", 1000, weights="imagenet")
+    x = torch.stack([bb.preprocess.to_tensor(Image.fromarray(getattr(data, n)())) for n in ("chelsea", "coffee", "astronaut")])
+    _check_parity(bb.model.eval(), x)
+
+
+def test_fused_map_is_the_papers_fusion_of_the_layer_maps():
+    # A random net may give an all-zero map at some layer; use the first seed where every layer has signal.
+    for seed in range(50):
+        torch.manual_seed(seed)
+        model = TinyCNN(5).eval()
+        r = MultiLayerGradCAM(model)(torch.randn(2, 3, 64, 64), [0, 3])
+        if (r.layer_maps.flatten(2).amax(-1) == 1).all():
+            break
+    else:
+        pytest.fail("no seed gave signal at every layer")
+    assert r.layer_names == ["layer1", "layer2", "layer3", "layer4"]
+    assert r.layer_maps.shape == (2, 4, 64, 64) and r.fused.shape == (2, 64, 64)
+    for b in range(2):
+        maps = r.layer_maps[b]
+        raw = maps.sum(0) * maps[-1]
+        expected = (raw - raw.min()) / (raw.max() - raw.min())
+        assert torch.allclose(r.fused[b], expected, atol=1e-6)
+    assert r.layer_maps.min() >= 0 and r.layer_maps.max() <= 1
+
+
+def test_batch_with_different_targets_equals_one_image_at_a_time():
+    torch.manual_seed(2)
+    model = TinyCNN(5).eval()
+    x = torch.randn(3, 3, 32, 32)
+    targets = [4, 0, lambda logits: logits[2] - logits[1]]
+    cam = MultiLayerGradCAM(model)
+    batch = cam(x, targets)
+    for i in range(3):
+        one = cam(x[i : i + 1], [targets[i]])
+        assert torch.allclose(batch.fused[i], one.fused[0], atol=1e-5)
+        assert torch.allclose(batch.layer_maps[i], one.layer_maps[0], atol=1e-5)
+
+
+def test_no_parameter_gradients_and_flags_and_mode_restored():
+    model = TinyCNN(5)
+    model.train()
+    model.layer1[0].weight.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    MultiLayerGradCAM(model)(torch.randn(2, 3, 32, 32), 1)
+    assert model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert not model._forward_hooks and all(not m._forward_hooks for m in model.modules())
+
+
+def test_one_forward_and_backward_stops_at_the_lowest_hooked_layer():
+    model = TinyCNN(5).eval()
+    calls = {"forward": 0, "stem_backward": 0}
+    model.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
+    model.stem[0].register_full_backward_hook(lambda *a: calls.__setitem__("stem_backward", calls["stem_backward"] + 1))
+    MultiLayerGradCAM(model, ["layer2", "layer4"])(torch.randn(4, 3, 32, 32), [0, 1, 2, 3])
+    assert calls == {"forward": 1, "stem_backward": 0}
+
+
+def test_hooks_removed_and_state_restored_after_an_exception():
+    model = TinyCNN(5)
+    model.train()
+    cam = MultiLayerGradCAM(model)
+
+    def bad_target(logits):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        cam(torch.randn(1, 3, 32, 32), [bad_target])
+    assert model.training
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_no_state_leaks_between_calls():
+    torch.manual_seed(3)
+    model = TinyCNN(5).eval()
+    cam = MultiLayerGradCAM(model)
+    x = torch.randn(2, 3, 32, 32)
+    first = cam(x, [1, 2]).fused.clone()
+    cam(torch.randn(3, 3, 32, 32), [0, 0, 0])
+    assert torch.equal(cam(x, [1, 2]).fused, first)
+
+
+def test_all_zero_map_stays_zero():
+    model = TinyCNN(3).eval()
+    r = MultiLayerGradCAM(model)(torch.randn(1, 3, 32, 32), [lambda logits: logits.sum() * 0])
+    assert torch.equal(r.fused, torch.zeros_like(r.fused))
+    assert not torch.isnan(r.layer_maps).any()
+
+
+@pytest.mark.parametrize(
+    "x,targets,match",
+    [
+        (torch.randn(3, 32, 32), 0, r"\(B, C, H, W\) batch"),
+        (torch.randn(1, 1, 32, 32), 0, "1 channels but the model's first convolution expects 3"),
+        (torch.randn(2, 3, 32, 32), [0, 9], r"target 9 for image 1 is not a class index in \[0, 4\]"),
+        (torch.randn(2, 3, 32, 32), [0], "got 1 targets for a batch of 2"),
+    ],
+)
+def test_bad_input_gives_clear_errors(x, targets, match):
+    with pytest.raises(CAMError, match=match):
+        MultiLayerGradCAM(TinyCNN(5))(x, targets)
+
+
+def test_unknown_layer_lists_valid_names_and_unused_layer_is_reported():
+    with pytest.raises(LayerError, match="valid names include"):
+        MultiLayerGradCAM(TinyCNN(5), ["layer7"])
+    model = TinyCNN(5)
+    model.unused = torch.nn.Conv2d(3, 3, 1)
+    with pytest.raises(LayerError, match="not executed"):
+        MultiLayerGradCAM(model, ["layer4", "unused"])(torch.randn(1, 3, 32, 32), 0)
+
+
+def test_layercam_weighting_differs_and_is_normalised():
+    torch.manual_seed(4)
+    model = TinyCNN(5).eval()
+    x = torch.randn(1, 3, 32, 32)
+    a = MultiLayerGradCAM(model, weighting="gradcam")(x, 2)
+    b = MultiLayerGradCAM(model, weighting="layercam")(x, 2)
+    assert b.fused.max() == pytest.approx(1.0) and not torch.allclose(a.fused, b.fused)
+
+
+def test_zhou_cam_equals_fc_weighted_features():
+    torch.manual_seed(5)
+    model = TinyCNN(4).eval()
+    features, fc = gap_fc_parts(model)
+    x = torch.randn(2, 3, 32, 32)
+    cams = zhou_cam(features, fc, model, x, [1, 3])
+    feats = model.forward_features(x)
+    raw = torch.einsum("chw,c->hw", feats[0], fc.weight[1]).clamp_min(0)
+    up = torch.nn.functional.interpolate(raw[None, None], size=(32, 32), mode="bilinear", align_corners=False)[0, 0]
+    assert torch.allclose(cams[0], normalize_maps(up), atol=1e-6)
+    with pytest.raises(CAMError, match="class index"):
+        zhou_cam(features, fc, model, x, [1, 4])
