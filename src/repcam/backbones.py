@@ -43,8 +43,8 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    def to_tensor(self, image: Image.Image, crop: bool = False) -> torch.Tensor:
-        """RGB PIL image -> normalised (3, S, S) float tensor.
+    def to_uint8(self, image: Image.Image, crop: bool = False) -> torch.Tensor:
+        """RGB PIL image -> (3, S, S) uint8 tensor, before normalisation (compact enough to cache a data set).
 
         ``crop=False`` resizes the whole image to S x S (the map then covers the whole mask);
         ``crop=True`` is the paper's protocol: shorter side to S, then the central S x S crop.
@@ -52,18 +52,28 @@ class Preprocess:
         s = self.input_size
         image = image.convert("RGB")
         if crop:
-            w, h = image.size
-            scale = s / min(w, h)
-            image = image.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.BILINEAR)
-            w, h = image.size
-            left, top = (w - s) // 2, (h - s) // 2
-            image = image.crop((left, top, left + s, top + s))
-        else:
-            image = image.resize((s, s), Image.BILINEAR)
-        arr = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (arr - mean) / std
+            image = image.crop(centre_crop_box(image.size, s))
+        image = image.resize((s, s), Image.BILINEAR)
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, S, S) -> normalised float32, on the batch's device."""
+        mean = torch.tensor(self.mean, device=batch.device).view(3, 1, 1)
+        std = torch.tensor(self.std, device=batch.device).view(3, 1, 1)
+        return (batch.float() / 255.0 - mean) / std
+
+    def to_tensor(self, image: Image.Image, crop: bool = False) -> torch.Tensor:
+        """RGB PIL image -> normalised (3, S, S) float tensor."""
+        return self.normalize(self.to_uint8(image, crop))
+
+
+def centre_crop_box(size: tuple[int, int], out: int) -> tuple[int, int, int, int]:
+    """The (left, top, right, bottom) box of the central square that the paper's protocol keeps:
+    shorter side scaled to ``out`` then the central out x out, expressed in the original image's pixels."""
+    w, h = size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return left, top, left + side, top + side
 
 
 @dataclass

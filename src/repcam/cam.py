@@ -192,6 +192,6 @@ def zhou_cam(
         model.train(was_training)
     if feats.dim() != 4 or feats.shape[1] != fc.in_features:
         raise CAMError(f"features of shape {tuple(feats.shape)} do not feed a classifier with {fc.in_features} inputs")
-    cam = torch.einsum("bchw,bc->bhw", feats, fc.weight[idx])
+    cam = torch.einsum("bchw,bc->bhw", feats, fc.weight.detach()[idx])
     cam = F.interpolate(cam.clamp_min(0).unsqueeze(1), size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
     return normalize_maps(cam.squeeze(1))

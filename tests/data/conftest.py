@@ -95,10 +95,12 @@ class Kit:
             body = "".join(
                 f"<object><name>{name}</name><difficult>{d}</difficult></object>" for name, d in objs
             )
-            (voc / "Annotations" / f"{i}.xml").write_text(f"<annotation><filename>{i}.jpg</filename>{body}</annotation>")
+            xml_text = f"<annotation><filename>{i}.jpg</filename>{body}</annotation>"
+            (voc / "Annotations" / f"{i}.xml").write_text(xml_text)
         if manifest is not None:
             rows = "".join(f"{i},train,{v},0,\n" for i, v in manifest.items())
-            (root / "manifest.csv").write_text("id,split,original_voc_mask,image_resampled_from_640x480,classes\n" + rows)
+            header = "id,split,original_voc_mask,image_resampled_from_640x480,classes\n"
+            (root / "manifest.csv").write_text(header + rows)
         return root
 
 
@@ -112,3 +114,9 @@ def voc_mini() -> Path:
     if not (VOC_MINI / "VOC2012" / "ImageSets" / "Segmentation" / "train.txt").is_file():
         pytest.skip(f"real VOC subset not found at {VOC_MINI} (only present in the development workspace)")
     return VOC_MINI
+
+
+@pytest.fixture(scope="session")
+def voc_mini_optional() -> Path | None:
+    """The real VOC subset, or None where it is absent (for tests with a synthetic fallback)."""
+    return VOC_MINI if (VOC_MINI / "manifest.csv").is_file() else None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -108,7 +109,8 @@ class COCOSegmentation(_ReportMixin):
         samples: list[Sample] = []
         for img_id in img_ids:
             sid = str(img_id)
-            full = {self._cat_index[a["category_id"]] for a in coco.imgToAnns.get(img_id, []) if not a.get("iscrowd", 0)}
+            anns = coco.imgToAnns.get(img_id, [])
+            full = {self._cat_index[a["category_id"]] for a in anns if not a.get("iscrowd", 0)}
             labels = frozenset(old_to_new[k] for k in full if k in old_to_new)
             if not full:
                 self._skips.add(sid, "no annotations")
@@ -150,7 +152,10 @@ class COCOSegmentation(_ReportMixin):
         crowd = np.zeros((h, w), dtype=bool)
         for ann in self.coco.imgToAnns.get(info["id"], []):
             try:
-                m = self.coco.annToMask(ann).astype(bool)
+                with warnings.catch_warnings():
+                    # pycocotools' decode under numpy 2 warns about __array__(copy=...): harmless
+                    warnings.filterwarnings("ignore", message=r"__array__ implementation", category=DeprecationWarning)
+                    m = self.coco.annToMask(ann).astype(bool)
             except Exception as e:  # pycocotools raises assorted errors for malformed segmentations
                 raise DataError(
                     f"{self.annotation_file}: cannot decode the segmentation of annotation {ann.get('id')}: {e}"

@@ -12,7 +12,7 @@ Layout::
       labels.csv             optional: image-level labels, rows "id,class1;class2" (header "id,labels" allowed)
 
 - Without ``split`` (or ``split=None``) the data set is every image that has a mask; images without a mask
-  are counted as skipped ("no mask").
+  and masks without an image are counted as skipped ("no mask", "no image").
 - Image-level labels come from ``labels.csv`` when it lists the id, otherwise from the mask (every value
   other than 0 and 255). ``label_source[id]`` says which.
 - With a class subset (``classes=[...]``) the data set's classes are the chosen ones in the order given,
@@ -94,10 +94,12 @@ class FolderSegmentation(_ReportMixin):
                     ids.append(i)
                 else:
                     self._skips.add(i, "no mask")
+            for i in sorted(masks - set(self._images)):
+                self._skips.add(i, "no image")
             if not ids:
                 raise DataError(f"no image in {img_dir} has a mask in {mask_dir}")
             self._title = f"{root} (all images with masks)"
-            self._n_candidates = len(self._images)
+            self._n_candidates = len(set(self._images) | masks)
         else:
             ids = read_id_list(root / "splits" / f"{split}.txt")
             self._title = f"{root} split {split}"
@@ -175,7 +177,8 @@ class FolderSegmentation(_ReportMixin):
     def image_path(self, i: int) -> Path:
         sid = self.samples[i].id
         if sid not in self._images:
-            raise DataError(f"image file not found: {self.root / 'images' / sid}.<{'|'.join(e[1:] for e in IMAGE_EXTENSIONS)}>")
+            exts = "|".join(e[1:] for e in IMAGE_EXTENSIONS)
+            raise DataError(f"image file not found: {self.root / 'images' / sid}.<{exts}>")
         return self._images[sid]
 
     def mask_path(self, i: int) -> Path:

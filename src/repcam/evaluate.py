@@ -1,0 +1,144 @@
+"""Turn stored maps into per-method accuracies: the baselines, each selection with and without A, Top-k and All."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from repcam.backbones import centre_crop_box
+from repcam.data.base import SegDataset
+from repcam.fusion import fuse_classes
+from repcam.maps import MapRecords
+from repcam.metrics import IoUAccumulator, paired_bootstrap
+from repcam.selection import Selection, topk_select
+
+BASELINE = "Grad-CAM"
+MC_METHODS = {  # multi-class model maps: row name -> stored map kind
+    "CAM": "cam",
+    "Grad-CAM": "last",
+    "Grad-CAM (mean of layers)": "mean",
+    "LayerCAM": "layercam",
+    "Grad-CAM+A": "fused",
+}
+
+
+@dataclass
+class SplitResult:
+    classes: list[str]
+    accs: dict[str, IoUAccumulator]
+    pairwise: np.ndarray  # [c, s]: mIoU of class c's last-layer maps from the (c, s) pair model; NaN if not trained
+    missing_partners: dict[str, int] = field(default_factory=dict)
+    topk: dict[str, Selection] = field(default_factory=dict)
+
+
+def _by_image(records: MapRecords, cls: int, kind: str) -> dict[int, np.ndarray]:
+    sel = np.nonzero(records["cls"] == cls)[0]
+    return {int(records["image"][i]): records[kind][i] for i in sel}
+
+
+def evaluate_split(
+    ds: SegDataset,
+    mc_records: MapRecords,
+    pair_records: Callable[[int], dict[int, MapRecords]],
+    selections: dict[str, Selection],
+    threshold: float,
+    protocol: str,
+    topk: Iterable[int] = (),
+    progress: Callable[[int], None] | None = None,
+) -> SplitResult:
+    """Evaluate every method class by class so only one class's pair maps are in memory at a time.
+
+    ``pair_records(c)`` returns {partner s: maps of the (c, s) pair model}.
+    """
+    C = ds.num_classes
+    accs: dict[str, IoUAccumulator] = {}
+
+    def acc(name: str) -> IoUAccumulator:
+        if name not in accs:
+            accs[name] = IoUAccumulator(C, primary=threshold)
+        return accs[name]
+
+    pairwise = np.full((C, C), np.nan)
+    missing: dict[str, int] = {}
+    topk_sel: dict[str, Selection] = {f"Top-{k}": {} for k in topk}
+    kinds = [k for k in MC_METHODS.values() if k in mc_records and not np.isnan(mc_records[k][:1].astype(np.float32)).any()]
+    for c in range(C):
+        mc = {kind: _by_image(mc_records, c, kind) for kind in kinds}
+        images = sorted(mc["last"]) if "last" in mc else []
+        partners = pair_records(c)
+        last = {s: _by_image(r, c, "last") for s, r in partners.items()}
+        fused = {s: _by_image(r, c, "fused") for s, r in partners.items()}
+        masks = {i: _eval_mask(ds, i, protocol) for i in images}
+        ids = {i: ds.samples[i].id for i in images}
+
+        pair_acc = {s: IoUAccumulator(C, thresholds=(threshold,), primary=threshold) for s in partners}
+        for s in partners:
+            for i in images:
+                if i in last[s]:
+                    pair_acc[s].add(ids[i], c, last[s][i].astype(np.float32), masks[i])
+            pairwise[c, s] = pair_acc[s].per_class_iou()[c]
+        row = np.full((1, C), np.nan)
+        row[0] = pairwise[c]
+        for k in topk:
+            if np.isfinite(row).sum() >= k:
+                topk_sel[f"Top-{k}"][c] = topk_select(_as_square(row, c, C), k)[c]
+
+        for i in images:
+            for name, kind in MC_METHODS.items():
+                if kind in mc:
+                    acc(name).add(ids[i], c, mc[kind][i].astype(np.float32), masks[i])
+            for sel_name, sel in list(selections.items()) + [(n, s) for n, s in topk_sel.items() if c in s]:
+                reps = sel.get(c, [])
+                avail = [s for s in reps if s in last and i in last[s]]
+                if len(avail) < len(reps):
+                    missing[sel_name] = missing.get(sel_name, 0) + 1
+                if not avail:
+                    continue
+                for suffix, store in (("+F", last), ("+A+F", fused)):
+                    stack = torch.from_numpy(np.stack([store[s][i] for s in avail]).astype(np.float32))
+                    acc(sel_name + suffix).add(ids[i], c, fuse_classes(stack, "mean").numpy(), masks[i])
+        if progress:
+            progress(1)
+    return SplitResult(list(ds.class_names), accs, pairwise, missing, topk_sel)
+
+
+def _as_square(row: np.ndarray, c: int, C: int) -> np.ndarray:
+    m = np.full((C, C), np.nan)
+    m[c] = row[0]
+    m[c, c] = np.nan
+    return m
+
+
+def _eval_mask(ds: SegDataset, i: int, protocol: str) -> np.ndarray:
+    mask = ds.mask(i)
+    if protocol == "crop":
+        left, top, right, bottom = centre_crop_box((mask.shape[1], mask.shape[0]), 0)
+        mask = mask[top:bottom, left:right]
+    return mask
+
+
+def summarize(result: SplitResult, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """One row per method: mIoU at T, per-image mIoU, best threshold, and the difference to Grad-CAM with a 95% CI."""
+    base = result.accs.get(BASELINE)
+    rows = []
+    for name, acc in result.accs.items():
+        best_t, best = acc.best_threshold() if len(acc.thresholds) > 1 else (acc.primary, acc.miou())
+        row = {
+            "method": name,
+            "miou": acc.miou(),
+            "per_image_miou": acc.per_image_miou(),
+            "best_threshold": best_t,
+            "best_miou": best,
+            "records": len(acc.records),
+        }
+        if base is not None and name != BASELINE:
+            try:
+                d, lo, hi = paired_bootstrap(acc, base, n_boot=n_boot, seed=seed)
+                row.update(diff=d, ci_low=lo, ci_high=hi, significant=bool(lo > 0 or hi < 0))
+            except ValueError:  # evaluated on a different set of (image, class) pairs: no paired interval
+                row.update(diff=acc.miou() - base.miou(), ci_low=float("nan"), ci_high=float("nan"), significant=False)
+        rows.append(row)
+    return rows

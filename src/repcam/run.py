@@ -1,0 +1,351 @@
+"""A resumable run: multi-class model -> similarity matrix B -> selections -> pair models -> maps -> tables.
+
+Every step writes an :class:`~repcam.storage.Artefact` keyed by the settings it depends on; a rerun skips
+what is complete, and a kill at any moment loses at most the artefact being written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from repcam import selection as S
+from repcam.backbones import build_classifier
+from repcam.config import RunConfig
+from repcam.data import SegDataset, load_dataset
+from repcam.evaluate import SplitResult, evaluate_split, summarize
+from repcam.maps import MapRecords, extract
+from repcam.storage import Artefact, config_key, read_json, write_json, write_text
+from repcam.tables import write_tables
+from repcam.train import ImageCache, fit, predict, resolve_device
+
+log = logging.getLogger(__name__)
+
+SELECTION_NAMES = {"random": "Random", "rank-a": "Rank-a", "rank-b": "Rank-b", "s1": "S-1", "s2": "S-2", "s3": "S-3", "s4": "S-4", "all": "All"}
+
+
+class RunError(RuntimeError):
+    """A run that cannot proceed; the message says why and what to change."""
+
+
+class Run:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, console: Console | None = None, show_progress: bool = True) -> None:
+        self.cfg = cfg
+        self.dir = Path(run_dir)
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress
+        self.device = resolve_device(cfg.device)
+        self.timings: dict[str, float] = {}
+        self.notes: list[str] = []
+        self._check_dir()
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _check_dir(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise RunError(f"run directory {self.dir} is not writable: {e.strerror or e}") from e
+
+    def say(self, msg: str) -> None:
+        self.console.print(msg)
+
+    def note(self, msg: str) -> None:
+        self.notes.append(msg)
+        self.console.print(f"[yellow]note:[/] {msg}")
+
+    @contextmanager
+    def progress(self, label: str, total: int) -> Iterator:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, disable=not self.show_progress, transient=False,
+        ) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda n=1: bar.advance(task, n)
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - t0
+
+    def _data_key(self) -> dict[str, Any]:
+        d = self.cfg.data
+        return {"kind": d.kind, "root": str(d.root), "classes": d.classes, "options": d.options, "seed": self.cfg.seed}
+
+    def _model_key(self) -> dict[str, Any]:
+        return {"data": self._data_key(), "train_split": self.cfg.data.train_split, "backbone": asdict(self.cfg.backbone)}
+
+    def _seed(self, *parts: Any) -> int:
+        return int(hashlib.sha256(repr((self.cfg.seed,) + parts).encode()).hexdigest()[:8], 16)
+
+    def load_split(self, split: str) -> SegDataset:
+        d = self.cfg.data
+        opts = dict(d.options)
+        opts.update(d.eval_options.get(split, {}))
+        if d.kind == "partsworld":
+            opts.setdefault("seed", self.cfg.seed)
+            opts.setdefault("image_size", self.cfg.backbone.input_size or 64)
+        return load_dataset(d.kind, d.root, split, d.classes, **opts)
+
+    def _new_model(self, num_classes: int):
+        b = self.cfg.backbone
+        return build_classifier(b.name, num_classes, weights=b.weights, input_size=b.input_size)
+
+    # ---- steps ---------------------------------------------------------------------------------
+    def run(self) -> dict[str, list[dict]]:
+        t0 = time.perf_counter()
+        write_text(self.dir / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        with self.timed("load data"):
+            train = self.load_split(self.cfg.data.train_split)
+        self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
+        classes = list(train.class_names)
+        self._check_classes(train)
+        pre = self._new_model(2).preprocess
+        cache = ImageCache(train, pre, crop=True)
+        mc_model = self.train_multiclass(train, cache)
+        B = self.similarity(mc_model, train, cache)
+        selections = self.select(B, classes)
+        pairs = self.needed_pairs(selections, train.num_classes)
+        models = {p: self.train_pair(p, train, cache) for p in self._pair_progress(pairs)}
+        results = {}
+        for split in self.cfg.data.eval_splits:
+            results[split] = self.evaluate(split, mc_model, models, selections)
+        self.timings["total"] = time.perf_counter() - t0
+        write_json(self.dir / "timings.json", self.timings)
+        write_json(self.dir / "environment.json", _environment(self.device))
+        write_json(self.dir / "notes.json", self.notes)
+        return results
+
+    def _pair_progress(self, pairs: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+        with self.progress("pair models", len(pairs)) as advance:
+            for p in pairs:
+                yield p
+                advance()
+
+    def _check_classes(self, train: SegDataset) -> None:
+        too_few = {train.class_names[c]: len(train.indices_with(c)) for c in range(train.num_classes) if len(train.indices_with(c)) < self.cfg.pairs.min_images}
+        if too_few:
+            detail = ", ".join(f"{k} ({v} images)" for k, v in too_few.items())
+            raise RunError(
+                f"classes with fewer than pairs.min_images={self.cfg.pairs.min_images} training images cannot get pair models: "
+                f"{detail}. Remove them with data.classes or lower pairs.min_images."
+            )
+        if self.cfg.selection.n > train.num_classes - 1:
+            raise RunError(f"selection.n={self.cfg.selection.n} representative classes asked for, but each class has only {train.num_classes - 1} other classes")
+
+    def train_multiclass(self, train: SegDataset, cache: ImageCache):
+        mc = self.cfg.multiclass
+        key = config_key({"model": self._model_key(), "multiclass": asdict(mc)})
+        art = Artefact(self.dir / "multiclass" / "model.pt", key)
+        bb = self._new_model(train.num_classes)
+        idx = self._multiclass_images(train)
+        if art.done():
+            bb.model.load_state_dict(art.load_torch())
+            self.say("multi-class model: reused")
+            return bb.model.to(self.device).eval()
+        idx = cache.ok(idx)
+        if not idx:
+            raise RunError("no training images for the multi-class model (check data.classes and multiclass.mode)")
+        x = cache.stack(idx)
+        C = train.num_classes
+        if mc.mode == "single":
+            y = torch.tensor([next(iter(train.samples[i].labels)) for i in idx])
+            loss = "ce"
+        else:
+            y = torch.zeros(len(idx), C)
+            for r, i in enumerate(idx):
+                y[r, list(train.samples[i].labels)] = 1
+            loss = "bce"
+        torch.manual_seed(self._seed("multiclass"))
+        bb = self._new_model(C)
+        with self.timed("train multi-class"), self.progress(f"multi-class model ({mc.mode}, {len(idx)} images)", mc.epochs) as adv:
+            res = fit(bb.model, x, y, bb.preprocess, loss=loss, epochs=mc.epochs, lr=mc.lr, batch_size=mc.batch_size,
+                      seed=self._seed("mc-fit"), device=self.device, plateau=(mc.factor, mc.patience), progress=lambda d, t: adv())
+        art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, images=len(idx), mode=mc.mode,
+                       epochs=res.epochs, train_accuracy=res.train_accuracy, seconds=res.seconds, history=res.history)
+        return bb.model.eval()
+
+    def _multiclass_images(self, train: SegDataset) -> list[int]:
+        mc = self.cfg.multiclass
+        if mc.mode == "single":
+            idx = [i for i, s in enumerate(train.samples) if len(s.labels) == 1]
+            counts = np.bincount([next(iter(train.samples[i].labels)) for i in idx], minlength=train.num_classes)
+            lacking = [f"{train.class_names[c]} ({counts[c]})" for c in range(train.num_classes) if counts[c] < 5]
+            if lacking:
+                self.note("classes with fewer than 5 single-label training images (the paper's multi-class setting): "
+                          + ", ".join(lacking) + "; their rows of B and their Grad-CAM baseline are weak. "
+                          "Consider multiclass.mode: multilabel (the fair baseline).")
+        else:
+            idx = list(range(len(train)))
+        if mc.max_images is not None and len(idx) > mc.max_images:
+            rng = np.random.default_rng(self._seed("mc-subset"))
+            idx = sorted(rng.choice(idx, mc.max_images, replace=False).tolist())
+        return idx
+
+    def similarity(self, model, train: SegDataset, cache: ImageCache) -> np.ndarray:
+        path = self.dir / "similarity.json"
+        idx = cache.ok(self._multiclass_images(train))
+        pre = self._new_model(2).preprocess
+        with self.timed("similarity"):
+            logits = predict(model, cache.stack(idx), pre, self.device)
+        multilabel = self.cfg.multiclass.mode == "multilabel"
+        probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).numpy()
+        labels = np.zeros((len(idx), train.num_classes), bool)
+        for r, i in enumerate(idx):
+            labels[r, list(train.samples[i].labels)] = True
+        B = S.similarity_matrix(probs, labels, multilabel=multilabel)
+        write_json(path, {"classes": list(train.class_names), "B": B, "affinity": S.affinity(B), "multilabel": multilabel,
+                          "definition": "B[i,j] = sum over training images of class i of p(j) (Eq. 2); multilabel: images that also contain j are left out of B[i,j]"})
+        return B
+
+    def select(self, B: np.ndarray, classes: list[str]) -> dict[str, S.Selection]:
+        sc = self.cfg.selection
+        C = len(classes)
+        out: dict[str, S.Selection] = {}
+        clusters = None
+        for m in sc.methods:
+            name = SELECTION_NAMES[m]
+            try:
+                if m == "random":
+                    out[name] = S.random_select(C, sc.n, self._seed("random") % (2**32))
+                elif m in ("rank-a", "rank-b"):
+                    sel, note = S.rank_select(B, S.RANK_A if m == "rank-a" else S.RANK_B)
+                    out[name] = sel
+                    if note:
+                        self.note(note)
+                elif m == "all":
+                    out[name] = S.all_select(C)
+                else:
+                    if clusters is None:
+                        clusters = S.improved_kmeans(S.affinity(B), sc.n, sc.min_cluster_size, seed=self._seed("kmeans") % (2**32))
+                    out[name] = S.cluster_select(B, clusters, int(m[1]))
+            except ValueError as e:
+                raise RunError(f"selection {name}: {e}") from e
+        if sc.pairwise:
+            out.setdefault("All", S.all_select(C))
+        named = {n: {classes[c]: [classes[s] for s in reps] for c, reps in sel.items()} for n, sel in out.items()}
+        payload = {"selections": named}
+        if clusters is not None:
+            payload["clusters"] = [[classes[c] for c in range(C) if clusters[c] == g] for g in sorted(set(clusters.tolist()))]
+            self.say("clusters: " + " | ".join(", ".join(g) for g in payload["clusters"]))
+        write_json(self.dir / "selections.json", payload)
+        return out
+
+    def needed_pairs(self, selections: dict[str, S.Selection], C: int) -> list[tuple[int, int]]:
+        if self.cfg.selection.pairwise:
+            return [(a, b) for a in range(C) for b in range(a + 1, C)]
+        pairs = {tuple(sorted((c, s))) for sel in selections.values() for c, reps in sel.items() for s in reps}
+        return sorted(pairs)
+
+    def _pair_art(self, a: int, b: int, names: tuple[str, ...]) -> Artefact:
+        key = config_key({"model": self._model_key(), "pairs": asdict(self.cfg.pairs), "pair": [names[a], names[b]]})
+        return Artefact(self.dir / "pairs" / f"{_slug(names[a])}__{_slug(names[b])}.pt", key)
+
+    def train_pair(self, pair: tuple[int, int], train: SegDataset, cache: ImageCache):
+        """One binary model for the unordered pair (a, b): logit 0 is class a, logit 1 class b.
+
+        Images that contain both classes are left out, so the same model serves a's maps (target logit 0, against b)
+        and b's maps (target logit 1, against a): the paper's pairs (a, b) and (b, a) are one model.
+        """
+        a, b = pair
+        art = self._pair_art(a, b, train.class_names)
+        bb = self._new_model(2)
+        if art.done():
+            bb.model.load_state_dict(art.load_torch())
+            return bb.model.eval()
+        pc = self.cfg.pairs
+        side = {a: [], b: []}
+        for i, s in enumerate(train.samples):
+            if (a in s.labels) != (b in s.labels):
+                side[a if a in s.labels else b].append(i)
+        rng = np.random.default_rng(self._seed("pair-subset", a, b))
+        for c in (a, b):
+            if pc.max_images_per_class is not None and len(side[c]) > pc.max_images_per_class:
+                side[c] = sorted(rng.choice(side[c], pc.max_images_per_class, replace=False).tolist())
+            side[c] = cache.ok(side[c])
+            if len(side[c]) < pc.min_images:
+                raise RunError(f"pair ({train.class_names[a]}, {train.class_names[b]}): class {train.class_names[c]} has only "
+                               f"{len(side[c])} usable images without the other class (pairs.min_images={pc.min_images})")
+        idx = side[a] + side[b]
+        y = torch.tensor([0] * len(side[a]) + [1] * len(side[b]))
+        torch.manual_seed(self._seed("pair-init", a, b))
+        bb = self._new_model(2)
+        with self.timed("train pairs"):
+            res = fit(bb.model, cache.stack(idx), y, bb.preprocess, loss="ce", epochs=pc.epochs, lr=pc.lr, batch_size=pc.batch_size,
+                      seed=self._seed("pair-fit", a, b), device=self.device, target_accuracy=pc.target_accuracy)
+        art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, classes=[train.class_names[a], train.class_names[b]],
+                       images=[len(side[a]), len(side[b])], epochs=res.epochs, train_accuracy=res.train_accuracy, seconds=res.seconds)
+        return bb.model.eval()
+
+    def evaluate(self, split: str, mc_model, models: dict[tuple[int, int], Any], selections: dict[str, S.Selection]) -> list[dict]:
+        ev = self.cfg.evaluation
+        ds = self.load_split(split)
+        if self.cfg.data.max_eval_images is not None and len(ds) > self.cfg.data.max_eval_images:
+            ds.samples = ds.samples[: self.cfg.data.max_eval_images]
+        names = ds.class_names
+        pre = self._new_model(2).preprocess
+        cache = ImageCache(ds, pre, crop=ev.protocol == "crop")
+        maps_key = {"split": split, "eval_options": self.cfg.data.eval_options.get(split, {}), "eval": asdict(ev), "max": self.cfg.data.max_eval_images}
+        mdir = self.dir / "maps" / _slug(split)
+
+        jobs = [(i, c, c) for i, s in enumerate(ds.samples) for c in sorted(s.labels)]
+        ok = set(cache.ok(sorted({j[0] for j in jobs})))
+        jobs = [j for j in jobs if j[0] in ok]
+        mc_art = Artefact(mdir / "multiclass.npz", config_key({"mc": read_json(self.dir / "multiclass" / "model.pt.meta.json")["sha256"], **maps_key}))
+        pair_arts = {}
+        for (a, b), model in models.items():
+            pair_meta = self._pair_art(a, b, names).meta_path
+            pair_arts[(a, b)] = Artefact(mdir / f"{_slug(names[a])}__{_slug(names[b])}.npz", config_key({"pair": read_json(pair_meta)["sha256"], **maps_key}))
+        todo = [(p, a) for p, a in pair_arts.items() if not a.done()]
+        with self.timed(f"maps {split}"), self.progress(f"maps on {split} ({len(todo)} pair models to do)", len(todo) + 1) as adv:
+            if not mc_art.done():
+                mc_art.save_npz(extract(mc_model, cache, pre, jobs, self.device, ev.map_size, ev.batch_size, ["last", "fused", "mean", "layercam", "cam"]))
+            adv()
+            for (a, b), art in todo:
+                pj = [(i, c, 0 if c == a else 1) for i, c, _ in jobs if c in (a, b)]
+                art.save_npz(extract(models[(a, b)], cache, pre, pj, self.device, ev.map_size, ev.batch_size, ["last", "fused"]))
+                adv()
+
+        def pair_records(c: int) -> dict[int, MapRecords]:
+            return {(b if a == c else a): art.load_npz() for (a, b), art in pair_arts.items() if c in (a, b)}
+
+        topk = range(1, self.cfg.selection.n + 1) if self.cfg.selection.pairwise else ()
+        with self.timed(f"evaluate {split}"), self.progress(f"evaluate {split}", ds.num_classes) as adv:
+            result = evaluate_split(ds, mc_art.load_npz(), pair_records, selections, ev.threshold, ev.protocol, topk, adv)
+        rows = summarize(result, seed=self.cfg.seed)
+        write_tables(self.dir / "results" / _slug(split), split, result, rows, self.notes, skipped=len(cache.bad))
+        write_json(self.dir / "results" / _slug(split) / "accumulators.json", {k: v.state_dict() for k, v in result.accs.items()})
+        return rows
+
+
+def _slug(name: str) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    return keep or "_"
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+    }

@@ -1,0 +1,107 @@
+"""Atomic, verifiable artefacts: a run directory never holds a half-written file, and a damaged one is detected."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via ``write(tmp)`` into a temp file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def config_key(obj: Any) -> str:
+    """A short stable hash of the settings an artefact depends on."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Artefact:
+    """A data file plus a ``.meta.json`` sidecar holding its key and checksum; the sidecar is written last,
+    so an artefact is complete exactly when its sidecar exists, matches the key and the file's checksum."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.meta_path = self.path.with_name(self.path.name + ".meta.json")
+
+    def done(self) -> bool:
+        if not (self.path.is_file() and self.meta_path.is_file()):
+            return False
+        try:
+            meta = read_json(self.meta_path)
+        except (OSError, json.JSONDecodeError):
+            return False
+        return meta.get("key") == self.key and meta.get("sha256") == sha256(self.path)
+
+    def meta(self) -> dict[str, Any]:
+        return read_json(self.meta_path)
+
+    def save(self, write: Callable[[Path], None], **info: Any) -> None:
+        self.meta_path.unlink(missing_ok=True)  # a stale sidecar must never vouch for a new file
+        atomic_write(self.path, write)
+        write_json(self.meta_path, {"key": self.key, "sha256": sha256(self.path), **info})
+
+    def save_torch(self, obj: Any, **info: Any) -> None:
+        self.save(lambda p: torch.save(obj, p), **info)
+
+    def load_torch(self) -> Any:
+        return torch.load(self.path, map_location="cpu", weights_only=True)
+
+    def save_npz(self, arrays: dict[str, np.ndarray], **info: Any) -> None:
+        def write(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez(f, **arrays)
+
+        self.save(write, **info)
+
+    def load_npz(self) -> dict[str, np.ndarray]:
+        with np.load(self.path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}

@@ -1,0 +1,91 @@
+"""Result tables of a run, as Markdown, CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Sequence
+
+from repcam.evaluate import BASELINE, MC_METHODS, SplitResult
+from repcam.storage import write_json, write_text
+
+_SELECTION_ORDER = ["Random", "Rank-a", "Rank-b", "S-1", "S-2", "S-3", "S-4", "All", "Top-1", "Top-2", "Top-3", "Top-4"]
+
+
+def method_order(names: Sequence[str]) -> list[str]:
+    """Baselines first, then the paper's Table 2 order with +F before +A+F."""
+    order = [n for n in MC_METHODS if n in names]
+    for sel in _SELECTION_ORDER:
+        order += [n for n in (f"{sel}+F", f"{sel}+A+F") if n in names]
+    return order + sorted(set(names) - set(order))
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def ablation_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    by = {r["method"]: r for r in rows}
+    header = ["Method", "mIoU@T", "Δ vs Grad-CAM [95% CI]", "per-image mIoU", "best T", "mIoU@best T"]
+    out = []
+    for name in method_order(list(by)):
+        r = by[name]
+        if name == BASELINE:
+            delta = "baseline"
+        elif "ci_low" in r and not math.isnan(r["ci_low"]):
+            mark = "" if r["significant"] else " (n.s.)"
+            delta = f"{100 * r['diff']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]{mark}"
+        else:
+            delta = "-"
+        out.append([name, _pct(r["miou"]), delta, _pct(r["per_image_miou"]), f"{r['best_threshold']:.2f}", _pct(r["best_miou"])])
+    return header, out
+
+
+def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict], notes: Sequence[str], skipped: int = 0) -> str:
+    """Write ablation/per-class/sweep/pairwise tables; returns the ablation Markdown."""
+    header, table = ablation_rows(rows)
+    md = f"## Ablation on {split}\n\nmIoU in % at the run's threshold; Δ with a 95% bootstrap interval over images (n.s.: interval contains 0).\n\n"
+    md += markdown_table(header, table)
+    if notes:
+        md += "\nNotes:\n" + "".join(f"- {n}\n" for n in notes)
+    if skipped:
+        md += f"\n{skipped} evaluation images could not be read and were skipped.\n"
+    write_text(out_dir / "ablation.md", md)
+    write_text(out_dir / "ablation.csv", _csv(header, table))
+    write_json(out_dir / "ablation.json", {"split": split, "rows": rows, "notes": list(notes), "skipped_images": skipped})
+
+    names = method_order(list(result.accs))
+    classes = result.classes
+    pc_header = ["Method"] + classes + ["mean"]
+    pc_rows = []
+    for n in names:
+        ious = result.accs[n].per_class_iou()
+        pc_rows.append([n] + [_pct(v) for v in ious] + [_pct(result.accs[n].miou())])
+    write_text(out_dir / "per_class.md", markdown_table(pc_header, pc_rows))
+    write_text(out_dir / "per_class.csv", _csv(pc_header, pc_rows))
+
+    thresholds = result.accs[names[0]].thresholds if names else []
+    sweep_rows = [[n] + [_pct(result.accs[n].miou(t)) for t in thresholds] for n in names]
+    write_text(out_dir / "sweep.csv", _csv(["Method"] + [f"{t:.2f}" for t in thresholds], sweep_rows))
+
+    pw_rows = [[classes[c]] + [("-" if c == s else _pct(result.pairwise[c, s])) for s in range(len(classes))] for c in range(len(classes))]
+    write_text(out_dir / "pairwise.md", "Grad-CAM mIoU of class (row) from the binary model against class (column).\n\n" + markdown_table(["class"] + classes, pw_rows))
+    write_text(out_dir / "pairwise.csv", _csv(["class"] + classes, pw_rows))
+    write_json(out_dir / "pairwise.json", {"classes": classes, "miou": [[None if math.isnan(v) else v for v in row] for row in result.pairwise.tolist()]})
+    return md

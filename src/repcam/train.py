@@ -1,0 +1,142 @@
+"""Training loops for the multi-class classifier and the binary pair classifiers, on cached uint8 tensors."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repcam.backbones import Preprocess
+from repcam.data.base import DataError, SegDataset
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+class ImageCache:
+    """Each image of a data set preprocessed once into a (3, S, S) uint8 tensor; unreadable images are skipped and counted."""
+
+    def __init__(self, dataset: SegDataset, pre: Preprocess, crop: bool) -> None:
+        self.dataset, self.pre, self.crop = dataset, pre, crop
+        self._cache: dict[int, torch.Tensor] = {}
+        self.bad: dict[int, str] = {}
+
+    def ok(self, idx: Sequence[int]) -> list[int]:
+        """The subset of ``idx`` whose image loads; loads and caches them."""
+        good = []
+        for i in idx:
+            if i in self.bad:
+                continue
+            if i not in self._cache:
+                try:
+                    self._cache[i] = self.pre.to_uint8(self.dataset.image(i), self.crop)
+                except DataError as e:
+                    self.bad[i] = str(e)
+                    log.warning("skipping image: %s", e)
+                    continue
+            good.append(i)
+        return good
+
+    def stack(self, idx: Sequence[int]) -> torch.Tensor:
+        return torch.stack([self._cache[i] for i in idx]) if idx else torch.empty(0, 3, self.pre.input_size, self.pre.input_size, dtype=torch.uint8)
+
+
+@dataclass
+class FitResult:
+    epochs: int
+    train_accuracy: float
+    final_loss: float
+    seconds: float
+    history: list[dict]
+
+
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    pre: Preprocess,
+    *,
+    loss: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    target_accuracy: float | None = None,
+    plateau: tuple[float, int] | None = None,
+    progress: Progress | None = None,
+) -> FitResult:
+    """Adam on uint8 ``images`` with random horizontal flips.
+
+    ``loss="ce"``: ``targets`` are class indices; ``loss="bce"``: ``targets`` are (n, C) 0/1 multi-label rows.
+    Stops early once the epoch's training accuracy exceeds ``target_accuracy`` (the paper's pair-model rule).
+    ``plateau=(factor, patience)`` halves the learning rate when the loss stops falling (the paper's schedule).
+    """
+    if len(images) == 0:
+        raise ValueError("no training images")
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=plateau[0], patience=plateau[1]) if plateau else None
+    n = len(images)
+    history: list[dict] = []
+    acc = float("nan")
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(n, generator=gen)
+        flips = torch.rand(n, generator=gen) < 0.5
+        total_loss, correct, seen = 0.0, 0.0, 0
+        for b in range(0, n, batch_size):
+            idx = order[b : b + batch_size]
+            if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a single image
+                continue
+            x = images[idx]
+            x = torch.where(flips[idx].view(-1, 1, 1, 1), x.flip(-1), x)
+            x = pre.normalize(x.to(device, non_blocking=True))
+            y = targets[idx].to(device)
+            logits = model(x)
+            if loss == "ce":
+                batch_loss = F.cross_entropy(logits, y)
+                correct += (logits.argmax(1) == y).sum().item()
+            else:
+                batch_loss = F.binary_cross_entropy_with_logits(logits, y.float())
+                correct += ((logits > 0) == (y > 0.5)).float().mean(1).sum().item()
+            opt.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            opt.step()
+            total_loss += batch_loss.item() * len(idx)
+            seen += len(idx)
+        acc = correct / max(seen, 1)
+        mean_loss = total_loss / max(seen, 1)
+        history.append({"epoch": epoch, "loss": mean_loss, "accuracy": acc, "lr": opt.param_groups[0]["lr"]})
+        if sched is not None:
+            sched.step(mean_loss)
+        if progress:
+            progress(epoch, epochs)
+        if target_accuracy is not None and acc > target_accuracy:
+            break
+    model.eval()
+    return FitResult(epoch, acc, history[-1]["loss"] if history else float("nan"), time.perf_counter() - start, history)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """Logits for uint8 images, in eval mode, on CPU."""
+    model.to(device).eval()
+    out = [model(pre.normalize(images[b : b + batch_size].to(device))).float().cpu() for b in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(0)

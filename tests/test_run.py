@@ -1,0 +1,147 @@
+"""End-to-end runs on a tiny parts world: tables, resume after a kill, corrupted artefacts, bad input."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import repcam.run as run_module
+from repcam.cli import app
+from repcam.config import from_dict
+from repcam.run import Run, RunError
+from repcam.storage import read_json
+
+TINY = {
+    "name": "tiny",
+    "data": {"kind": "partsworld", "options": {"num_images": 240, "image_size": 32}, "eval_options": {"val": {"num_images": 30}}},
+    "backbone": {"name": "tiny_cnn", "input_size": 32},
+    "multiclass": {"epochs": 2, "lr": 0.003, "batch_size": 32},
+    "pairs": {"epochs": 1, "lr": 0.003, "batch_size": 32, "min_images": 3},
+    "evaluation": {"map_size": 32},
+}
+
+TABLE2 = ["Grad-CAM", "CAM", "Random+F", "Random+A+F", "Rank-a+F", "Rank-a+A+F", "Rank-b+F", "Rank-b+A+F"] + [
+    f"S-{k}{s}" for k in range(1, 5) for s in ("+F", "+A+F")
+]
+
+
+def _cfg(**over):
+    values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    for key, val in over.items():
+        section, name = key.split("__")
+        values[section] = {**values.get(section, {}), name: val}
+    return from_dict(values, "test")
+
+
+class CountingFit:
+    """Wraps the training loop: counts calls and can simulate a kill on the n-th call."""
+
+    def __init__(self, kill_at: int | None = None):
+        self.calls = 0
+        self.kill_at = kill_at
+        self.real = run_module.fit
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.kill_at is not None and self.calls == self.kill_at:
+            raise KeyboardInterrupt("simulated kill")
+        return self.real(*args, **kwargs)
+
+
+def _rows(run_dir: Path) -> dict:
+    return {r["method"]: r["miou"] for r in read_json(run_dir / "results" / "val" / "ablation.json")["rows"]}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("ref")
+    Run(_cfg(), run_dir, show_progress=False).run()
+    return run_dir
+
+
+def test_ablation_table_has_every_row_of_table_2(reference_run: Path):
+    rows = _rows(reference_run)
+    assert set(TABLE2) <= set(rows)
+    assert all(0.0 <= v <= 1.0 for v in rows.values())
+    for name in ("ablation.md", "ablation.csv", "per_class.csv", "sweep.csv", "pairwise.md"):
+        assert (reference_run / "results" / "val" / name).stat().st_size > 0
+    sel = read_json(reference_run / "selections.json")
+    assert len(sel["clusters"]) == 4 and all(len(v) == 4 for v in sel["selections"]["S-1"].values())
+    assert len(read_json(reference_run / "similarity.json")["B"]) == 12
+
+
+def test_rerun_retrains_nothing_and_gives_the_same_table(reference_run: Path, monkeypatch):
+    fit = CountingFit()
+    monkeypatch.setattr(run_module, "fit", fit)
+    before = _rows(reference_run)
+    Run(_cfg(), reference_run, show_progress=False).run()
+    assert fit.calls == 0
+    assert _rows(reference_run) == before
+
+
+def test_kill_then_resume_redoes_no_finished_pair_and_matches_uninterrupted(reference_run: Path, tmp_path: Path, monkeypatch):
+    n_pairs = len(list((reference_run / "pairs").glob("*.pt")))
+    killer = CountingFit(kill_at=4)  # multi-class model + 2 pairs finish, the 3rd pair is killed mid-training
+    monkeypatch.setattr(run_module, "fit", killer)
+    with pytest.raises(KeyboardInterrupt):
+        Run(_cfg(), tmp_path, show_progress=False).run()
+    assert len(list((tmp_path / "pairs").glob("*.pt.meta.json"))) == 2
+    assert not list(tmp_path.rglob("*.tmp"))  # nothing half-written left behind
+    resumed = CountingFit()
+    monkeypatch.setattr(run_module, "fit", resumed)
+    Run(_cfg(), tmp_path, show_progress=False).run()
+    assert resumed.calls == n_pairs - 2
+    assert _rows(tmp_path) == _rows(reference_run)  # seeds per pair: resuming changes nothing
+
+
+def test_corrupted_pair_model_is_detected_and_retrained(reference_run: Path, tmp_path: Path, monkeypatch):
+    import shutil
+
+    shutil.copytree(reference_run, tmp_path / "run")
+    victim = sorted((tmp_path / "run" / "pairs").glob("*.pt"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated, as by a crash of another tool
+    fit = CountingFit()
+    monkeypatch.setattr(run_module, "fit", fit)
+    Run(_cfg(), tmp_path / "run", show_progress=False).run()
+    assert fit.calls == 1
+    assert _rows(tmp_path / "run") == _rows(reference_run)
+
+
+def test_changed_settings_invalidate_only_what_depends_on_them(reference_run: Path, tmp_path: Path, monkeypatch):
+    import shutil
+
+    shutil.copytree(reference_run, tmp_path / "run")
+    fit = CountingFit()
+    monkeypatch.setattr(run_module, "fit", fit)
+    Run(_cfg(evaluation__threshold=0.3), tmp_path / "run", show_progress=False).run()
+    assert fit.calls == 0  # evaluation settings never retrain a model
+
+
+@pytest.mark.parametrize(
+    "over,match",
+    [
+        ({"selection__n": 12}, "selection.n=12 .* only 11 other classes"),
+        ({"pairs__min_images": 10_000}, r"fewer than pairs.min_images=10000 training images .*\(\d+ images\)"),
+    ],
+)
+def test_impossible_requests_fail_before_any_training(tmp_path: Path, over, match, monkeypatch):
+    fit = CountingFit()
+    monkeypatch.setattr(run_module, "fit", fit)
+    with pytest.raises(RunError, match=match):
+        Run(_cfg(**over), tmp_path, show_progress=False).run()
+    assert fit.calls == 0
+
+
+def test_unwritable_run_dir_is_a_clear_error(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunError, match="is not writable"):
+        Run(_cfg(), blocker / "run", show_progress=False)
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path: Path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("pairs:\n  epoch: 3\n")
+    result = CliRunner().invoke(app, ["run", str(cfg), "--run-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "unknown key 'pairs.epoch'" in result.output and "Traceback" not in result.output
