@@ -39,7 +39,7 @@ class BackboneConfig:
 
 @dataclass
 class MultiClassConfig:
-    mode: str = "single"  # single (the paper: softmax on single-label images) | multilabel (sigmoid on all images)
+    mode: str = "multilabel"  # multilabel (fair default: sigmoid on all images) | single (the paper: softmax on single-label images)
     epochs: int = 200
     lr: float = 1e-4
     batch_size: int = 24

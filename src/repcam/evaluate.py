@@ -12,7 +12,7 @@ from repcam.backbones import centre_crop_box
 from repcam.data.base import SegDataset
 from repcam.fusion import fuse_classes
 from repcam.maps import MapRecords
-from repcam.metrics import IoUAccumulator, paired_bootstrap
+from repcam.metrics import DEFAULT_SWEEP, IoUAccumulator, irn_sweep, paired_bootstrap
 from repcam.selection import Selection, topk_select
 
 BASELINE = "Grad-CAM"
@@ -32,6 +32,7 @@ class SplitResult:
     pairwise: np.ndarray  # [c, s]: mIoU of class c's last-layer maps from the (c, s) pair model; NaN if not trained
     missing_partners: dict[str, int] = field(default_factory=dict)
     topk: dict[str, Selection] = field(default_factory=dict)
+    irn: dict[str, dict[float, float]] = field(default_factory=dict)  # method -> bg threshold -> (C+1)-label mIoU
 
 
 def _by_image(records: MapRecords, cls: int, kind: str) -> dict[int, np.ndarray]:
@@ -55,11 +56,14 @@ def evaluate_split(
     """
     C = ds.num_classes
     accs: dict[str, IoUAccumulator] = {}
+    # For the IRN protocol every image needs the maps of all its classes at once: keep them (float16, map size).
+    per_image: dict[str, dict[int, dict[int, np.ndarray]]] = {}
 
-    def acc(name: str) -> IoUAccumulator:
+    def add(name: str, image: int, c: int, cam: np.ndarray, mask: np.ndarray) -> None:
         if name not in accs:
             accs[name] = IoUAccumulator(C, primary=threshold)
-        return accs[name]
+        accs[name].add(ds.samples[image].id, c, cam, mask)
+        per_image.setdefault(name, {}).setdefault(image, {})[c] = cam.astype(np.float16)
 
     pairwise = np.full((C, C), np.nan)
     missing: dict[str, int] = {}
@@ -89,7 +93,7 @@ def evaluate_split(
         for i in images:
             for name, kind in MC_METHODS.items():
                 if kind in mc:
-                    acc(name).add(ids[i], c, mc[kind][i].astype(np.float32), masks[i])
+                    add(name, i, c, mc[kind][i].astype(np.float32), masks[i])
             for sel_name, sel in list(selections.items()) + [(n, s) for n, s in topk_sel.items() if c in s]:
                 reps = sel.get(c, [])
                 avail = [s for s in reps if s in last and i in last[s]]
@@ -99,10 +103,14 @@ def evaluate_split(
                     continue
                 for suffix, store in (("+F", last), ("+A+F", fused)):
                     stack = torch.from_numpy(np.stack([store[s][i] for s in avail]).astype(np.float32))
-                    acc(sel_name + suffix).add(ids[i], c, fuse_classes(stack, "mean").numpy(), masks[i])
+                    add(sel_name + suffix, i, c, fuse_classes(stack, "mean").numpy(), masks[i])
         if progress:
             progress(1)
-    return SplitResult(list(ds.class_names), accs, pairwise, missing, topk_sel)
+    irn = {}
+    for name, images_maps in per_image.items():
+        items = (({c: m.astype(np.float32) for c, m in cm.items()}, _eval_mask(ds, i, protocol)) for i, cm in images_maps.items())
+        irn[name] = irn_sweep(items, C, DEFAULT_SWEEP)
+    return SplitResult(list(ds.class_names), accs, pairwise, missing, topk_sel, irn)
 
 
 def _as_square(row: np.ndarray, c: int, C: int) -> np.ndarray:
@@ -134,6 +142,9 @@ def summarize(result: SplitResult, n_boot: int = 1000, seed: int = 0) -> list[di
             "best_miou": best,
             "records": len(acc.records),
         }
+        if name in result.irn and result.irn[name]:
+            bg, value = max(result.irn[name].items(), key=lambda kv: (kv[1], -kv[0]))
+            row.update(irn_miou=value, irn_bg_threshold=bg)
         if base is not None and name != BASELINE:
             try:
                 d, lo, hi = paired_bootstrap(acc, base, n_boot=n_boot, seed=seed)

@@ -94,10 +94,12 @@ class Run:
     def _seed(self, *parts: Any) -> int:
         return int(hashlib.sha256(repr((self.cfg.seed,) + parts).encode()).hexdigest()[:8], 16)
 
-    def load_split(self, split: str) -> SegDataset:
+    def load_split(self, split: str, for_eval: bool = False) -> SegDataset:
+        """A split for training, or (``for_eval``) for evaluation with that split's ``data.eval_options``."""
         d = self.cfg.data
         opts = dict(d.options)
-        opts.update(d.eval_options.get(split, {}))
+        if for_eval:
+            opts.update(d.eval_options.get(split, {}))
         if d.kind == "partsworld":
             opts.setdefault("seed", self.cfg.seed)
             opts.setdefault("image_size", self.cfg.backbone.input_size or 64)
@@ -295,7 +297,7 @@ class Run:
 
     def evaluate(self, split: str, mc_model, models: dict[tuple[int, int], Any], selections: dict[str, S.Selection]) -> list[dict]:
         ev = self.cfg.evaluation
-        ds = self.load_split(split)
+        ds = self.load_split(split, for_eval=True)
         if self.cfg.data.max_eval_images is not None and len(ds) > self.cfg.data.max_eval_images:
             ds.samples = ds.samples[: self.cfg.data.max_eval_images]
         names = ds.class_names
