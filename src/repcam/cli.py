@@ -11,7 +11,7 @@ from rich.console import Console
 
 from repcam.config import ConfigError, demo_config, load_config
 from repcam.data.base import DataError
-from repcam.run import Run, RunError
+from repcam.run import Run, RunError, _slug
 
 app = typer.Typer(add_completion=False, help="Class activation maps by representative class selection and multi-layer fusion.")
 console = Console(stderr=True)
@@ -27,9 +27,15 @@ def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool) -> None:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
     for split in cfg.data.eval_splits:
-        md = (run_dir / "results" / split / "ablation.md").read_text()
+        md = (run_dir / "results" / _slug(split) / "ablation.md").read_text()
         typer.echo(md)
     console.print(f"results in {run_dir}/results, total {run.timings.get('total', 0):.0f} s")
+    try:
+        from repcam.report import write_report
+
+        console.print(f"report: {write_report(run_dir)}")
+    except Exception as e:  # noqa: BLE001 - the results are on disk; a failed report must not fail the run
+        console.print(f"[yellow]warning:[/] report not written: {e}")
 
 
 @app.command()
@@ -56,6 +62,30 @@ def run(
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
     _execute(cfg, run_dir or Path("runs") / cfg.name, device, progress)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory (finished, or partly: missing parts are noted in the page)."),
+    figures: bool = typer.Option(True, help="Rebuild the figures into RUN_DIR/figures (else embed the ones already there)."),
+    screenshot: Optional[Path] = typer.Option(None, help="Also save a PNG screenshot of the page's top (needs Chromium)."),
+) -> None:
+    """Write RUN_DIR/report.html: one self-contained page (tables, figures, config, timings; no network, no JS)."""
+    from repcam.report import screenshot as take_screenshot
+    from repcam.report import write_report
+
+    try:
+        path = write_report(run_dir, figures=figures)
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    console.print(f"report: {path}")
+    if screenshot is not None:
+        try:
+            console.print(f"screenshot: {take_screenshot(path, screenshot)}")
+        except (RuntimeError, OSError) as e:
+            console.print(f"[red]error:[/] screenshot failed: {e}")
+            raise typer.Exit(1) from None
 
 
 def main() -> None:  # pragma: no cover
