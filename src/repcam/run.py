@@ -26,7 +26,7 @@ from repcam import selection as S
 from repcam.backbones import build_classifier
 from repcam.config import RunConfig
 from repcam.data import SegDataset, load_dataset
-from repcam.evaluate import SplitResult, evaluate_split, summarize
+from repcam.evaluate import evaluate_split, summarize
 from repcam.maps import MapRecords, extract
 from repcam.storage import Artefact, config_key, read_json, write_json, write_text
 from repcam.tables import write_tables

@@ -39,7 +39,6 @@ from PIL import Image
 
 from .base import DataError, Sample
 from .voc import (
-    NO_CHOSEN_CLASS,
     SkipLog,
     _ReportMixin,
     check_mask_size,
@@ -115,11 +114,7 @@ class FolderSegmentation(_ReportMixin):
             else:
                 full = mask_class_indices(mask_dir / f"{i}.png", len(all_names))
                 self.label_source[i] = "mask"
-            labels = frozenset(old_to_new[k] for k in full if k in old_to_new)
-            if not labels:
-                self._skips.add(i, NO_CHOSEN_CLASS)
-                continue
-            samples.append(Sample(i, labels))
+            self._keep_chosen(samples, i, full, old_to_new)
         self.samples = samples
 
     @staticmethod

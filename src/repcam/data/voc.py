@@ -33,7 +33,7 @@ import collections
 import csv
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +221,14 @@ class _ReportMixin(SegDataset):
     _n_candidates: int
     _title: str
 
+    def _keep_chosen(self, samples: list[Sample], sample_id: str, full: Iterable[int], old_to_new: Mapping[int, int]) -> None:
+        """Append the sample with its labels among the chosen classes, or count it as skipped if it has none."""
+        labels = frozenset(old_to_new[k] for k in full if k in old_to_new)
+        if labels:
+            samples.append(Sample(sample_id, labels))
+        else:
+            self._skips.add(sample_id, NO_CHOSEN_CLASS)
+
     @property
     def skipped(self) -> dict[str, int]:
         """Number of skipped samples per reason."""
@@ -401,11 +409,7 @@ class VOCSegmentation(_ReportMixin):
             else:
                 full = mask_class_indices(self._mask_path(i), len(VOC_CLASSES))
                 self.label_source[i] = "mask"
-            labels = frozenset(old_to_new[k] for k in full if k in old_to_new)
-            if not labels:
-                self._skips.add(i, NO_CHOSEN_CLASS)
-                continue
-            samples.append(Sample(i, labels))
+            self._keep_chosen(samples, i, full, old_to_new)
         self.samples = samples
 
     # ---------------------------------------------------------------------------------------------
