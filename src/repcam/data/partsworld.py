@@ -1,35 +1,35 @@
 """Parts world: a procedurally generated segmentation data set with planted groups of similar classes.
 
-Built in, deterministic for a seed, no download. It is made so that the paper's claim can be seen on a
-CPU in minutes: Grad-CAM of a multi-class classifier tends to be local, while binary classifiers against
-classes of *other* groups use more of the object, and different partners use different parts.
+Built in, deterministic for a seed, no download, a few hundred images per second on one CPU core. It is
+made to show the paper's setting on a CPU: classes of a group differ only by one small part, so a binary
+classifier against a class of the *same* group can only look at that part, while one against a class of
+*another* group can use large shared parts, and partners from different groups use different parts.
 
-Every object is made of parts, drawn in an object frame (u along the body's long axis, v across it,
-both in units of the object's scale ``r`` in pixels) that is moved, scaled, rotated and mirrored at random:
+Objects are drawn in an object frame (u along the body's long axis, v across it, in units of the object's
+scale ``r`` in pixels) that is moved, scaled, rotated and mirrored at random. An object has
 
-- ``body``: a large shape (ellipse, box, diamond, ...) filled with a two-tone texture (stripes, dots,
-  checker, ...), roughly half of the object's area;
-- ``head``: a medium shape (disc, triangle, square, ...) at the front of the body;
-- ``limbs``: a set of appendages (legs, fins, tail, spikes, ...);
-- ``marker``: one small shape in a fixed colour (block, ring, cross, ...) at a random place on the body,
-  a few percent of the object's area.
+- a ``body`` (a random shape: ellipse, box, diamond, hexagon or egg; a random yellow-to-cyan colour),
+  about half of the object's area;
+- some of the *slots* ``SLOTS``: dark stripes across the body, an orange head, violet legs, a blue tail
+  (and, with more groups, spikes, antennae, a keel), each in its own colour in every group;
+- one ``marker``: a small shape (block, ring, cross, ...) with a dark outline at a random place on the body,
+  marker ``k`` having the same shape and colour in every group (a few percent of the object's area).
 
-Classes come in ``n_groups`` planted groups of ``classes_per_group`` classes. All classes of a group share
-body shape, body texture, head and limbs; they differ **only** by their marker. Marker ``k`` is the same in
-every group, so markers alone do not tell groups apart: a multi-class classifier needs the body parts for
-the group and the marker for the class within it, and the marker is the only cue between classes of one
-group. Groups differ in more than one part: with ``V = ceil(sqrt(n_groups))`` variants per part, group ``g``
-has body shape ``g // V``, texture ``g % V``, head ``(g // V + g % V) % V`` (so two groups differ in at least
-two of these three) and limbs ``g`` (modulo the number of limb designs). With the default 4 groups every
-cross-group pair shares exactly one of shape/texture/head, so classifiers against partners from different
-groups rely on different parts.
+Classes come in ``n_groups`` planted groups of ``classes_per_group`` classes; class
+``g * classes_per_group + k`` is group ``g`` with marker ``k``. Group ``g`` has every slot in use **but**
+slot ``g`` (with more groups than slots: but a pair of slots). So
 
-Colours are random per object (body, head and limbs; the texture is two-tone), so colour is no group cue;
-only markers have a fixed colour per marker index (with jitter). Images have cluttered backgrounds (smooth
-colour noise, pixel noise, random lines) and loose distractor parts (heads, limbs, textured blobs and
-marker-like shapes in random colours) that are not objects and are not in the mask. Images hold one
-object or, with probability ``multi_object_fraction``, 2-3 objects of different classes (which may overlap
-slightly, each stays mostly visible).
+- classes of one group differ only by their marker, the only cue between them;
+- markers alone do not tell groups apart (marker ``k`` is in every group), so a multi-class classifier needs
+  the marker and the group, and the group shows as the *lack* of one part;
+- a binary classifier of group ``g`` against group ``h`` finds positive evidence for ``g`` in slot ``h`` (which
+  ``g`` has and ``h`` lacks), so partners from different groups make it look at different parts, and the
+  average over partners of all other groups covers all of the object's slots.
+
+Images have cluttered backgrounds (smooth greyish colour noise, faint bands and lines, pixel noise) and
+loose distractors (checkered blobs, triangles, stars, bars) that are not objects, are not in the mask, and
+share no part with the objects. An image holds one object or, with probability ``multi_object_fraction``,
+2-3 objects of different classes (smaller, may overlap slightly, each stays at least 70 % visible).
 
 Masks cover all parts of each object with ``k + 1`` for class ``k`` and 0 elsewhere; with
 ``ignore_border=True`` the one-pixel outer border of each object is 255 as in VOC. ``parts(i)`` gives the
@@ -44,6 +44,8 @@ disjoint streams. The class designs depend only on ``n_groups`` and ``classes_pe
 from __future__ import annotations
 
 import colorsys
+import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -55,10 +57,24 @@ from .base import IGNORE_INDEX, DataError, Sample, SegDataset
 PART_BACKGROUND, PART_BODY, PART_HEAD, PART_LIMBS, PART_MARKER = 0, 1, 2, 3, 4
 PART_NAMES = ("background", "body", "head", "limbs", "marker")
 
+SLOTS = ("stripes", "head", "legs", "tail", "spikes", "antennae", "keel")
+"""The optional features a group may lack: stripes on the body (without them the body is plain), a head,
+legs, a tail, spikes, antennae, a keel fin."""
+SLOT_PART = (PART_BODY, PART_HEAD, PART_LIMBS, PART_LIMBS, PART_LIMBS, PART_LIMBS, PART_LIMBS)
+SLOT_COLOURS = (
+    (0.05, 0.05, 0.05),  # stripes: dark
+    (1.00, 0.55, 0.10),  # head: orange
+    (0.55, 0.25, 0.85),  # legs: violet
+    (0.15, 0.35, 0.95),  # tail: blue
+    (0.95, 0.55, 0.70),  # spikes: pink
+    (0.85, 0.85, 0.80),  # antennae: pale grey
+    (0.50, 0.30, 0.10),  # keel: brown
+)
+"""Each slot has its own colour (with jitter) in every group, so colour tells parts apart but not groups."""
 BODY_SHAPES = ("ellipse", "box", "diamond", "hexagon", "egg")
-TEXTURES = ("stripes", "dots", "checker", "rings", "zigzag")
-HEAD_SHAPES = ("disc", "triangle", "square", "rhombus", "bar")
-LIMB_SETS = ("legs", "fins", "tail", "spikes", "arms")
+BODY_HUES = (0.14, 0.52)
+"""Bodies (and distractors) take any hue from yellow over green to cyan: away from the slot colours, so that a
+missing part is not faked by a body or distractor of its colour. The background is greyish (low saturation)."""
 MARKER_SHAPES = ("block", "ring", "cross", "bar", "tri", "x")
 MARKER_COLOURS = (
     (0.92, 0.12, 0.12),  # red
@@ -68,6 +84,7 @@ MARKER_COLOURS = (
     (0.98, 0.98, 0.98),  # white
     (0.15, 0.90, 0.20),  # green
 )
+"""Marker ``k`` has shape ``MARKER_SHAPES[k]`` and this colour (with jitter) in every group, and a dark outline."""
 GROUP_NAMES = (
     "zorb", "plim", "quax", "drel", "vesk", "mupo", "tarn", "golu", "brix", "kelo", "snib", "wumf", "yarp",
     "fenk", "hobb", "jilt", "lurg", "nopp", "riva", "tusk", "uvol", "ximb", "ozzo", "cind", "ebru",
@@ -84,66 +101,66 @@ _EXTENT = 1.8  # every part lies within this radius of the object centre
 _MARKER_SIZE = 0.22  # marker half-size relative to r ...
 _MARKER_MIN_PX = 2.6  # ... but at least this many pixels
 _HEAD_U = 1.12  # head centre
-_COLOUR_SPLIT = lambda s, t, v: (s + t) % v  # noqa: E731
-_LIMB_CENTRES = ((0.0, 0.75), (-0.1, 0.0), (-1.2, 0.0), (0.0, -0.75), (0.0, 0.0))  # per LIMB_SETS, for loose limbs
 
 
 @dataclass(frozen=True)
 class ClassDesign:
-    """The parts of one class (indices into BODY_SHAPES, TEXTURES, HEAD_SHAPES, LIMB_SETS, MARKER_SHAPES)."""
+    """One class: its group, its marker (index into MARKER_SHAPES) and the slots (SLOTS) its objects have."""
 
     name: str
     group: int
     marker: int
-    body: int
-    texture: int
-    head: int
-    limbs: int
-    colour: int  # body colour family (of n_colours)
-    n_colours: int
+    slots: frozenset[int]
 
 
 @dataclass(frozen=True)
 class Pose:
-    """Everything random about one object except its class: place, size, angle, colours, marker place."""
+    """Everything random about one object except its class: place, size, angle, shape, colours, marker place."""
 
     cx: float
     cy: float
     r: float
     angle: float
     flip: float  # +1 or -1 (mirror across the long axis)
+    body_shape: int
     marker_u: float
     marker_v: float
     marker_angle: float
     phase_u: float
     phase_v: float
-    hue: float  # in [-1, 1]: where in its family's hue range the body colour lies
-    body_sv: tuple[float, float]
-    part_hsv: tuple[float, float, float]  # hue relative to the body's
+    body_hsv: tuple[float, float, float]
+    part_jitter: tuple[float, float, float]  # added to the slot colours
     marker_jitter: tuple[float, float, float]
+
+
+def _absent_sets(n_groups: int) -> tuple[int, list[frozenset[int]]]:
+    """(number of slots in use, the slots each group lacks): one slot each while there are enough slots,
+    then pairs of slots."""
+    n_slots = min(max(n_groups, 2), len(SLOTS))
+    sets = [frozenset({g}) for g in range(n_slots)] + [frozenset(c) for c in itertools.combinations(range(n_slots), 2)]
+    return n_slots, sets[:n_groups]
+
+
+def max_groups() -> int:
+    """The largest supported ``n_groups``."""
+    return len(SLOTS) + len(SLOTS) * (len(SLOTS) - 1) // 2
 
 
 def design_classes(n_groups: int = 4, classes_per_group: int = 3) -> list[ClassDesign]:
     """The class designs: class ``g * classes_per_group + k`` is group ``g`` with marker ``k``."""
     if not 1 <= classes_per_group <= len(MARKER_SHAPES):
         raise DataError(f"classes_per_group must be in 1..{len(MARKER_SHAPES)}, got {classes_per_group}")
-    max_groups = len(BODY_SHAPES) ** 2
-    if not 1 <= n_groups <= max_groups:
-        raise DataError(f"n_groups must be in 1..{max_groups}, got {n_groups}")
+    if not 1 <= n_groups <= max_groups():
+        raise DataError(f"n_groups must be in 1..{max_groups()}, got {n_groups}")
     if n_groups * classes_per_group < 2:
         raise DataError("PartsWorld needs at least 2 classes")
-    v = max(2, math.ceil(math.sqrt(n_groups)))
+    n_slots, absent = _absent_sets(n_groups)
     out = []
     for g in range(n_groups):
-        s, t = divmod(g, v)
         gname = GROUP_NAMES[g] if g < len(GROUP_NAMES) else f"g{g}"
+        slots = frozenset(range(n_slots)) - absent[g]
         for k in range(classes_per_group):
-            out.append(
-                ClassDesign(
-                    name=f"{gname}_{MARKER_SHAPES[k]}", group=g, marker=k, body=s, texture=t,
-                    head=(s + t) % v, limbs=g % len(LIMB_SETS), colour=_COLOUR_SPLIT(s, t, v), n_colours=v,
-                )  # fmt: skip
-            )
+            out.append(ClassDesign(name=f"{gname}_{MARKER_SHAPES[k]}", group=g, marker=k, slots=slots))
     return out
 
 
@@ -167,37 +184,28 @@ def _body_shape(kind: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (au <= 1.0) & (u * u + (v / w) ** 2 <= 1.0)
 
 
-def _head_shape(kind: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    x, av = u - _HEAD_U, np.abs(v)
-    if kind == 0:  # disc
-        return x * x + v * v <= 0.38**2
-    if kind == 1:  # triangle pointing forward
-        return (x >= -0.32) & (x <= 0.5) & (av <= 0.46 * (0.5 - x) / 0.82)
-    if kind == 2:  # square
-        return (np.abs(x) <= 0.31) & (av <= 0.31)
-    if kind == 3:  # rhombus
-        return np.abs(x) + av <= 0.44
-    return (np.abs(x) <= 0.18) & (av <= 0.5)  # bar across the front
+def _head(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    x = u - _HEAD_U
+    return x * x + v * v <= 0.42**2
 
 
-def _limbs_shape(kind: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    if kind == 0:  # two legs below
-        return ((np.abs(u - 0.45) <= 0.1) | (np.abs(u + 0.45) <= 0.1)) & (v >= 0.3) & (v <= 1.15)
-    if kind == 1:  # fins above and below
-        av = np.abs(v)
-        return (av >= 0.3) & (av <= 1.15) & (np.abs(u + 0.1) <= 0.5 * (1.15 - av) / 0.85)
-    if kind == 2:  # fan tail behind
+def _appendage(slot: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Slots 2.. (legs, tail, spikes, antennae, keel)."""
+    if slot == 2:  # two legs below
+        return ((np.abs(u - 0.45) <= 0.13) | (np.abs(u + 0.45) <= 0.13)) & (v >= 0.3) & (v <= 1.15)
+    if slot == 3:  # fan tail behind
         return (u <= -0.8) & (u >= -1.62) & (np.abs(v) <= 0.12 + 0.6 * (-0.8 - u) / 0.82)
-    if kind == 3:  # three spikes on top
+    if slot == 4:  # three spikes on top
         out = np.zeros(u.shape, dtype=bool)
         for c in (-0.5, 0.0, 0.5):
             out |= (v <= -0.3) & (v >= -1.1) & (np.abs(u - c) <= 0.2 * (v + 1.1) / 0.8)
         return out
-    # arms: two thin diagonal bars sticking out sideways
-    d1 = np.abs((u - 0.1) - 0.9 * (v - 0.0)) / 1.35
-    d2 = np.abs((u - 0.1) + 0.9 * (v - 0.0)) / 1.35
-    span = (np.abs(v) >= 0.3) & (np.abs(v) <= 1.15)
-    return span & ((d1 <= 0.09) | (d2 <= 0.09))
+    if slot == 5:  # two antennae at the front, top and bottom
+        d1 = np.abs((v + 0.3) + 0.75 * (u - 0.7)) / 1.25
+        d2 = np.abs((v - 0.3) - 0.75 * (u - 0.7)) / 1.25
+        return (u >= 0.55) & (u <= 1.5) & ((d1 <= 0.08) | (d2 <= 0.08))
+    # keel: a triangular fin below the middle
+    return (v >= 0.3) & (v <= 1.1) & (np.abs(u) <= 0.3 * (1.1 - v) / 0.8)
 
 
 def _marker_shape(kind: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -217,19 +225,8 @@ def _marker_shape(kind: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ((np.abs(a - b) <= 0.55) | (np.abs(a + b) <= 0.55)) & (aa <= 1.0) & (ab <= 1.0)
 
 
-def _texture(kind: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """A boolean two-tone pattern in the object frame (already phase-shifted)."""
-    if kind == 0:  # stripes across the long axis
-        return np.sin(2 * np.pi * 2.2 * u) > 0
-    if kind == 1:  # dots
-        fu, fv = (u * 3.2) % 1.0 - 0.5, (v * 3.2) % 1.0 - 0.5
-        return fu * fu + fv * fv < 0.09
-    if kind == 2:  # checker
-        return (np.floor(u * 2.8) + np.floor(v * 2.8)) % 2 == 0
-    if kind == 3:  # concentric rings
-        return np.sin(2 * np.pi * 2.4 * np.sqrt(u * u + v * v)) > 0
-    # zigzag stripes along the long axis
-    return np.sin(2 * np.pi * (2.4 * v + 0.35 * np.abs((u * 3.0) % 2.0 - 1.0) * 2.0)) > 0
+def _stripes(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return np.sin(2 * np.pi * 2.2 * u) > 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,21 +247,18 @@ def sample_pose(
     cx, cy = (float(x) for x in rng.uniform(m, image_size - m, size=2))
     if centre is not None:
         cx, cy = centre
-    hue = float(rng.uniform(-1, 1))
-    body_sv = (float(rng.uniform(0.45, 0.9)), float(rng.uniform(0.6, 0.95)))
-    part_hsv = (float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.4, 0.95)), float(rng.uniform(0.4, 0.95)))
     return Pose(
         cx=cx, cy=cy, r=r,
         angle=float(rng.uniform(0, 2 * np.pi)),
         flip=1.0 if rng.random() < 0.5 else -1.0,
-        marker_u=float(rng.uniform(-0.5, 0.45)),
-        marker_v=float(rng.uniform(-0.2, 0.2)),
+        body_shape=int(rng.integers(0, len(BODY_SHAPES))),
+        marker_u=float(rng.uniform(-0.75, 0.7)),
+        marker_v=float(rng.uniform(-0.3, 0.3)),
         marker_angle=float(rng.uniform(-0.35, 0.35)),
         phase_u=float(rng.random()),
         phase_v=float(rng.random()),
-        hue=hue,
-        body_sv=body_sv,
-        part_hsv=part_hsv,
+        body_hsv=(float(rng.uniform(*BODY_HUES)), float(rng.uniform(0.4, 0.9)), float(rng.uniform(0.55, 0.95))),
+        part_jitter=tuple(float(x) for x in rng.uniform(-0.08, 0.08, size=3)),
         marker_jitter=tuple(float(x) for x in rng.uniform(-0.07, 0.07, size=3)),
     )  # fmt: skip
 
@@ -301,41 +295,40 @@ class _Canvas:
         self.inst[sl][m] = inst
 
 
-_COLOUR_MODE = "family"
-
-
-def _body_hue(design: ClassDesign, pose: Pose) -> float:
-    """Body hue: a range of hues per colour family (families evenly spread around the hue circle)."""
-    if _COLOUR_MODE == "random":
-        return (pose.hue + 1.0) / 2.0
-    return 0.05 + design.colour / design.n_colours + pose.hue * 0.3 / design.n_colours
+def _two_tone(pattern: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    return np.where(pattern[..., None], colour, colour * 0.3 + 0.03).astype(np.float32)
 
 
 def _object_parts(design: ClassDesign, pose: Pose, u: np.ndarray, v: np.ndarray):
     """(part id, boolean mask, colour) of each part of one object, in drawing order (back to front)."""
-    h = _body_hue(design, pose)
-    body_c = np.asarray(_hsv(h, *pose.body_sv), dtype=np.float32)
-    part_c = np.asarray(_hsv(h + pose.part_hsv[0], *pose.part_hsv[1:]), dtype=np.float32)
-    limbs = _limbs_shape(design.limbs, u, v)
-    body = _body_shape(design.body, u, v)
-    tex = _texture(design.texture, u + pose.phase_u, v + pose.phase_v)
-    body_rgb = np.where(tex[..., None], body_c, body_c * 0.42 + 0.04).astype(np.float32)
-    head = _head_shape(design.head, u, v)
+    body_c = np.asarray(_hsv(*pose.body_hsv), dtype=np.float32)
+    part_jitter = np.asarray(pose.part_jitter, dtype=np.float32)
+
+    def part_colour(slot: int) -> np.ndarray:
+        return np.clip(np.asarray(SLOT_COLOURS[slot], dtype=np.float32) + part_jitter, 0, 1)
+
+    out = [(SLOT_PART[slot], _appendage(slot, u, v), part_colour(slot)) for slot in sorted(design.slots) if slot >= 2]
+    body = _body_shape(pose.body_shape, u, v)
+    if 0 in design.slots:
+        stripes = _stripes(u + pose.phase_u, v + pose.phase_v)
+        body_rgb = np.where(stripes[..., None], body_c, part_colour(0)).astype(np.float32)
+    else:
+        body_rgb = body_c
+    out.append((PART_BODY, body, body_rgb))
+    if 1 in design.slots:
+        out.append((PART_HEAD, _head(u, v), part_colour(1)))
     rm = max(_MARKER_SIZE, _MARKER_MIN_PX / pose.r)
     c, s = math.cos(pose.marker_angle), math.sin(pose.marker_angle)
     du, dv = u - pose.marker_u, v - pose.marker_v
     a, b = (du * c + dv * s) / rm, (-du * s + dv * c) / rm
-    outline = _marker_shape(design.marker, a / 1.45, b / 1.45) & ~_marker_shape(design.marker, a, b)
+    grow = 1.0 + 1.2 / (rm * pose.r)
     marker = _marker_shape(design.marker, a, b)
-    mc = np.clip(np.asarray(MARKER_COLOURS[design.marker], dtype=np.float32) + np.asarray(pose.marker_jitter, dtype=np.float32), 0, 1)
-    dark = np.full(3, 0.06, dtype=np.float32)
-    return [
-        (PART_LIMBS, limbs, part_c),
-        (PART_BODY, body, body_rgb),
-        (PART_HEAD, head, part_c * 0.9 + 0.05),
-        (PART_MARKER, outline, dark),
-        (PART_MARKER, marker, mc),
-    ]
+    outline = _marker_shape(design.marker, a / grow, b / grow) & ~marker
+    jitter = np.asarray(pose.marker_jitter, dtype=np.float32)
+    mc = np.clip(np.asarray(MARKER_COLOURS[design.marker], dtype=np.float32) + jitter, 0, 1)
+    out.append((PART_MARKER, outline, np.full(3, 0.06, dtype=np.float32)))
+    out.append((PART_MARKER, marker, mc))
+    return out
 
 
 def _draw_object(canvas: _Canvas, design: ClassDesign, pose: Pose, inst: int) -> int:
@@ -370,7 +363,7 @@ def _background(rng: np.random.Generator, n: int) -> np.ndarray:
         width = rng.uniform(0.6, 3.0)
         d = np.abs((xx - n / 2) * math.cos(th) + (yy - n / 2) * math.sin(th) - (off - n / 2))
         m = d <= width
-        col = np.asarray(_hsv(rng.random(), rng.uniform(0, 0.6), rng.uniform(0.2, 1.0)), dtype=np.float32)
+        col = np.asarray(_hsv(rng.random(), rng.uniform(0, 0.3), rng.uniform(0.2, 1.0)), dtype=np.float32)
         alpha = rng.uniform(0.2, 0.5)
         rgb[m] = rgb[m] * (1 - alpha) + col * alpha
     if rng.random() < 0.4:  # faint large-scale texture
@@ -381,13 +374,18 @@ def _background(rng: np.random.Generator, n: int) -> np.ndarray:
     return rgb
 
 
-def _draw_distractor(canvas: _Canvas, rng: np.random.Generator, n_designs: tuple[int, int, int, int]) -> None:
-    """A loose part that is no object: a head, a set of limbs, a textured blob or a marker-like shape."""
+def _checker(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return (np.floor(u * 3.0) + np.floor(v * 3.0)) % 2 == 0
+
+
+def _draw_distractor(canvas: _Canvas, rng: np.random.Generator) -> None:
+    """A loose part that is no object and shares no feature with the objects' slots: a checkered blob, a
+    triangle, a star or a bar in a random colour (markers, heads, legs, stripes and dots never appear loose,
+    so that an object's features are its own)."""
     n = canvas.size
     kind = int(rng.integers(0, 4))
-    col = np.asarray(_hsv(rng.random(), rng.uniform(0.3, 0.95), rng.uniform(0.35, 0.95)), dtype=np.float32)
-    variant = int(rng.integers(0, n_designs[kind]))
-    r = float(rng.uniform(5.0, 10.0)) if kind != 3 else float(rng.uniform(2.5, 4.0))
+    col = np.asarray(_hsv(rng.uniform(*BODY_HUES), rng.uniform(0.3, 0.95), rng.uniform(0.35, 0.95)), dtype=np.float32)
+    r = float(rng.uniform(4.0, 8.0))
     cx, cy = (float(x) for x in rng.uniform(0, n, size=2))
     angle, flip = float(rng.uniform(0, 2 * np.pi)), 1.0 if rng.random() < 0.5 else -1.0
     phase = float(rng.random())
@@ -395,17 +393,17 @@ def _draw_distractor(canvas: _Canvas, rng: np.random.Generator, n_designs: tuple
     if fr is None:
         return
     sl, u, v = fr
-    if kind == 0:
-        m = _head_shape(variant, u * 0.45 + _HEAD_U, v * 0.45)
-    elif kind == 1:
-        cu, cv = _LIMB_CENTRES[variant]
-        m = _limbs_shape(variant, u * 0.8 + cu, v * 0.8 + cv)
-    elif kind == 2:
-        m = _body_shape(variant, u * 1.3, v * 1.3)
-        tex = _texture(int(rng.integers(0, len(TEXTURES))), u + phase, v)
-        col = np.where(tex[..., None], col, col * 0.42 + 0.04).astype(np.float32)
-    else:
-        m = _marker_shape(variant, u, v)
+    au, av = np.abs(u), np.abs(v)
+    if kind == 0:  # checkered blob
+        m = u * u + (v / 0.7) ** 2 <= 1.0
+        col = _two_tone(_checker(u + phase, v + phase), col)
+    elif kind == 1:  # triangle
+        m = (v <= 0.8) & (v >= -0.9) & (au <= 0.55 * (v + 0.9))
+    elif kind == 2:  # star
+        ang = np.arctan2(v, u)
+        m = np.sqrt(u * u + v * v) <= 0.55 + 0.4 * np.cos(5 * ang)
+    else:  # bar
+        m = (au <= 1.2) & (av <= 0.18)
     # Distractors are background: they go into the image only.
     if m.any():
         canvas.rgb[sl][m] = col if col.ndim == 1 else col[m]
@@ -441,7 +439,7 @@ class PartsWorld(SegDataset):
         image_size: side of the square images in pixels (>= 32).
         n_groups, classes_per_group: the planted groups; class ``g * classes_per_group + k`` is group ``g``,
             marker ``k``.
-        multi_object_fraction: probability that an image has 2-3 objects (default 0.2 train, 0.5 val).
+        multi_object_fraction: probability that an image has 2-3 objects (default 0.2 train, 0.4 val).
         seed: the data set's seed.
         max_distractors: each image has 0..max_distractors loose parts.
         ignore_border: mark the one-pixel outer border of each object 255 in the mask.
@@ -483,6 +481,7 @@ class PartsWorld(SegDataset):
         self.max_distractors = int(max_distractors)
         self.ignore_border = bool(ignore_border)
         self.designs: list[ClassDesign] = design_classes(n_groups, classes_per_group)
+        self.n_slots = _absent_sets(n_groups)[0]
         self.class_names = tuple(d.name for d in self.designs)
         self.groups: list[list[int]] = [
             [g * classes_per_group + k for k in range(classes_per_group)] for g in range(n_groups)
@@ -505,7 +504,7 @@ class PartsWorld(SegDataset):
         return self._render(i).image.copy()
 
     def parts(self, i: int) -> np.ndarray:
-        """Which part (``PART_BODY``, ``PART_HEAD``, ``PART_LIMBS``, ``PART_MARKER``; 0 none) each visible pixel shows."""
+        """The part each visible pixel shows: ``PART_BODY``, ``PART_HEAD``, ``PART_LIMBS``, ``PART_MARKER`` or 0."""
         return self._render(i).parts.copy()
 
     def instances(self, i: int) -> np.ndarray:
@@ -521,9 +520,11 @@ class PartsWorld(SegDataset):
         return [i for i, s in enumerate(self.samples) if len(s.labels) == 1]
 
     def group_of(self, c: int) -> int:
+        """The planted group of class ``c``."""
         return self.designs[c].group
 
     def marker_of(self, c: int) -> int:
+        """The marker (index into ``MARKER_SHAPES``) of class ``c``."""
         return self.designs[c].marker
 
     def render_object(
@@ -565,28 +566,28 @@ class PartsWorld(SegDataset):
         n = self.image_size
         bg = _background(rng, n)
         dcanvas = _Canvas(bg)
-        sizes = (len(HEAD_SHAPES), len(LIMB_SETS), len(BODY_SHAPES), len(MARKER_SHAPES))
         for _ in range(int(rng.integers(0, self.max_distractors + 1))):
-            _draw_distractor(dcanvas, rng, sizes)
+            _draw_distractor(dcanvas, rng)
         if len(classes) == 1:
             r_range = (0.2 * n, 0.3 * n)
         else:
             r_range = (0.16 * n, 0.21 * n) if len(classes) == 2 else (0.13 * n, 0.16 * n)
-        for attempt in range(40):
+        for attempt in range(_PLACEMENT_ATTEMPTS + 1):
             shrink = 1.0 - 0.015 * attempt
-            rr = (r_range[0] * shrink, r_range[1] * shrink)
-            poses = [sample_pose(rng, n, rr) for _ in classes]
-            if len(classes) > 1 and attempt < 39 and not _spread_out(poses):
+            poses = [sample_pose(rng, n, (r_range[0] * shrink, r_range[1] * shrink)) for _ in classes]
+            if attempt == _PLACEMENT_ATTEMPTS:  # fallback: a fixed layout without overlaps
+                poses = _fixed_layout(poses, n)
+            elif len(classes) > 1 and not _spread_out(poses):
                 continue
             canvas = _Canvas(bg.copy())
             totals = [_draw_object(canvas, self.designs[c], p, j + 1) for j, (c, p) in enumerate(zip(classes, poses))]
             visible = np.bincount(canvas.inst.ravel(), minlength=len(classes) + 1)[1:]
-            if all(t > 0 and vis >= 0.7 * t and vis >= 12 for t, vis in zip(totals, visible)) or attempt == 39:
+            if all(t > 0 and vis >= 0.7 * t and vis >= 12 for t, vis in zip(totals, visible)):
                 break
         mask = np.zeros((n, n), dtype=np.uint8)
         for j, c in enumerate(classes):
             obj = canvas.inst == j + 1
-            if not obj.any():  # pragma: no cover - placement always leaves the front object visible
+            if not obj.any():  # pragma: no cover - the fixed layout cannot hide an object
                 raise RuntimeError(f"object {j} of image {i} is hidden")
             mask[obj] = c + 1
             if self.ignore_border:
@@ -602,6 +603,18 @@ class PartsWorld(SegDataset):
         )
         self._cache[i] = out
         return out
+
+
+_PLACEMENT_ATTEMPTS = 40
+
+
+def _fixed_layout(poses: list[Pose], n: int) -> list[Pose]:
+    """Small objects at fixed, well separated places (the last resort of the placement)."""
+    spots = [(0.27, 0.3), (0.73, 0.3), (0.5, 0.75)] if len(poses) > 1 else [(0.5, 0.5)]
+    r_max = 0.12 * n if len(poses) > 1 else 0.3 * n
+    return [
+        dataclasses.replace(p, cx=sx * n, cy=sy * n, r=min(p.r, r_max)) for p, (sx, sy) in zip(poses, spots)
+    ]
 
 
 def _spread_out(poses: list[Pose]) -> bool:
