@@ -12,6 +12,7 @@ import os
 import platform
 import time
 from contextlib import contextmanager
+from functools import cached_property
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
@@ -109,6 +110,11 @@ class Run:
         b = self.cfg.backbone
         return build_classifier(b.name, num_classes, weights=b.weights, input_size=b.input_size)
 
+    @cached_property
+    def preprocess(self):
+        """The backbone's preprocessing (built once: it needs a model instance)."""
+        return self._new_model(2).preprocess
+
     # ---- steps ---------------------------------------------------------------------------------
     def run(self) -> dict[str, list[dict]]:
         t0 = time.perf_counter()
@@ -118,8 +124,7 @@ class Run:
         self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
         classes = list(train.class_names)
         self._check_classes(train)
-        pre = self._new_model(2).preprocess
-        cache = ImageCache(train, pre, crop=True)
+        cache = ImageCache(train, self.preprocess, crop=True)
         mc_model = self.train_multiclass(train, cache)
         B = self.similarity(mc_model, train, cache)
         selections = self.select(B, classes)
@@ -155,9 +160,9 @@ class Run:
         mc = self.cfg.multiclass
         key = config_key({"model": self._model_key(), "multiclass": asdict(mc)})
         art = Artefact(self.dir / "multiclass" / "model.pt", key)
-        bb = self._new_model(train.num_classes)
         idx = self._multiclass_images(train)
         if art.done():
+            bb = self._new_model(train.num_classes)
             bb.model.load_state_dict(art.load_torch())
             self.say("multi-class model: reused")
             return bb.model.to(self.device).eval()
@@ -203,9 +208,8 @@ class Run:
     def similarity(self, model, train: SegDataset, cache: ImageCache) -> np.ndarray:
         path = self.dir / "similarity.json"
         idx = cache.ok(self._multiclass_images(train))
-        pre = self._new_model(2).preprocess
         with self.timed("similarity"):
-            logits = predict(model, cache.stack(idx), pre, self.device)
+            logits = predict(model, cache.stack(idx), self.preprocess, self.device)
         multilabel = self.cfg.multiclass.mode == "multilabel"
         probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).numpy()
         labels = np.zeros((len(idx), train.num_classes), bool)
@@ -267,8 +271,8 @@ class Run:
         """
         a, b = pair
         art = self._pair_art(a, b, train.class_names)
-        bb = self._new_model(2)
         if art.done():
+            bb = self._new_model(2)
             bb.model.load_state_dict(art.load_torch())
             return bb.model.eval()
         pc = self.cfg.pairs
@@ -301,7 +305,7 @@ class Run:
         if self.cfg.data.max_eval_images is not None and len(ds) > self.cfg.data.max_eval_images:
             ds.samples = ds.samples[: self.cfg.data.max_eval_images]
         names = ds.class_names
-        pre = self._new_model(2).preprocess
+        pre = self.preprocess
         cache = ImageCache(ds, pre, crop=ev.protocol == "crop")
         maps_key = {"split": split, "eval_options": self.cfg.data.eval_options.get(split, {}), "eval": asdict(ev), "max": self.cfg.data.max_eval_images}
         mdir = self.dir / "maps" / _slug(split)
