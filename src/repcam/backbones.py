@@ -52,7 +52,7 @@ class Preprocess:
         s = self.input_size
         image = image.convert("RGB")
         if crop:
-            image = image.crop(centre_crop_box(image.size, s))
+            image = image.crop(centre_crop_box(image.size))
         image = image.resize((s, s), Image.BILINEAR)
         return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
@@ -67,9 +67,9 @@ class Preprocess:
         return self.normalize(self.to_uint8(image, crop))
 
 
-def centre_crop_box(size: tuple[int, int], out: int) -> tuple[int, int, int, int]:
-    """The (left, top, right, bottom) box of the central square that the paper's protocol keeps:
-    shorter side scaled to ``out`` then the central out x out, expressed in the original image's pixels."""
+def centre_crop_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The (left, top, right, bottom) box of the central square that the paper's protocol keeps
+    (shorter side scaled to the input size, then the central square), in the original image's pixels."""
     w, h = size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2

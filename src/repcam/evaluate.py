@@ -76,19 +76,17 @@ def evaluate_split(
         last = {s: _by_image(r, c, "last") for s, r in partners.items()}
         fused = {s: _by_image(r, c, "fused") for s, r in partners.items()}
         masks = {i: _eval_mask(ds, i, protocol) for i in images}
-        ids = {i: ds.samples[i].id for i in images}
 
         pair_acc = {s: IoUAccumulator(C, thresholds=(threshold,), primary=threshold) for s in partners}
         for s in partners:
             for i in images:
                 if i in last[s]:
-                    pair_acc[s].add(ids[i], c, last[s][i].astype(np.float32), masks[i])
+                    pair_acc[s].add(ds.samples[i].id, c, last[s][i].astype(np.float32), masks[i])
             pairwise[c, s] = pair_acc[s].per_class_iou()[c]
-        row = np.full((1, C), np.nan)
-        row[0] = pairwise[c]
         for k in topk:
-            if np.isfinite(row).sum() >= k:
-                topk_sel[f"Top-{k}"][c] = topk_select(_as_square(row, c, C), k)[c]
+            # Rows of classes not evaluated yet are NaN, and NaN is never selected: only row c matters here.
+            if np.isfinite(pairwise[c]).sum() >= k:
+                topk_sel[f"Top-{k}"][c] = topk_select(pairwise, k)[c]
 
         for i in images:
             for name, kind in MC_METHODS.items():
@@ -113,17 +111,10 @@ def evaluate_split(
     return SplitResult(list(ds.class_names), accs, pairwise, missing, topk_sel, irn)
 
 
-def _as_square(row: np.ndarray, c: int, C: int) -> np.ndarray:
-    m = np.full((C, C), np.nan)
-    m[c] = row[0]
-    m[c, c] = np.nan
-    return m
-
-
 def _eval_mask(ds: SegDataset, i: int, protocol: str) -> np.ndarray:
     mask = ds.mask(i)
     if protocol == "crop":
-        left, top, right, bottom = centre_crop_box((mask.shape[1], mask.shape[0]), 0)
+        left, top, right, bottom = centre_crop_box((mask.shape[1], mask.shape[0]))
         mask = mask[top:bottom, left:right]
     return mask
 

@@ -546,7 +546,7 @@ class _RunData:
         img = self.ds.image(i).convert("RGB")
         mask = np.asarray(self.ds.mask(i))
         if self.crop:
-            box = centre_crop_box(img.size, 0)
+            box = centre_crop_box(img.size)
             img = img.crop(box)
             mask = mask[box[1] : box[3], box[0] : box[2]]
         return np.asarray(img), mask
