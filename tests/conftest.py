@@ -15,3 +15,14 @@ def voc_mini() -> Path:
     if not (VOC_MINI / "VOC2012").is_dir():
         pytest.skip(f"real VOC subset not present at {VOC_MINI} (only in the development workspace)")
     return VOC_MINI
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny run (tests/tiny_run.py); tests may rerun it with the same config but must not alter it."""
+    from repcam.run import Run
+    from tiny_run import tiny_config
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    Run(tiny_config(), run_dir, show_progress=False).run()
+    return run_dir

@@ -18,7 +18,8 @@ from repcam.config import from_dict
 from repcam.evaluate import evaluate_split, summarize
 from repcam.metrics import IoUAccumulator
 from repcam.report import write_report
-from repcam.run import Run, _slug
+from repcam.run import Run
+from repcam.storage import slug as _slug
 from repcam.tables import write_tables
 from repcam.tinycnn import TinyCNN
 

@@ -7,30 +7,13 @@ from typer.testing import CliRunner
 
 import repcam.run as run_module
 from repcam.cli import app
-from repcam.config import from_dict
 from repcam.run import Run, RunError
 from repcam.storage import read_json
-
-TINY = {
-    "name": "tiny",
-    "data": {"kind": "partsworld", "options": {"num_images": 240, "image_size": 32}, "eval_options": {"val": {"num_images": 30}}},
-    "backbone": {"name": "tiny_cnn", "input_size": 32},
-    "multiclass": {"epochs": 2, "lr": 0.003, "batch_size": 32},
-    "pairs": {"epochs": 1, "lr": 0.003, "batch_size": 32, "min_images": 3},
-    "evaluation": {"map_size": 32},
-}
+from tiny_run import tiny_config
 
 TABLE2 = ["Grad-CAM", "CAM", "Random+F", "Random+A+F", "Rank-a+F", "Rank-a+A+F", "Rank-b+F", "Rank-b+A+F"] + [
     f"S-{k}{s}" for k in range(1, 5) for s in ("+F", "+A+F")
 ]
-
-
-def _cfg(**over):
-    values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
-    for key, val in over.items():
-        section, name = key.split("__")
-        values[section] = {**values.get(section, {}), name: val}
-    return from_dict(values, "test")
 
 
 class CountingFit:
@@ -52,11 +35,9 @@ def _rows(run_dir: Path) -> dict:
     return {r["method"]: r["miou"] for r in read_json(run_dir / "results" / "val" / "ablation.json")["rows"]}
 
 
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("ref")
-    Run(_cfg(), run_dir, show_progress=False).run()
-    return run_dir
+@pytest.fixture
+def reference_run(tiny_run: Path) -> Path:
+    return tiny_run
 
 
 def test_ablation_table_has_every_row_of_table_2(reference_run: Path):
@@ -74,7 +55,7 @@ def test_rerun_retrains_nothing_and_gives_the_same_table(reference_run: Path, mo
     fit = CountingFit()
     monkeypatch.setattr(run_module, "fit", fit)
     before = _rows(reference_run)
-    Run(_cfg(), reference_run, show_progress=False).run()
+    Run(tiny_config(), reference_run, show_progress=False).run()
     assert fit.calls == 0
     assert _rows(reference_run) == before
 
@@ -84,12 +65,12 @@ def test_kill_then_resume_redoes_no_finished_pair_and_matches_uninterrupted(refe
     killer = CountingFit(kill_at=4)  # multi-class model + 2 pairs finish, the 3rd pair is killed mid-training
     monkeypatch.setattr(run_module, "fit", killer)
     with pytest.raises(KeyboardInterrupt):
-        Run(_cfg(), tmp_path, show_progress=False).run()
+        Run(tiny_config(), tmp_path, show_progress=False).run()
     assert len(list((tmp_path / "pairs").glob("*.pt.meta.json"))) == 2
     assert not list(tmp_path.rglob("*.tmp"))  # nothing half-written left behind
     resumed = CountingFit()
     monkeypatch.setattr(run_module, "fit", resumed)
-    Run(_cfg(), tmp_path, show_progress=False).run()
+    Run(tiny_config(), tmp_path, show_progress=False).run()
     assert resumed.calls == n_pairs - 2
     assert _rows(tmp_path) == _rows(reference_run)  # seeds per pair: resuming changes nothing
 
@@ -102,7 +83,7 @@ def test_corrupted_pair_model_is_detected_and_retrained(reference_run: Path, tmp
     victim.write_bytes(victim.read_bytes()[:100])  # truncated, as by a crash of another tool
     fit = CountingFit()
     monkeypatch.setattr(run_module, "fit", fit)
-    Run(_cfg(), tmp_path / "run", show_progress=False).run()
+    Run(tiny_config(), tmp_path / "run", show_progress=False).run()
     assert fit.calls == 1
     assert _rows(tmp_path / "run") == _rows(reference_run)
 
@@ -113,7 +94,7 @@ def test_changed_settings_invalidate_only_what_depends_on_them(reference_run: Pa
     shutil.copytree(reference_run, tmp_path / "run")
     fit = CountingFit()
     monkeypatch.setattr(run_module, "fit", fit)
-    Run(_cfg(evaluation__threshold=0.3), tmp_path / "run", show_progress=False).run()
+    Run(tiny_config(evaluation__threshold=0.3), tmp_path / "run", show_progress=False).run()
     assert fit.calls == 0  # evaluation settings never retrain a model
 
 
@@ -128,7 +109,7 @@ def test_impossible_requests_fail_before_any_training(tmp_path: Path, over, matc
     fit = CountingFit()
     monkeypatch.setattr(run_module, "fit", fit)
     with pytest.raises(RunError, match=match):
-        Run(_cfg(**over), tmp_path, show_progress=False).run()
+        Run(tiny_config(**over), tmp_path, show_progress=False).run()
     assert fit.calls == 0
 
 
@@ -136,7 +117,7 @@ def test_unwritable_run_dir_is_a_clear_error(tmp_path: Path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(RunError, match="is not writable"):
-        Run(_cfg(), blocker / "run", show_progress=False)
+        Run(tiny_config(), blocker / "run", show_progress=False)
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path: Path):

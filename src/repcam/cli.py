@@ -11,7 +11,8 @@ from rich.console import Console
 
 from repcam.config import ConfigError, demo_config, load_config
 from repcam.data.base import DataError
-from repcam.run import Run, RunError, _slug
+from repcam.run import Run, RunError
+from repcam.storage import slug
 
 app = typer.Typer(add_completion=False, help="Class activation maps by representative class selection and multi-layer fusion.")
 console = Console(stderr=True)
@@ -27,7 +28,7 @@ def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool) -> None:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
     for split in cfg.data.eval_splits:
-        md = (run_dir / "results" / _slug(split) / "ablation.md").read_text()
+        md = (run_dir / "results" / slug(split) / "ablation.md").read_text()
         typer.echo(md)
     console.print(f"results in {run_dir}/results, total {run.timings.get('total', 0):.0f} s")
     try:
@@ -86,6 +87,31 @@ def report(
         except (RuntimeError, OSError) as e:
             console.print(f"[red]error:[/] screenshot failed: {e}")
             raise typer.Exit(1) from None
+
+
+@app.command()
+def explain(
+    image: Path = typer.Argument(..., help="Any image PIL reads (any size)."),
+    run: Path = typer.Option(..., "--run", help="A run directory with trained models (from `repcam run` or `repcam demo`)."),
+    cls: Optional[list[str]] = typer.Option(None, "--class", help="Class to explain (repeatable); default: every class scored >= --min-score."),
+    method: Optional[str] = typer.Option(None, help="Selection whose representative classes to use (e.g. S-1); default: the run's best +A+F row."),
+    min_score: float = typer.Option(0.5, help="Without --class: explain the classes the multi-class model scores at least this high."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: RUN/explain)."),
+    fmt: str = typer.Option("png", help="png, pdf or svg."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Overlay figure of one image: each representative class's map, their fusion and Grad-CAM, per class."""
+    from repcam.explain import Explainer, ExplainError
+
+    try:
+        explanations = Explainer.from_run(run, method, device).explain(image, cls or None, min_score)
+    except ExplainError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    folder = out or run / "explain"
+    for ex in explanations:
+        path = ex.save(folder / f"{slug(image.stem)}_{slug(ex.cls)}.{fmt.lower()}", fmt=fmt)
+        typer.echo(f"{ex.cls}\tp={ex.score:.3f}\t{path}")
 
 
 def main() -> None:  # pragma: no cover

@@ -25,6 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from repcam.storage import slug as _slug
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("png", "pdf", "svg")
@@ -431,12 +433,6 @@ def threshold_curves(
 
 
 # ---------------------------------------------------------------------------------------------------- a run
-
-
-def _slug(name: str) -> str:
-    from repcam.run import _slug as run_slug
-
-    return run_slug(name)
 
 
 def _read_json(path: Path) -> Any:

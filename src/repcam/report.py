@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from repcam import __version__ as _version
+from repcam.storage import slug as _slug
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +103,8 @@ def _seconds(s: Any) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s:.0f} s ({s / 60:.1f} min)"
 
 
-def _slug_of(split: str) -> str:
-    from repcam.run import _slug
-
-    return _slug(split)
-
-
 def _splits(run_dir: Path) -> list[tuple[str, Path]]:
     """(split name, results folder) for every evaluated split, in the config's order first."""
-    from repcam.run import _slug
-
     found: dict[Path, str] = {}
     res = run_dir / "results"
     if res.is_dir():
@@ -278,8 +271,6 @@ def _sweep_section(res: Path) -> str:
 
 def _figures_for(run_dir: Path, split: str, build: bool) -> tuple[dict[str, tuple[Path, str]], dict[str, str]]:
     """{name: (path, caption)} and {name: reason skipped} for a split's figures, building them if asked."""
-    from repcam.run import _slug
-
     fdir = run_dir / "figures" / _slug(split)
     if build:
         try:
@@ -405,7 +396,7 @@ def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path 
         if ex:
             body.append("<h3>Examples</h3>" + _fig(figs, *ex))
         body.append("<h3>Pairwise</h3>" + _fig(figs, "pairwise") + _pairwise_section(res))
-        fdir_index = _read_json(run_dir / "figures" / _slug_of(split) / "index.json") if (run_dir / "figures" / _slug_of(split) / "index.json").is_file() else None
+        fdir_index = _read_json(run_dir / "figures" / _slug(split) / "index.json") if (run_dir / "figures" / _slug(split) / "index.json").is_file() else None
         for w in (fdir_index or {}).get("warnings") or []:
             body.append(f'<p class="warn">Warning: {e(w)}</p>')
         if skipped:

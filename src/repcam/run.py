@@ -30,6 +30,7 @@ from repcam.data import SegDataset, load_dataset
 from repcam.evaluate import evaluate_split, summarize
 from repcam.maps import MapRecords, extract
 from repcam.storage import Artefact, config_key, read_json, write_json, write_text
+from repcam.storage import slug as _slug
 from repcam.tables import write_tables
 from repcam.train import ImageCache, fit, predict, resolve_device
 
@@ -338,11 +339,6 @@ class Run:
         write_tables(self.dir / "results" / _slug(split), split, result, rows, self.notes, skipped=len(cache.bad))
         write_json(self.dir / "results" / _slug(split) / "accumulators.json", {k: v.state_dict() for k, v in result.accs.items()})
         return rows
-
-
-def _slug(name: str) -> str:
-    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-    return keep or "_"
 
 
 def _environment(device: torch.device) -> dict[str, Any]:

@@ -50,6 +50,12 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def slug(name: str) -> str:
+    """A file-name-safe form of a class or split name (used for artefact paths)."""
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    return keep or "_"
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -1,0 +1,169 @@
+"""Explain new images with a finished run's models: representative maps, their fusion and Grad-CAM.
+
+    from repcam.explain import Explainer
+    explainer = Explainer.from_run("runs/demo")
+    explainer.explain("photo.jpg")[0].save("photo_cam.png")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from repcam.backbones import Preprocess, build_classifier
+from repcam.cam import MultiLayerGradCAM
+from repcam.config import ConfigError, load_config
+from repcam.fusion import fuse_classes
+from repcam.storage import read_json
+from repcam.storage import slug as _slug
+from repcam.train import resolve_device
+
+
+class ExplainError(ValueError):
+    """An image, class or run directory that cannot be explained; the message names it."""
+
+
+@dataclass
+class Explanation:
+    """The maps of one class on one image, each (H, W) in [0, 1] at the model's input resolution."""
+
+    image: np.ndarray  # (H, W, 3) uint8, the original image
+    cls: str
+    score: float  # the multi-class model's probability of ``cls``
+    method: str  # e.g. "S-1+A+F"
+    representative_maps: dict[str, np.ndarray] = field(default_factory=dict)  # representative class -> map (A)
+    fused: np.ndarray | None = None  # the method's map (F over the representative maps)
+    gradcam: np.ndarray | None = None  # Grad-CAM of the multi-class model, last layer (the baseline)
+
+    def panels(self) -> dict[str, np.ndarray | None]:
+        out: dict[str, np.ndarray | None] = {f"vs {s}": m for s, m in self.representative_maps.items()}
+        out[self.method] = self.fused
+        out["Grad-CAM"] = self.gradcam
+        return out
+
+    def save(self, path: str | Path, fmt: str | None = None) -> Path:
+        """The overlay figure: image | each representative map | fused map | Grad-CAM."""
+        from repcam.figures import overlay_grid
+
+        title = f"{self.cls} (p={self.score:.2f}): {self.method} over {len(self.representative_maps)} representative classes"
+        return overlay_grid(self.image, self.panels(), None, path, title=title, fmt=fmt)
+
+
+class Explainer:
+    """A run directory's multi-class model and pair models, loaded lazily, ready for new images."""
+
+    def __init__(self, run_dir: str | Path, method: str | None = None, device: str = "auto") -> None:
+        self.dir = Path(run_dir)
+        mc_path = self.dir / "multiclass" / "model.pt"
+        if not mc_path.is_file():
+            raise ExplainError(f"run directory {self.dir} has no trained multi-class model ({mc_path} is missing); "
+                               "run `repcam run CONFIG --run-dir ...` (or `repcam demo`) first")
+        try:
+            self.cfg = load_config(self.dir / "config.yaml")
+        except ConfigError as e:
+            raise ExplainError(f"run directory {self.dir}: {e}") from e
+        for needed in ("similarity.json", "selections.json", "multiclass/model.pt.meta.json"):
+            if not (self.dir / needed).is_file():
+                raise ExplainError(f"run directory {self.dir} is unfinished: {needed} is missing; rerun the run to complete it")
+        self.classes: list[str] = list(read_json(self.dir / "similarity.json")["classes"])
+        self.multilabel = read_json(mc_path.with_name("model.pt.meta.json")).get("mode", "multilabel") == "multilabel"
+        self.selections: dict[str, dict[str, list[str]]] = read_json(self.dir / "selections.json")["selections"]
+        self.selection = self._pick_selection(method)
+        self.device = resolve_device(device)
+        self.mc_model, self.preprocess = self._load(mc_path, len(self.classes))
+        self._pairs: dict[tuple[str, str], torch.nn.Module] = {}
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, method: str | None = None, device: str = "auto") -> "Explainer":
+        return cls(run_dir, method, device)
+
+    # ---- loading -------------------------------------------------------------------------------
+    def _pick_selection(self, method: str | None) -> str:
+        """``method`` ("S-1", "S-1+A+F" ...), or the best "+A+F" row of the run's first evaluated split."""
+        if method is not None:
+            name = method.removesuffix("+A+F").removesuffix("+F")
+            if name not in self.selections:
+                raise ExplainError(f"method {method!r} is not in this run; choose one of {', '.join(self.selections)}")
+            return name
+        for split in self.cfg.data.eval_splits:
+            table = self.dir / "results" / _slug(split) / "ablation.json"
+            if table.is_file():
+                rows = [r for r in read_json(table)["rows"] if r["method"].endswith("+A+F") and r["method"][:-4] in self.selections]
+                rows = [r for r in rows if r.get("miou") is not None]
+                if rows:
+                    return max(rows, key=lambda r: r["miou"])["method"][:-4]
+        return next(iter(self.selections))
+
+    def _load(self, path: Path, num_classes: int) -> tuple[torch.nn.Module, Preprocess]:
+        b = self.cfg.backbone
+        bb = build_classifier(b.name, num_classes, weights=None, input_size=b.input_size)
+        bb.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return bb.model.to(self.device).eval(), bb.preprocess
+
+    def _pair(self, c: str, s: str) -> tuple[torch.nn.Module, int] | None:
+        """The binary model of the unordered pair {c, s} and the logit of ``c`` in it (None if not trained)."""
+        a, b = sorted((c, s), key=self.classes.index)
+        if (a, b) not in self._pairs:
+            path = self.dir / "pairs" / f"{_slug(a)}__{_slug(b)}.pt"
+            if not path.is_file():
+                return None
+            self._pairs[(a, b)] = self._load(path, 2)[0]
+        return self._pairs[(a, b)], (0 if c == a else 1)
+
+    # ---- explaining ----------------------------------------------------------------------------
+    def _tensor(self, image: str | Path | Image.Image) -> tuple[np.ndarray, torch.Tensor]:
+        if isinstance(image, Image.Image):
+            pil = image
+        else:
+            path = Path(image)
+            if not path.is_file():
+                raise ExplainError(f"image {path} does not exist")
+            try:
+                with Image.open(path) as im:
+                    pil = im.convert("RGB")
+            except (UnidentifiedImageError, OSError) as e:
+                raise ExplainError(f"{path} is not an image PIL can read: {e}") from None
+        pil = pil.convert("RGB")
+        x = self.preprocess.to_tensor(pil, crop=self.cfg.evaluation.protocol == "crop").unsqueeze(0)
+        return np.asarray(pil), x.to(self.device)
+
+    def scores(self, image: str | Path | Image.Image) -> dict[str, float]:
+        """The multi-class model's probability of every class (sigmoid if it was trained multi-label, else softmax)."""
+        return self._scores(self._tensor(image)[1])
+
+    def _scores(self, x: torch.Tensor) -> dict[str, float]:
+        with torch.no_grad():
+            logits = self.mc_model(x)[0].float().cpu()
+        p = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, 0)
+        return dict(zip(self.classes, p.tolist()))
+
+    def explain(self, image: str | Path | Image.Image, classes: str | Sequence[str] | None = None,
+                min_score: float = 0.5) -> list[Explanation]:
+        """One :class:`Explanation` per class: those named, or every class scored at least ``min_score``
+        (the top class if none is)."""
+        arr, x = self._tensor(image)
+        scores = self._scores(x)
+        if classes is None:
+            wanted = [c for c, p in scores.items() if p >= min_score] or [max(scores, key=scores.get)]
+        else:
+            wanted = [classes] if isinstance(classes, str) else list(classes)
+            unknown = [c for c in wanted if c not in self.classes]
+            if unknown:
+                raise ExplainError(f"unknown class {', '.join(map(repr, unknown))}; this run's classes: {', '.join(self.classes)}")
+        gradcam = MultiLayerGradCAM(self.mc_model, "auto")(x.expand(len(wanted), -1, -1, -1), [self.classes.index(c) for c in wanted])
+        out = []
+        for k, c in enumerate(wanted):
+            reps = {}
+            for s in self.selections[self.selection].get(c, []):
+                pair = self._pair(c, s)
+                if pair is not None:
+                    reps[s] = MultiLayerGradCAM(pair[0], "auto")(x, [pair[1]]).fused[0].cpu()
+            fused = fuse_classes(torch.stack(list(reps.values())), "mean").numpy() if reps else None
+            out.append(Explanation(arr, c, scores[c], f"{self.selection}+A+F", {s: m.numpy() for s, m in reps.items()}, fused,
+                                   gradcam.last[k].cpu().numpy()))
+        return out

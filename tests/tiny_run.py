@@ -1,0 +1,21 @@
+"""The tiny parts-world run that several test modules share (seconds on 2 cores)."""
+
+from repcam.config import RunConfig, from_dict
+
+TINY = {
+    "name": "tiny",
+    "data": {"kind": "partsworld", "options": {"num_images": 240, "image_size": 32}, "eval_options": {"val": {"num_images": 30}}},
+    "backbone": {"name": "tiny_cnn", "input_size": 32},
+    "multiclass": {"epochs": 2, "lr": 0.003, "batch_size": 32},
+    "pairs": {"epochs": 1, "lr": 0.003, "batch_size": 32, "min_images": 3},
+    "evaluation": {"map_size": 32},
+}
+
+
+def tiny_config(**over) -> RunConfig:
+    """TINY with ``section__key=value`` overrides."""
+    values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    for key, val in over.items():
+        section, name = key.split("__")
+        values[section] = {**values.get(section, {}), name: val}
+    return from_dict(values, "test")
