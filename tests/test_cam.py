@@ -8,7 +8,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from repcam.backbones import build_classifier, gap_fc_parts
-from repcam.cam import CAMError, MultiLayerGradCAM, zhou_cam
+from repcam.cam import CAMError, ContrastTarget, MultiLayerGradCAM, zhou_cam
 from repcam.fusion import normalize_maps
 from repcam.layers import LayerError, auto_layers
 from repcam.tinycnn import TinyCNN
@@ -177,3 +177,19 @@ def test_zhou_cam_equals_fc_weighted_features():
     assert torch.allclose(cams[0], normalize_maps(up), atol=1e-6)
     with pytest.raises(CAMError, match="class index"):
         zhou_cam(features, fc, model, x, [1, 4])
+
+
+def test_contrast_target_is_the_gradcam_of_the_logit_difference():
+    torch.manual_seed(0)
+    model = TinyCNN(num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    cam = MultiLayerGradCAM(model, "auto")
+    t = ContrastTarget(1, (2, 4), gamma=0.5)
+    logits = model(x)
+    assert torch.allclose(t(logits[0]), logits[0, 1] - 0.5 * (logits[0, 2] + logits[0, 4]) / 2)
+    by_hand = cam(x, [lambda z: z[1] - 0.5 * z[[2, 4]].mean()] * 2)
+    torch.testing.assert_close(cam(x, [t, t]).layer_maps, by_hand.layer_maps)
+    # gamma = 0 or no references: plain Grad-CAM of the class; a contrast changes the map.
+    torch.testing.assert_close(cam(x, [ContrastTarget(1, (2,), 0.0)] * 2).fused, cam(x, [1, 1]).fused)
+    torch.testing.assert_close(cam(x, [ContrastTarget(1, ())] * 2).fused, cam(x, [1, 1]).fused)
+    assert not torch.allclose(cam(x, [t, t]).fused, cam(x, [1, 1]).fused)

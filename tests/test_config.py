@@ -24,6 +24,7 @@ def test_yaml_and_toml_load_the_same(tmp_path: Path):
         ({"evaluation": {"threshold": 1.5}}, r"'evaluation.threshold' must be in \(0, 1\)"),
         ({"multiclass": {"mode": "soft"}}, "'multiclass.mode' must be 'single' or 'multilabel'"),
         ({"selection": {"n": 0}}, "'selection.n' must be >= 1"),
+        ({"evaluation": {"variants": ["median"]}}, "'evaluation.variants' has unknown variant 'median'; choose from max, geomean"),
     ],
 )
 def test_invalid_configs_name_the_key(values, match):

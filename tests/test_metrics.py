@@ -261,6 +261,29 @@ def test_pxap_matches_sklearn_with_ties_and_bins():
         acc.add(np.array([[1.5]]), np.array([[True]]))
 
 
+def test_iou_accumulator_tracks_per_class_pxap_like_the_pooled_computation():
+    from repcam.metrics import IGNORE_INDEX, prepare_map
+
+    rng = np.random.default_rng(3)
+    acc = IoUAccumulator(2, ap_bins=10)
+    pooled: dict[int, tuple[list, list, list]] = {0: ([], [], []), 1: ([], [], [])}
+    for k in range(6):
+        mask = rng.integers(0, 3, size=(9, 11)).astype(np.uint8)
+        mask[0, :3] = IGNORE_INDEX
+        cam = rng.random((4, 5)).astype(np.float32)
+        c = k % 2
+        acc.add(f"im{k}", c, cam, mask)
+        pooled[c][0].append(prepare_map(cam, mask.shape))
+        pooled[c][1].append(mask == c + 1)
+        pooled[c][2].append(mask != IGNORE_INDEX)
+    expected = [pixel_average_precision(*pooled[c], bins=10) for c in (0, 1)]
+    np.testing.assert_allclose(acc.per_class_pxap(), expected)
+    assert acc.mpxap() == pytest.approx(np.mean(expected))
+    restored = IoUAccumulator.from_state_dict(json.loads(json.dumps(acc.state_dict())))
+    np.testing.assert_allclose(restored.per_class_pxap(), expected)
+    assert math.isnan(IoUAccumulator(2).mpxap())
+
+
 def test_semantic_prediction():
     maps = {
         0: np.array([[0.0, 1.0], [0.5, 0.2]]),

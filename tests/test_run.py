@@ -51,6 +51,48 @@ def test_ablation_table_has_every_row_of_table_2(reference_run: Path):
     assert len(read_json(reference_run / "similarity.json")["B"]) == 12
 
 
+def test_variant_rows_are_computed_from_the_stored_maps(reference_run: Path):
+    """Every variant row, and one (image, class) recomputed by hand from the stored maps."""
+    import numpy as np
+    import torch
+
+    from repcam.fusion import fuse_classes
+    from repcam.metrics import IoUAccumulator
+
+    rows = _rows(reference_run)
+    for sel in ("Random", "Rank-a", "Rank-b", "S-1", "S-2", "S-3", "S-4"):
+        for suffix in ("+A+F[max]", "+A+F[geomean]", " contrast", " contrast+A", "+A+F & Grad-CAM"):
+            assert 0.0 <= rows[sel + suffix] <= 1.0
+    table = read_json(reference_run / "results" / "val" / "ablation.json")["rows"]
+    assert all(0.0 <= r["pxap"] <= 1.0 for r in table)
+    accs = {m: IoUAccumulator.from_state_dict(v) for m, v in read_json(reference_run / "results" / "val" / "accumulators.json").items()}
+    image_id, c, _ = accs["S-1+A+F[max]"].records[0]
+    run = Run(tiny_config(), reference_run, show_progress=False)
+    ds = run.load_split("val", for_eval=True)
+    i = [s.id for s in ds.samples].index(image_id)
+    names = ds.class_names
+    reps = read_json(reference_run / "selections.json")["selections"]["S-1"][names[c]]
+    maps = []
+    for s_name in reps:
+        a, b = sorted((names.index(s_name), c))
+        z = np.load(reference_run / "maps" / "val" / f"{names[a]}__{names[b]}.npz")
+        r = np.nonzero((z["image"] == i) & (z["cls"] == c))[0][0]
+        maps.append(z["fused"][r].astype(np.float32))
+    by_hand = fuse_classes(torch.from_numpy(np.stack(maps)), "max").numpy()
+    expected = IoUAccumulator(len(names), thresholds=(0.15,)).add(image_id, c, by_hand, ds.mask(i))
+    assert accs["S-1+A+F[max]"].records[0][2] == pytest.approx(expected, nan_ok=True)
+    z = np.load(reference_run / "maps" / "val" / "contrast__S-1.npz")
+    assert set(z.files) >= {"image", "cls", "last", "fused"} and len(z["image"]) == len(np.load(reference_run / "maps" / "val" / "multiclass.npz")["image"])
+
+
+def test_variants_off_gives_only_the_papers_rows(reference_run: Path, tmp_path: Path):
+    import shutil
+
+    shutil.copytree(reference_run, tmp_path / "run")
+    Run(tiny_config(evaluation__variants=[]), tmp_path / "run", show_progress=False).run()
+    assert set(_rows(tmp_path / "run")) == set(TABLE2) | {"Grad-CAM (mean of layers)", "LayerCAM", "Grad-CAM+A"}
+
+
 def test_rerun_retrains_nothing_and_gives_the_same_table(reference_run: Path, monkeypatch):
     fit = CountingFit()
     monkeypatch.setattr(run_module, "fit", fit)
@@ -94,8 +136,11 @@ def test_changed_settings_invalidate_only_what_depends_on_them(reference_run: Pa
     shutil.copytree(reference_run, tmp_path / "run")
     fit = CountingFit()
     monkeypatch.setattr(run_module, "fit", fit)
+    extracted = []
+    monkeypatch.setattr(run_module, "extract", lambda *a, **k: extracted.append(1))
     Run(tiny_config(evaluation__threshold=0.3), tmp_path / "run", show_progress=False).run()
     assert fit.calls == 0  # evaluation settings never retrain a model
+    assert not extracted  # nor recompute a stored map
 
 
 @pytest.mark.parametrize(

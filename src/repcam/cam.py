@@ -137,6 +137,22 @@ class MultiLayerGradCAM:
         return out, logits
 
 
+@dataclass(frozen=True)
+class ContrastTarget:
+    """Target ``y_c - gamma * mean(y_s for s in references)``: the evidence for ``cls`` that its reference classes
+    do not share (FinerCAM's contrast; with the paper's representative classes as references it needs no pair
+    model). A picklable callable on one image's logits, usable wherever a target is."""
+
+    cls: int
+    references: tuple[int, ...]
+    gamma: float = 1.0
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.references:
+            return logits[self.cls]
+        return logits[self.cls] - self.gamma * logits[list(self.references)].mean()
+
+
 def _target_scores(logits: torch.Tensor, targets) -> torch.Tensor:
     """One scalar per image: the logit of its class index, or its callable applied to its logits row."""
     b, k = logits.shape

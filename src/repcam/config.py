@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 SELECTION_METHODS = ("random", "rank-a", "rank-b", "s1", "s2", "s3", "s4", "all")
+VARIANTS = ("max", "geomean", "contrast", "with-gradcam")
 
 
 class ConfigError(ValueError):
@@ -72,6 +73,11 @@ class EvalConfig:
     protocol: str = "whole"  # whole: resize the whole image; crop: the paper's centre crop
     map_size: int = 64  # stored maps are map_size x map_size float16
     batch_size: int = 16
+    # Ablation switches beyond the paper, each adding rows per selection: "max" / "geomean" class fusion,
+    # "contrast" (FinerCAM-style Grad-CAM of y_c - gamma * mean(y_s) from the multi-class model, no pair model),
+    # "with-gradcam" (the +A+F map averaged with the multi-class Grad-CAM).
+    variants: list[str] = field(default_factory=lambda: ["max", "geomean", "contrast", "with-gradcam"])
+    contrast_gamma: float = 1.0
 
 
 @dataclass
@@ -159,6 +165,9 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         fail("selection.methods", f"has unknown method {bad[0]!r}; choose from {', '.join(SELECTION_METHODS)}")
     if cfg.evaluation.protocol not in ("whole", "crop"):
         fail("evaluation.protocol", f"must be 'whole' or 'crop'; got {cfg.evaluation.protocol!r}")
+    bad = [v for v in cfg.evaluation.variants if v not in VARIANTS]
+    if bad:
+        fail("evaluation.variants", f"has unknown variant {bad[0]!r}; choose from {', '.join(VARIANTS)}")
     if not 0 < cfg.evaluation.threshold < 1:
         fail("evaluation.threshold", "must be in (0, 1)")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,14 @@ MC_METHODS = {  # multi-class model maps: row name -> stored map kind
     "Grad-CAM (mean of layers)": "mean",
     "LayerCAM": "layercam",
     "Grad-CAM+A": "fused",
+}
+
+
+VARIANT_ROWS = {  # variant switch -> row suffixes it adds to every selection
+    "max": ["+A+F[max]"],
+    "geomean": ["+A+F[geomean]"],
+    "contrast": [" contrast", " contrast+A"],
+    "with-gradcam": ["+A+F & Grad-CAM"],
 }
 
 
@@ -49,10 +57,13 @@ def evaluate_split(
     protocol: str,
     topk: Iterable[int] = (),
     progress: Callable[[int], None] | None = None,
+    variants: Sequence[str] = (),
+    contrast_records: Mapping[str, MapRecords] | None = None,
 ) -> SplitResult:
     """Evaluate every method class by class so only one class's pair maps are in memory at a time.
 
-    ``pair_records(c)`` returns {partner s: maps of the (c, s) pair model}.
+    ``pair_records(c)`` returns {partner s: maps of the (c, s) pair model}. ``variants`` adds rows per selection
+    (see :data:`VARIANT_ROWS`); ``contrast_records`` holds the multi-class model's contrast maps per selection.
     """
     C = ds.num_classes
     accs: dict[str, IoUAccumulator] = {}
@@ -69,6 +80,8 @@ def evaluate_split(
     missing: dict[str, int] = {}
     topk_sel: dict[str, Selection] = {f"Top-{k}": {} for k in topk}
     kinds = [k for k in MC_METHODS.values() if k in mc_records and not np.isnan(mc_records[k][:1].astype(np.float32)).any()]
+    class_modes = [m for m in ("max", "geomean") if m in variants]
+    contrast_records = contrast_records or {}
     for c in range(C):
         mc = {kind: _by_image(mc_records, c, kind) for kind in kinds}
         images = sorted(mc["last"]) if "last" in mc else []
@@ -76,6 +89,7 @@ def evaluate_split(
         last = {s: _by_image(r, c, "last") for s, r in partners.items()}
         fused = {s: _by_image(r, c, "fused") for s, r in partners.items()}
         masks = {i: _eval_mask(ds, i, protocol) for i in images}
+        contrast_tables = {n: {k: _by_image(r, c, k) for k in ("last", "fused")} for n, r in contrast_records.items() if "contrast" in variants}
 
         pair_acc = {s: IoUAccumulator(C, thresholds=(threshold,), primary=threshold) for s in partners}
         for s in partners:
@@ -99,9 +113,20 @@ def evaluate_split(
                     missing[sel_name] = missing.get(sel_name, 0) + 1
                 if not avail:
                     continue
-                for suffix, store in (("+F", last), ("+A+F", fused)):
-                    stack = torch.from_numpy(np.stack([store[s][i] for s in avail]).astype(np.float32))
-                    add(sel_name + suffix, i, c, fuse_classes(stack, "mean").numpy(), masks[i])
+                f_stack = torch.from_numpy(np.stack([last[s][i] for s in avail]).astype(np.float32))
+                add(sel_name + "+F", i, c, fuse_classes(f_stack, "mean").numpy(), masks[i])
+                af_stack = torch.from_numpy(np.stack([fused[s][i] for s in avail]).astype(np.float32))
+                af_map = fuse_classes(af_stack, "mean")
+                add(sel_name + "+A+F", i, c, af_map.numpy(), masks[i])
+                for mode in class_modes:
+                    add(f"{sel_name}+A+F[{mode}]", i, c, fuse_classes(af_stack, mode).numpy(), masks[i])
+                if "with-gradcam" in variants and "last" in mc:
+                    both = torch.stack([af_map, torch.from_numpy(mc["last"][i].astype(np.float32))])
+                    add(f"{sel_name}+A+F & Grad-CAM", i, c, fuse_classes(both, "mean").numpy(), masks[i])
+            for sel_name, records in contrast_tables.items():
+                for suffix, kind in ((" contrast", "last"), (" contrast+A", "fused")):
+                    if i in records[kind]:
+                        add(sel_name + suffix, i, c, records[kind][i].astype(np.float32), masks[i])
         if progress:
             progress(1)
     irn = {}
@@ -131,6 +156,7 @@ def summarize(result: SplitResult, n_boot: int = 1000, seed: int = 0) -> list[di
             "per_image_miou": acc.per_image_miou(),
             "best_threshold": best_t,
             "best_miou": best,
+            "pxap": acc.mpxap(),
             "records": len(acc.records),
         }
         if name in result.irn and result.irn[name]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,14 +28,15 @@ def extract(
     model: nn.Module,
     cache: ImageCache,
     pre: Preprocess,
-    jobs: Sequence[tuple[int, int, int]],
+    jobs: Sequence[tuple[int, int, Any]],
     device: torch.device,
     map_size: int,
     batch_size: int,
     kinds: Sequence[str],
     progress: Callable[[int], None] | None = None,
 ) -> MapRecords:
-    """Maps for ``jobs`` = (image index, class index, target logit) triples.
+    """Maps for ``jobs`` = (image index, class index, target) triples; a target is a logit index or a callable
+    on one image's logits (e.g. :class:`~repcam.cam.ContrastTarget`).
 
     ``kinds`` picks what to keep: ``last`` (single-layer Grad-CAM at the deepest layer), ``fused`` (the paper's
     multi-layer map), ``mean`` (mean of the layer maps), ``layercam`` (LayerCAM, mean over layers) and
@@ -49,7 +50,7 @@ def extract(
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
         x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
-        targets = [int(j[2]) for j in chunk]
+        targets = [j[2] if callable(j[2]) else int(j[2]) for j in chunk]
         res = gradcam(x, targets)
         if "last" in out:
             out["last"].append(_shrink(res.last, map_size))

@@ -126,6 +126,7 @@ class IoUAccumulator:
         num_classes: int,
         thresholds: Sequence[float] = DEFAULT_SWEEP,
         primary: float = DEFAULT_THRESHOLD,
+        ap_bins: int = 100,
     ) -> None:
         if num_classes <= 0:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
@@ -143,6 +144,10 @@ class IoUAccumulator:
         n_t = len(self.thresholds)
         self.intersection = np.zeros((n_t, self.num_classes), dtype=np.int64)
         self.union = np.zeros((n_t, self.num_classes), dtype=np.int64)
+        # Threshold-free companion: per-class PxAP histograms (positive / negative pixels per score level).
+        self.ap_bins = int(ap_bins)
+        self.ap_pos = np.zeros((self.num_classes, self.ap_bins), dtype=np.int64)
+        self.ap_neg = np.zeros((self.num_classes, self.ap_bins), dtype=np.int64)
         self._ids: list[str] = []
         self._cls: list[int] = []
         self._inter: list[int] = []
@@ -186,6 +191,10 @@ class IoUAccumulator:
         valid = mask != IGNORE_INDEX
         gt = mask == cls + 1
         inter, union = self._counts(prob, gt, valid)
+        level = np.minimum((prob[valid] * self.ap_bins).astype(np.int64), self.ap_bins - 1)
+        g = gt[valid]
+        self.ap_pos[cls] += np.bincount(level[g], minlength=self.ap_bins)
+        self.ap_neg[cls] += np.bincount(level[~g], minlength=self.ap_bins)
         self.intersection[:, cls] += inter
         self.union[:, cls] += union
         self._ids.append(str(image_id))
@@ -222,6 +231,15 @@ class IoUAccumulator:
         """Mean of the per-(image, class) IoUs at the primary threshold, skipping NaNs."""
         return _nanmean(_safe_div(np.asarray(self._inter), np.asarray(self._union)))
 
+    def per_class_pxap(self) -> np.ndarray:
+        """(C,) pixel average precision per class over the images it was scored on (wsolevaluation's PxAP,
+        scores quantised to ``ap_bins`` levels); NaN for a class without positive pixels."""
+        return np.array([_ap_from_hists(self.ap_pos[c], self.ap_neg[c]) for c in range(self.num_classes)])
+
+    def mpxap(self) -> float:
+        """Mean of ``per_class_pxap`` over classes with positive pixels (threshold free)."""
+        return _nanmean(self.per_class_pxap())
+
     def sweep(self) -> dict[float, float]:
         """Threshold -> mIoU for every tracked threshold."""
         return {t: self.miou(t) for t in self.thresholds}
@@ -242,17 +260,23 @@ class IoUAccumulator:
             "primary": self.primary,
             "intersection": self.intersection.tolist(),
             "union": self.union.tolist(),
+            "ap_bins": self.ap_bins,
+            "ap_pos": self.ap_pos.tolist(),
+            "ap_neg": self.ap_neg.tolist(),
             "records": [[i, c, a, u] for i, c, a, u in zip(self._ids, self._cls, self._inter, self._union)],
         }
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> IoUAccumulator:
         """Inverse of :meth:`state_dict`."""
-        acc = cls(int(state["num_classes"]), state["thresholds"], float(state["primary"]))
+        acc = cls(int(state["num_classes"]), state["thresholds"], float(state["primary"]), int(state.get("ap_bins", 100)))
         if len(acc.thresholds) != len(state["thresholds"]):
             raise ValueError("state thresholds are not distinct")
         acc.intersection[...] = np.asarray(state["intersection"], dtype=np.int64)
         acc.union[...] = np.asarray(state["union"], dtype=np.int64)
+        if "ap_pos" in state:  # absent in states written before PxAP was tracked
+            acc.ap_pos[...] = np.asarray(state["ap_pos"], dtype=np.int64)
+            acc.ap_neg[...] = np.asarray(state["ap_neg"], dtype=np.int64)
         for i, c, a, u in state["records"]:
             acc._ids.append(str(i))
             acc._cls.append(int(c))
@@ -265,10 +289,12 @@ class IoUAccumulator:
         same_t = len(self.thresholds) == len(other.thresholds) and all(
             abs(a - b) <= _THRESHOLD_TOL for a, b in zip(self.thresholds, other.thresholds)
         )
-        if other.num_classes != self.num_classes or not same_t or abs(other.primary - self.primary) > _THRESHOLD_TOL:
+        if other.num_classes != self.num_classes or not same_t or abs(other.primary - self.primary) > _THRESHOLD_TOL or other.ap_bins != self.ap_bins:
             raise ValueError("cannot merge accumulators with different classes or thresholds")
         self.intersection += other.intersection
         self.union += other.union
+        self.ap_pos += other.ap_pos
+        self.ap_neg += other.ap_neg
         self._ids += other._ids
         self._cls += other._cls
         self._inter += other._inter

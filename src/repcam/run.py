@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from repcam import selection as S
 from repcam.backbones import build_classifier
+from repcam.cam import ContrastTarget
 from repcam.config import RunConfig
 from repcam.data import SegDataset, load_dataset
 from repcam.evaluate import evaluate_split, summarize
@@ -308,22 +309,38 @@ class Run:
         names = ds.class_names
         pre = self.preprocess
         cache = ImageCache(ds, pre, crop=ev.protocol == "crop")
-        maps_key = {"split": split, "eval_options": self.cfg.data.eval_options.get(split, {}), "eval": asdict(ev), "max": self.cfg.data.max_eval_images}
+        # Only what changes a map goes into its key: thresholds and variants reuse the stored maps.
+        maps_key = {"split": split, "eval_options": self.cfg.data.eval_options.get(split, {}), "protocol": ev.protocol,
+                    "map_size": ev.map_size, "max": self.cfg.data.max_eval_images}
         mdir = self.dir / "maps" / _slug(split)
 
         jobs = [(i, c, c) for i, s in enumerate(ds.samples) for c in sorted(s.labels)]
         ok = set(cache.ok(sorted({j[0] for j in jobs})))
         jobs = [j for j in jobs if j[0] in ok]
-        mc_art = Artefact(mdir / "multiclass.npz", config_key({"mc": read_json(self.dir / "multiclass" / "model.pt.meta.json")["sha256"], **maps_key}))
+        mc_sha = read_json(self.dir / "multiclass" / "model.pt.meta.json")["sha256"]
+        mc_art = Artefact(mdir / "multiclass.npz", config_key({"mc": mc_sha, **maps_key}))
+        contrast_arts = {}
+        if "contrast" in ev.variants:
+            for sel_name, sel in selections.items():
+                reps = {names[c]: [names[r] for r in sel[c]] for c in sorted(sel)}
+                key = config_key({"mc": mc_sha, "contrast": reps, "gamma": ev.contrast_gamma, **maps_key})
+                contrast_arts[sel_name] = Artefact(mdir / f"contrast__{_slug(sel_name)}.npz", key)
         pair_arts = {}
         for (a, b), model in models.items():
             pair_meta = self._pair_art(a, b, names).meta_path
             pair_arts[(a, b)] = Artefact(mdir / f"{_slug(names[a])}__{_slug(names[b])}.npz", config_key({"pair": read_json(pair_meta)["sha256"], **maps_key}))
         todo = [(p, a) for p, a in pair_arts.items() if not a.done()]
-        with self.timed(f"maps {split}"), self.progress(f"maps on {split} ({len(todo)} pair models to do)", len(todo) + 1) as adv:
+        contrast_todo = [(n, a) for n, a in contrast_arts.items() if not a.done()]
+        total = len(todo) + 1 + len(contrast_todo)
+        with self.timed(f"maps {split}"), self.progress(f"maps on {split} ({len(todo)} pair models to do)", total) as adv:
             if not mc_art.done():
                 mc_art.save_npz(extract(mc_model, cache, pre, jobs, self.device, ev.map_size, ev.batch_size, ["last", "fused", "mean", "layercam", "cam"]))
             adv()
+            for sel_name, art in contrast_todo:
+                sel = selections[sel_name]
+                cj = [(i, c, ContrastTarget(c, tuple(sel.get(c, ())), ev.contrast_gamma)) for i, c, _ in jobs]
+                art.save_npz(extract(mc_model, cache, pre, cj, self.device, ev.map_size, ev.batch_size, ["last", "fused"]))
+                adv()
             for (a, b), art in todo:
                 pj = [(i, c, 0 if c == a else 1) for i, c, _ in jobs if c in (a, b)]
                 art.save_npz(extract(models[(a, b)], cache, pre, pj, self.device, ev.map_size, ev.batch_size, ["last", "fused"]))
@@ -334,7 +351,9 @@ class Run:
 
         topk = range(1, self.cfg.selection.n + 1) if self.cfg.selection.pairwise else ()
         with self.timed(f"evaluate {split}"), self.progress(f"evaluate {split}", ds.num_classes) as adv:
-            result = evaluate_split(ds, mc_art.load_npz(), pair_records, selections, ev.threshold, ev.protocol, topk, adv)
+            contrast = {n: a.load_npz() for n, a in contrast_arts.items()}
+            result = evaluate_split(ds, mc_art.load_npz(), pair_records, selections, ev.threshold, ev.protocol, topk, adv,
+                                    variants=ev.variants, contrast_records=contrast)
         rows = summarize(result, seed=self.cfg.seed)
         write_tables(self.dir / "results" / _slug(split), split, result, rows, self.notes, skipped=len(cache.bad))
         write_json(self.dir / "results" / _slug(split) / "accumulators.json", {k: v.state_dict() for k, v in result.accs.items()})

@@ -8,17 +8,19 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from repcam.evaluate import BASELINE, MC_METHODS, SplitResult
+from repcam.evaluate import BASELINE, MC_METHODS, VARIANT_ROWS, SplitResult
 from repcam.storage import write_json, write_text
 
 _SELECTION_ORDER = ["Random", "Rank-a", "Rank-b", "S-1", "S-2", "S-3", "S-4", "All", "Top-1", "Top-2", "Top-3", "Top-4"]
 
 
 def method_order(names: Sequence[str]) -> list[str]:
-    """Baselines first, then the paper's Table 2 order with +F before +A+F."""
+    """Baselines first, then the paper's Table 2 order with +F before +A+F, then the variants per selection."""
     order = [n for n in MC_METHODS if n in names]
     for sel in _SELECTION_ORDER:
         order += [n for n in (f"{sel}+F", f"{sel}+A+F") if n in names]
+    for sel in _SELECTION_ORDER:  # the variants beyond the paper after its rows
+        order += [sel + suffix for suffixes in VARIANT_ROWS.values() for suffix in suffixes if sel + suffix in names]
     return order + sorted(set(names) - set(order))
 
 
@@ -42,7 +44,7 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 def ablation_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     by = {r["method"]: r for r in rows}
-    header = ["Method", "mIoU@T", "Δ vs Grad-CAM [95% CI]", "per-image mIoU", "best T", "mIoU@best T", "IRN mIoU (bg t)"]
+    header = ["Method", "mIoU@T", "Δ vs Grad-CAM [95% CI]", "per-image mIoU", "best T", "mIoU@best T", "PxAP", "IRN mIoU (bg t)"]
     out = []
     for name in method_order(list(by)):
         r = by[name]
@@ -54,7 +56,8 @@ def ablation_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         else:
             delta = "-"
         irn = f"{_pct(r['irn_miou'])} ({r['irn_bg_threshold']:.2f})" if "irn_miou" in r else "-"
-        out.append([name, _pct(r["miou"]), delta, _pct(r["per_image_miou"]), f"{r['best_threshold']:.2f}", _pct(r["best_miou"]), irn])
+        out.append([name, _pct(r["miou"]), delta, _pct(r["per_image_miou"]), f"{r['best_threshold']:.2f}", _pct(r["best_miou"]),
+                    _pct(r.get("pxap")), irn])
     return header, out
 
 
@@ -63,7 +66,7 @@ def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict
     header, table = ablation_rows(rows)
     md = f"## Ablation on {split}\n\nmIoU in % at the run's threshold (per class, intersections and unions summed over the split, then averaged); "
     md += "Δ with a 95% bootstrap interval over images (n.s.: interval contains 0); best T: the threshold that maximises mIoU; "
-    md += "IRN mIoU: the weakly supervised segmentation protocol (argmax over a constant background score and the present "
+    md += "PxAP: pixel average precision (threshold free, mean over classes); IRN mIoU: the weakly supervised segmentation protocol (argmax over a constant background score and the present "
     md += "classes' maps, 21-label-style mIoU with background, best background threshold in brackets).\n\n"
     md += markdown_table(header, table)
     if notes:
