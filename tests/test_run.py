@@ -49,6 +49,12 @@ def test_ablation_table_has_every_row_of_table_2(reference_run: Path):
     sel = read_json(reference_run / "selections.json")
     assert len(sel["clusters"]) == 4 and all(len(v) == 4 for v in sel["selections"]["S-1"].values())
     assert len(read_json(reference_run / "similarity.json")["B"]) == 12
+    budget = read_json(reference_run / "budget.json")
+    mc = read_json(reference_run / "multiclass" / "model.pt.meta.json")
+    pairs = [read_json(p) for p in (reference_run / "pairs").glob("*.meta.json")]
+    assert budget["multiclass_image_epochs"] == mc["images"] * mc["epochs"]
+    assert budget["pairs_image_epochs"] == sum(sum(p["images"]) * p["epochs"] for p in pairs) and budget["pair_models"] == len(pairs)
+    assert any("training budget" in n for n in read_json(reference_run / "results" / "val" / "ablation.json")["notes"])
 
 
 def test_variant_rows_are_computed_from_the_stored_maps(reference_run: Path):

@@ -18,25 +18,44 @@ app = typer.Typer(add_completion=False, help="Class activation maps by represent
 console = Console(stderr=True)
 
 
-def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool) -> None:
-    if device:
-        cfg.device = device
+def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
     try:
         run = Run(cfg, run_dir, console=console, show_progress=progress)
         run.run()
     except (ConfigError, DataError, RunError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    for split in cfg.data.eval_splits:
-        md = (run_dir / "results" / slug(split) / "ablation.md").read_text()
-        typer.echo(md)
-    console.print(f"results in {run_dir}/results, total {run.timings.get('total', 0):.0f} s")
     try:
         from repcam.report import write_report
 
         console.print(f"report: {write_report(run_dir)}")
     except Exception as e:  # noqa: BLE001 - the results are on disk; a failed report must not fail the run
         console.print(f"[yellow]warning:[/] report not written: {e}")
+    return run
+
+
+def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: int = 1) -> None:
+    if device:
+        cfg.device = device
+    if seeds < 1:
+        console.print(f"[red]error:[/] --seeds must be >= 1, got {seeds}")
+        raise typer.Exit(2)
+    if seeds == 1:
+        run = _run_one(cfg, run_dir, progress)
+        for split in cfg.data.eval_splits:
+            typer.echo((run_dir / "results" / slug(split) / "ablation.md").read_text())
+        console.print(f"results in {run_dir}/results, total {run.timings.get('total', 0):.0f} s")
+        return
+    from repcam.seeds import seed_configs, seed_dirs, write_seed_tables
+
+    seed_list = [cfg.seed + k for k in range(seeds)]
+    dirs = seed_dirs(run_dir, seed_list)
+    for s, c in seed_configs(cfg, seed_list).items():
+        console.print(f"[bold]seed {s}[/] -> {dirs[s]}")
+        _run_one(c, dirs[s], progress)
+    for split in cfg.data.eval_splits:
+        typer.echo(write_seed_tables(run_dir, split, seed_list))
+    console.print(f"per-seed runs in {run_dir}/seed-*, tables over seeds in {run_dir}/results/<split>/seeds.md")
 
 
 @app.command()
@@ -44,9 +63,10 @@ def demo(
     run_dir: Path = typer.Option(Path("runs/demo"), help="Where models, maps and tables go; a rerun resumes."),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    seeds: int = typer.Option(1, help="Repeat with this many seeds (RUN_DIR/seed-K each) and tabulate mean ± std."),
 ) -> None:
     """The full ablation (Table 2) on the built-in parts world with a tiny CNN."""
-    _execute(demo_config(), run_dir, device, progress)
+    _execute(demo_config(), run_dir, device, progress, seeds)
 
 
 @app.command()
@@ -55,6 +75,7 @@ def run(
     run_dir: Optional[Path] = typer.Option(None, help="Defaults to runs/<name>."),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda (overrides the config)."),
     progress: bool = typer.Option(True),
+    seeds: int = typer.Option(1, help="Repeat with seeds SEED..SEED+N-1 (RUN_DIR/seed-K each) and tabulate mean ± std."),
 ) -> None:
     """Run the experiment a config describes (any data set, backbone and table)."""
     try:
@@ -62,7 +83,7 @@ def run(
     except ConfigError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    _execute(cfg, run_dir or Path("runs") / cfg.name, device, progress)
+    _execute(cfg, run_dir or Path("runs") / cfg.name, device, progress, seeds)
 
 
 @app.command()

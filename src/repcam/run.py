@@ -53,6 +53,7 @@ class Run:
         self.device = resolve_device(cfg.device)
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
+        self.budget: dict[str, Any] = {}
         self._check_dir()
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -132,6 +133,7 @@ class Run:
         selections = self.select(B, classes)
         pairs = self.needed_pairs(selections, train.num_classes)
         models = {p: self.train_pair(p, train, cache) for p in self._pair_progress(pairs)}
+        self._budget_note(pairs, train.class_names)
         results = {}
         for split in self.cfg.data.eval_splits:
             results[split] = self.evaluate(split, mc_model, models, selections)
@@ -139,6 +141,7 @@ class Run:
         write_json(self.dir / "timings.json", self.timings)
         write_json(self.dir / "environment.json", _environment(self.device))
         write_json(self.dir / "notes.json", self.notes)
+        write_json(self.dir / "budget.json", self.budget)
         return results
 
     def _pair_progress(self, pairs: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
@@ -300,6 +303,22 @@ class Run:
         art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, classes=[train.class_names[a], train.class_names[b]],
                        images=[len(side[a]), len(side[b])], epochs=res.epochs, train_accuracy=res.train_accuracy, seconds=res.seconds)
         return bb.model.eval()
+
+    def _budget_note(self, pairs: list[tuple[int, int]], names: tuple[str, ...]) -> None:
+        """Say how the baseline's training budget compares with the pair models' (image-epochs actually run)."""
+        mc = read_json(self.dir / "multiclass" / "model.pt.meta.json")
+        mc_budget = int(mc["images"]) * int(mc["epochs"])
+        pair_budget = 0
+        for a, b in pairs:
+            meta = read_json(self._pair_art(a, b, names).meta_path)
+            pair_budget += sum(meta["images"]) * int(meta["epochs"])
+        ratio = mc_budget / pair_budget if pair_budget else float("inf")
+        self.budget = {"multiclass_image_epochs": mc_budget, "pairs_image_epochs": pair_budget, "pair_models": len(pairs), "ratio": ratio}
+        msg = (f"training budget: the multi-class baseline saw {mc_budget} image-epochs, the {len(pairs)} pair models "
+               f"{pair_budget} in total (baseline/pairs = {ratio:.2f})")
+        if ratio < 1:
+            msg += "; the baseline had less training than the method (raise multiclass.epochs for a fair comparison)"
+        self.note(msg)
 
     def evaluate(self, split: str, mc_model, models: dict[tuple[int, int], Any], selections: dict[str, S.Selection]) -> list[dict]:
         ev = self.cfg.evaluation
