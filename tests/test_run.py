@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 import repcam.run as run_module
+import repcam.units as units_module
 from repcam.cli import app
 from repcam.run import Run, RunError
 from repcam.storage import read_json
@@ -29,6 +30,12 @@ class CountingFit:
         if self.kill_at is not None and self.calls == self.kill_at:
             raise KeyboardInterrupt("simulated kill")
         return self.real(*args, **kwargs)
+
+
+def _patch_fit(monkeypatch, counting: CountingFit) -> None:
+    """The multi-class model trains in run.py, pair models in units.py: count both."""
+    monkeypatch.setattr(run_module, "fit", counting)
+    monkeypatch.setattr(units_module, "fit", counting)
 
 
 def _rows(run_dir: Path) -> dict:
@@ -101,7 +108,7 @@ def test_variants_off_gives_only_the_papers_rows(reference_run: Path, tmp_path: 
 
 def test_rerun_retrains_nothing_and_gives_the_same_table(reference_run: Path, monkeypatch):
     fit = CountingFit()
-    monkeypatch.setattr(run_module, "fit", fit)
+    _patch_fit(monkeypatch, fit)
     before = _rows(reference_run)
     Run(tiny_config(), reference_run, show_progress=False).run()
     assert fit.calls == 0
@@ -111,13 +118,13 @@ def test_rerun_retrains_nothing_and_gives_the_same_table(reference_run: Path, mo
 def test_kill_then_resume_redoes_no_finished_pair_and_matches_uninterrupted(reference_run: Path, tmp_path: Path, monkeypatch):
     n_pairs = len(list((reference_run / "pairs").glob("*.pt")))
     killer = CountingFit(kill_at=4)  # multi-class model + 2 pairs finish, the 3rd pair is killed mid-training
-    monkeypatch.setattr(run_module, "fit", killer)
+    _patch_fit(monkeypatch, killer)
     with pytest.raises(KeyboardInterrupt):
         Run(tiny_config(), tmp_path, show_progress=False).run()
     assert len(list((tmp_path / "pairs").glob("*.pt.meta.json"))) == 2
     assert not list(tmp_path.rglob("*.tmp"))  # nothing half-written left behind
     resumed = CountingFit()
-    monkeypatch.setattr(run_module, "fit", resumed)
+    _patch_fit(monkeypatch, resumed)
     Run(tiny_config(), tmp_path, show_progress=False).run()
     assert resumed.calls == n_pairs - 2
     assert _rows(tmp_path) == _rows(reference_run)  # seeds per pair: resuming changes nothing
@@ -130,7 +137,7 @@ def test_corrupted_pair_model_is_detected_and_retrained(reference_run: Path, tmp
     victim = sorted((tmp_path / "run" / "pairs").glob("*.pt"))[0]
     victim.write_bytes(victim.read_bytes()[:100])  # truncated, as by a crash of another tool
     fit = CountingFit()
-    monkeypatch.setattr(run_module, "fit", fit)
+    _patch_fit(monkeypatch, fit)
     Run(tiny_config(), tmp_path / "run", show_progress=False).run()
     assert fit.calls == 1
     assert _rows(tmp_path / "run") == _rows(reference_run)
@@ -141,9 +148,10 @@ def test_changed_settings_invalidate_only_what_depends_on_them(reference_run: Pa
 
     shutil.copytree(reference_run, tmp_path / "run")
     fit = CountingFit()
-    monkeypatch.setattr(run_module, "fit", fit)
+    _patch_fit(monkeypatch, fit)
     extracted = []
     monkeypatch.setattr(run_module, "extract", lambda *a, **k: extracted.append(1))
+    monkeypatch.setattr(units_module, "extract", lambda *a, **k: extracted.append(1))
     Run(tiny_config(evaluation__threshold=0.3), tmp_path / "run", show_progress=False).run()
     assert fit.calls == 0  # evaluation settings never retrain a model
     assert not extracted  # nor recompute a stored map
@@ -158,7 +166,7 @@ def test_changed_settings_invalidate_only_what_depends_on_them(reference_run: Pa
 )
 def test_impossible_requests_fail_before_any_training(tmp_path: Path, over, match, monkeypatch):
     fit = CountingFit()
-    monkeypatch.setattr(run_module, "fit", fit)
+    _patch_fit(monkeypatch, fit)
     with pytest.raises(RunError, match=match):
         Run(tiny_config(**over), tmp_path, show_progress=False).run()
     assert fit.calls == 0

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from repcam.config import ConfigError, demo_config, load_config
+from repcam.config import ConfigError, demo_config, load_config, validate
 from repcam.data.base import DataError
 from repcam.run import Run, RunError
 from repcam.storage import slug
@@ -34,9 +34,19 @@ def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
     return run
 
 
-def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: int = 1) -> None:
+def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: int = 1, executor: Optional[str] = None,
+             workers: Optional[int] = None, address: Optional[str] = None) -> None:
     if device:
         cfg.device = device
+    ex = cfg.execution
+    ex.kind = executor if executor is not None else ex.kind
+    ex.workers = workers if workers is not None else ex.workers
+    ex.address = address if address is not None else ex.address
+    try:
+        validate(cfg, "command line")
+    except ConfigError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
     if seeds < 1:
         console.print(f"[red]error:[/] --seeds must be >= 1, got {seeds}")
         raise typer.Exit(2)
@@ -64,9 +74,12 @@ def demo(
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
     progress: bool = typer.Option(True, help="Show progress bars."),
     seeds: int = typer.Option(1, help="Repeat with this many seeds (RUN_DIR/seed-K each) and tabulate mean ± std."),
+    executor: Optional[str] = typer.Option(None, help="Where pair models and maps are computed: inprocess, process or ray."),
+    workers: Optional[int] = typer.Option(None, help="Parallel workers for --executor process/ray."),
+    address: Optional[str] = typer.Option(None, help="An existing Ray cluster's address (default: start a local one)."),
 ) -> None:
     """The full ablation (Table 2) on the built-in parts world with a tiny CNN."""
-    _execute(demo_config(), run_dir, device, progress, seeds)
+    _execute(demo_config(), run_dir, device, progress, seeds, executor, workers, address)
 
 
 @app.command()
@@ -76,6 +89,9 @@ def run(
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda (overrides the config)."),
     progress: bool = typer.Option(True),
     seeds: int = typer.Option(1, help="Repeat with seeds SEED..SEED+N-1 (RUN_DIR/seed-K each) and tabulate mean ± std."),
+    executor: Optional[str] = typer.Option(None, help="Where pair models and maps are computed: inprocess, process or ray."),
+    workers: Optional[int] = typer.Option(None, help="Parallel workers for --executor process/ray."),
+    address: Optional[str] = typer.Option(None, help="An existing Ray cluster's address (default: start a local one)."),
 ) -> None:
     """Run the experiment a config describes (any data set, backbone and table)."""
     try:
@@ -83,7 +99,7 @@ def run(
     except ConfigError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    _execute(cfg, run_dir or Path("runs") / cfg.name, device, progress, seeds)
+    _execute(cfg, run_dir or Path("runs") / cfg.name, device, progress, seeds, executor, workers, address)
 
 
 @app.command()

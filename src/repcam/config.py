@@ -81,6 +81,14 @@ class EvalConfig:
 
 
 @dataclass
+class ExecutionConfig:
+    kind: str = "inprocess"  # inprocess | process (local pool) | ray (local cluster, or `address`)
+    workers: int = 1
+    address: str | None = None  # an existing Ray cluster, e.g. "ray://head:10001" or "auto"
+    threads: int | None = None  # torch threads per work unit; default: CPU cores // workers. Equal threads, equal results.
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     seed: int = 0
@@ -91,6 +99,7 @@ class RunConfig:
     pairs: PairConfig = field(default_factory=PairConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -168,6 +177,10 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
     bad = [v for v in cfg.evaluation.variants if v not in VARIANTS]
     if bad:
         fail("evaluation.variants", f"has unknown variant {bad[0]!r}; choose from {', '.join(VARIANTS)}")
+    if cfg.execution.kind not in ("inprocess", "process", "ray"):
+        fail("execution.kind", f"must be inprocess, process or ray; got {cfg.execution.kind!r}")
+    if cfg.execution.workers < 1 or (cfg.execution.threads is not None and cfg.execution.threads < 1):
+        fail("execution", "workers and threads must be >= 1")
     if not 0 < cfg.evaluation.threshold < 1:
         fail("evaluation.threshold", "must be in (0, 1)")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):

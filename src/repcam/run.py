@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from repcam import selection as S
 from repcam.backbones import build_classifier
 from repcam.cam import ContrastTarget
+from repcam.executor import Executor, ExecutorError, Unit, default_threads
 from repcam.config import RunConfig
 from repcam.data import SegDataset, load_dataset
 from repcam.evaluate import evaluate_split, summarize
@@ -34,6 +35,8 @@ from repcam.storage import Artefact, config_key, read_json, write_json, write_te
 from repcam.storage import slug as _slug
 from repcam.tables import write_tables
 from repcam.train import ImageCache, fit, predict, resolve_device
+from repcam.units import MapExtraction, ModelSpec, PairTraining, extract_maps
+from repcam.units import train_pair as train_pair_unit
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +135,16 @@ class Run:
         B = self.similarity(mc_model, train, cache)
         selections = self.select(B, classes)
         pairs = self.needed_pairs(selections, train.num_classes)
-        models = {p: self.train_pair(p, train, cache) for p in self._pair_progress(pairs)}
-        self._budget_note(pairs, train.class_names)
-        results = {}
-        for split in self.cfg.data.eval_splits:
-            results[split] = self.evaluate(split, mc_model, models, selections)
+        try:
+            pair_arts = self.train_pairs(pairs, train, cache)
+            self._budget_note(pairs, train.class_names)
+            results = {}
+            for split in self.cfg.data.eval_splits:
+                results[split] = self.evaluate(split, mc_model, pair_arts, selections)
+        finally:
+            if "executor" in self.__dict__:
+                self.executor.close()
+                del self.__dict__["executor"]
         self.timings["total"] = time.perf_counter() - t0
         write_json(self.dir / "timings.json", self.timings)
         write_json(self.dir / "environment.json", _environment(self.device))
@@ -144,11 +152,21 @@ class Run:
         write_json(self.dir / "budget.json", self.budget)
         return results
 
-    def _pair_progress(self, pairs: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-        with self.progress("pair models", len(pairs)) as advance:
-            for p in pairs:
-                yield p
-                advance()
+    @cached_property
+    def executor(self) -> Executor:
+        ex = self.cfg.execution
+        try:
+            return Executor(ex.kind, ex.workers, ex.address)
+        except ExecutorError as e:
+            raise RunError(str(e)) from e
+
+    @property
+    def threads(self) -> int:
+        return self.cfg.execution.threads or default_threads(self.cfg.execution.workers)
+
+    def _model_spec(self, num_classes: int) -> ModelSpec:
+        b = self.cfg.backbone
+        return ModelSpec(b.name, num_classes, b.weights, b.input_size)
 
     def _check_classes(self, train: SegDataset) -> None:
         too_few = {train.class_names[c]: len(train.indices_with(c)) for c in range(train.num_classes) if len(train.indices_with(c)) < self.cfg.pairs.min_images}
@@ -268,20 +286,37 @@ class Run:
         key = config_key({"model": self._model_key(), "pairs": asdict(self.cfg.pairs), "pair": [names[a], names[b]]})
         return Artefact(self.dir / "pairs" / f"{_slug(names[a])}__{_slug(names[b])}.pt", key)
 
-    def train_pair(self, pair: tuple[int, int], train: SegDataset, cache: ImageCache):
-        """One binary model for the unordered pair (a, b): logit 0 is class a, logit 1 class b.
+    def train_pairs(self, pairs: list[tuple[int, int]], train: SegDataset, cache: ImageCache) -> dict[tuple[int, int], Artefact]:
+        """Every pair model not already on disk, trained through the executor and saved as it finishes."""
+        names = train.class_names
+        arts = {p: self._pair_art(*p, names) for p in pairs}
+        todo = [p for p in pairs if not arts[p].done()]
+
+        def units() -> Iterator[Unit]:
+            for p in todo:  # built lazily: only the units in flight hold their images
+                spec = self._pair_training(p, train, cache)
+                yield Unit((p, int((spec.labels == 0).sum()), int((spec.labels == 1).sum())), train_pair_unit, spec, self.threads)
+
+        with self.timed("train pairs"), self.progress(f"pair models ({len(todo)} to train, {self.cfg.execution.kind})", len(pairs)) as adv:
+            adv(len(pairs) - len(todo))
+            try:
+                for ((a, b), na, nb), (state, res) in self.executor.imap(units()):
+                    arts[(a, b)].save_torch(state, classes=[names[a], names[b]], images=[na, nb], epochs=res.epochs,
+                                            train_accuracy=res.train_accuracy, seconds=res.seconds)
+                    adv()
+            except ExecutorError as e:
+                raise RunError(str(e)) from e
+        return arts
+
+    def _pair_training(self, pair: tuple[int, int], train: SegDataset, cache: ImageCache) -> PairTraining:
+        """The unit that trains the binary model of the unordered pair (a, b): logit 0 is class a, logit 1 class b.
 
         Images that contain both classes are left out, so the same model serves a's maps (target logit 0, against b)
         and b's maps (target logit 1, against a): the paper's pairs (a, b) and (b, a) are one model.
         """
         a, b = pair
-        art = self._pair_art(a, b, train.class_names)
-        if art.done():
-            bb = self._new_model(2)
-            bb.model.load_state_dict(art.load_torch())
-            return bb.model.eval()
         pc = self.cfg.pairs
-        side = {a: [], b: []}
+        side: dict[int, list[int]] = {a: [], b: []}
         for i, s in enumerate(train.samples):
             if (a in s.labels) != (b in s.labels):
                 side[a if a in s.labels else b].append(i)
@@ -293,16 +328,15 @@ class Run:
             if len(side[c]) < pc.min_images:
                 raise RunError(f"pair ({train.class_names[a]}, {train.class_names[b]}): class {train.class_names[c]} has only "
                                f"{len(side[c])} usable images without the other class (pairs.min_images={pc.min_images})")
-        idx = side[a] + side[b]
-        y = torch.tensor([0] * len(side[a]) + [1] * len(side[b]))
-        torch.manual_seed(self._seed("pair-init", a, b))
-        bb = self._new_model(2)
-        with self.timed("train pairs"):
-            res = fit(bb.model, cache.stack(idx), y, bb.preprocess, loss="ce", epochs=pc.epochs, lr=pc.lr, batch_size=pc.batch_size,
-                      seed=self._seed("pair-fit", a, b), device=self.device, target_accuracy=pc.target_accuracy)
-        art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, classes=[train.class_names[a], train.class_names[b]],
-                       images=[len(side[a]), len(side[b])], epochs=res.epochs, train_accuracy=res.train_accuracy, seconds=res.seconds)
-        return bb.model.eval()
+        return PairTraining(self._model_spec(2), cache.stack(side[a] + side[b]), torch.tensor([0] * len(side[a]) + [1] * len(side[b])),
+                            self._seed("pair-init", a, b), self._seed("pair-fit", a, b), pc.epochs, pc.lr, pc.batch_size,
+                            pc.target_accuracy, str(self.device))
+
+    def _map_unit(self, num_classes: int, state: dict, jobs: list, cache: ImageCache) -> MapExtraction:
+        ids = sorted({j[0] for j in jobs})
+        ev = self.cfg.evaluation
+        return MapExtraction(self._model_spec(num_classes), state, tuple(ids), cache.stack(ids), tuple(jobs), ("last", "fused"),
+                             ev.map_size, ev.batch_size, str(self.device))
 
     def _budget_note(self, pairs: list[tuple[int, int]], names: tuple[str, ...]) -> None:
         """Say how the baseline's training budget compares with the pair models' (image-epochs actually run)."""
@@ -320,7 +354,7 @@ class Run:
             msg += "; the baseline had less training than the method (raise multiclass.epochs for a fair comparison)"
         self.note(msg)
 
-    def evaluate(self, split: str, mc_model, models: dict[tuple[int, int], Any], selections: dict[str, S.Selection]) -> list[dict]:
+    def evaluate(self, split: str, mc_model, models: dict[tuple[int, int], Artefact], selections: dict[str, S.Selection]) -> list[dict]:
         ev = self.cfg.evaluation
         ds = self.load_split(split, for_eval=True)
         if self.cfg.data.max_eval_images is not None and len(ds) > self.cfg.data.max_eval_images:
@@ -345,9 +379,8 @@ class Run:
                 key = config_key({"mc": mc_sha, "contrast": reps, "gamma": ev.contrast_gamma, **maps_key})
                 contrast_arts[sel_name] = Artefact(mdir / f"contrast__{_slug(sel_name)}.npz", key)
         pair_arts = {}
-        for (a, b), model in models.items():
-            pair_meta = self._pair_art(a, b, names).meta_path
-            pair_arts[(a, b)] = Artefact(mdir / f"{_slug(names[a])}__{_slug(names[b])}.npz", config_key({"pair": read_json(pair_meta)["sha256"], **maps_key}))
+        for (a, b), model_art in models.items():
+            pair_arts[(a, b)] = Artefact(mdir / f"{_slug(names[a])}__{_slug(names[b])}.npz", config_key({"pair": model_art.meta()["sha256"], **maps_key}))
         todo = [(p, a) for p, a in pair_arts.items() if not a.done()]
         contrast_todo = [(n, a) for n, a in contrast_arts.items() if not a.done()]
         total = len(todo) + 1 + len(contrast_todo)
@@ -355,15 +388,23 @@ class Run:
             if not mc_art.done():
                 mc_art.save_npz(extract(mc_model, cache, pre, jobs, self.device, ev.map_size, ev.batch_size, ["last", "fused", "mean", "layercam", "cam"]))
             adv()
-            for sel_name, art in contrast_todo:
-                sel = selections[sel_name]
-                cj = [(i, c, ContrastTarget(c, tuple(sel.get(c, ())), ev.contrast_gamma)) for i, c, _ in jobs]
-                art.save_npz(extract(mc_model, cache, pre, cj, self.device, ev.map_size, ev.batch_size, ["last", "fused"]))
-                adv()
-            for (a, b), art in todo:
-                pj = [(i, c, 0 if c == a else 1) for i, c, _ in jobs if c in (a, b)]
-                art.save_npz(extract(models[(a, b)], cache, pre, pj, self.device, ev.map_size, ev.batch_size, ["last", "fused"]))
-                adv()
+            mc_state = {k: v.cpu() for k, v in mc_model.state_dict().items()}
+
+            def units() -> Iterator[Unit]:  # built lazily: only the units in flight hold their images and weights
+                for sel_name, art in contrast_todo:
+                    sel = selections[sel_name]
+                    cj = [(i, c, ContrastTarget(c, tuple(sel.get(c, ())), ev.contrast_gamma)) for i, c, _ in jobs]
+                    yield Unit(art, extract_maps, self._map_unit(len(names), mc_state, cj, cache), self.threads)
+                for (a, b), art in todo:
+                    pj = [(i, c, 0 if c == a else 1) for i, c, _ in jobs if c in (a, b)]
+                    yield Unit(art, extract_maps, self._map_unit(2, models[(a, b)].load_torch(), pj, cache), self.threads)
+
+            try:
+                for art, records in self.executor.imap(units()):
+                    art.save_npz(records)
+                    adv()
+            except ExecutorError as e:
+                raise RunError(str(e)) from e
 
         def pair_records(c: int) -> dict[int, MapRecords]:
             return {(b if a == c else a): art.load_npz() for (a, b), art in pair_arts.items() if c in (a, b)}

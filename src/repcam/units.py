@@ -1,0 +1,84 @@
+"""Work units that may run in another process or machine: train one pair model, extract one model's maps.
+
+Each takes one picklable spec holding everything it needs (uint8 images, settings, seeds) and returns plain
+tensors and numbers, so :mod:`repcam.executor` can ship it anywhere and the parent saves the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from repcam.backbones import build_classifier
+from repcam.maps import MapRecords, extract
+from repcam.train import FitResult, fit, resolve_device
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a classifier: the backbone config's fields and the number of outputs."""
+
+    name: str
+    num_classes: int
+    weights: str | None
+    input_size: int | None
+
+    def build(self, pretrained: bool = True):
+        """The classifier, with its pretrained weights (``pretrained``) or random ones (to load a state into)."""
+        return build_classifier(self.name, self.num_classes, weights=self.weights if pretrained else None, input_size=self.input_size)
+
+
+@dataclass(frozen=True)
+class PairTraining:
+    model: ModelSpec
+    images: torch.Tensor  # (n, 3, S, S) uint8: class a's images, then class b's
+    labels: torch.Tensor  # (n,) 0 for a, 1 for b
+    init_seed: int
+    fit_seed: int
+    epochs: int
+    lr: float
+    batch_size: int
+    target_accuracy: float
+    device: str
+
+
+def train_pair(spec: PairTraining) -> tuple[dict[str, torch.Tensor], FitResult]:
+    """A binary classifier trained from ``spec``: its CPU state dict and the training summary."""
+    torch.manual_seed(spec.init_seed)
+    bb = spec.model.build()
+    res = fit(bb.model, spec.images, spec.labels, bb.preprocess, loss="ce", epochs=spec.epochs, lr=spec.lr,
+              batch_size=spec.batch_size, seed=spec.fit_seed, device=resolve_device(spec.device), target_accuracy=spec.target_accuracy)
+    return {k: v.cpu() for k, v in bb.model.state_dict().items()}, res
+
+
+class StackedImages:
+    """The ``stack`` interface of :class:`~repcam.train.ImageCache` over a few images shipped with a unit."""
+
+    def __init__(self, ids: Sequence[int], images: torch.Tensor) -> None:
+        self.row = {int(i): r for r, i in enumerate(ids)}
+        self.images = images
+
+    def stack(self, idx: Sequence[int]) -> torch.Tensor:
+        return self.images[[self.row[int(i)] for i in idx]]
+
+
+@dataclass(frozen=True)
+class MapExtraction:
+    model: ModelSpec
+    state: dict[str, torch.Tensor]
+    image_ids: tuple[int, ...]
+    images: torch.Tensor  # (len(image_ids), 3, S, S) uint8
+    jobs: tuple[tuple[int, int, Any], ...]  # (image id, class, target)
+    kinds: tuple[str, ...]
+    map_size: int
+    batch_size: int
+    device: str
+
+
+def extract_maps(spec: MapExtraction) -> MapRecords:
+    bb = spec.model.build(pretrained=False)
+    bb.model.load_state_dict(spec.state)
+    return extract(bb.model, StackedImages(spec.image_ids, spec.images), bb.preprocess, list(spec.jobs),
+                   resolve_device(spec.device), spec.map_size, spec.batch_size, list(spec.kinds))
