@@ -56,6 +56,15 @@ def test_ablation_table_has_every_row_of_table_2(reference_run: Path):
     sel = read_json(reference_run / "selections.json")
     assert len(sel["clusters"]) == 4 and all(len(v) == 4 for v in sel["selections"]["S-1"].values())
     assert len(read_json(reference_run / "similarity.json")["B"]) == 12
+    table = read_json(reference_run / "results" / "val" / "ablation.json")["rows"]
+    mc = {r["method"]: r["miou"] for r in table if r["method"] in ("CAM", "Grad-CAM", "Grad-CAM (mean of layers)", "LayerCAM", "Grad-CAM+A")}
+    strongest = max(mc, key=mc.get)
+    assert all(r["strongest_baseline"] == strongest for r in table)
+    for r in table:
+        if r["method"] != strongest:
+            assert r["diff_strongest"] == pytest.approx(r["miou"] - mc[strongest])
+            assert r["ci_low_strongest"] <= r["diff_strongest"] <= r["ci_high_strongest"]
+    assert f"Δ vs {strongest}" in (reference_run / "results" / "val" / "ablation.md").read_text() or strongest == "Grad-CAM"
     budget = read_json(reference_run / "budget.json")
     mc = read_json(reference_run / "multiclass" / "model.pt.meta.json")
     pairs = [read_json(p) for p in (reference_run / "pairs").glob("*.meta.json")]

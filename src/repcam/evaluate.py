@@ -144,9 +144,25 @@ def _eval_mask(ds: SegDataset, i: int, protocol: str) -> np.ndarray:
     return mask
 
 
+def strongest_baseline(result: SplitResult) -> str | None:
+    """The multi-class baseline (CAM, Grad-CAM, mean of layers, LayerCAM, Grad-CAM+A) with the highest mIoU."""
+    cands = [(acc.miou(), name) for name, acc in result.accs.items() if name in MC_METHODS and not np.isnan(acc.miou())]
+    return max(cands)[1] if cands else None
+
+
+def _paired(acc: IoUAccumulator, base: IoUAccumulator, n_boot: int, seed: int) -> tuple[float, float, float, bool]:
+    try:
+        d, lo, hi = paired_bootstrap(acc, base, n_boot=n_boot, seed=seed)
+        return d, lo, hi, bool(lo > 0 or hi < 0)
+    except ValueError:  # evaluated on a different set of (image, class) pairs: no paired interval
+        return acc.miou() - base.miou(), float("nan"), float("nan"), False
+
+
 def summarize(result: SplitResult, n_boot: int = 1000, seed: int = 0) -> list[dict]:
-    """One row per method: mIoU at T, per-image mIoU, best threshold, and the difference to Grad-CAM with a 95% CI."""
+    """One row per method: mIoU at T, per-image mIoU, best threshold, PxAP, IRN mIoU, and the difference to
+    Grad-CAM and to the strongest multi-class baseline, each with a paired 95% bootstrap CI over images."""
     base = result.accs.get(BASELINE)
+    strongest = strongest_baseline(result)
     rows = []
     for name, acc in result.accs.items():
         best_t, best = acc.best_threshold() if len(acc.thresholds) > 1 else (acc.primary, acc.miou())
@@ -163,10 +179,12 @@ def summarize(result: SplitResult, n_boot: int = 1000, seed: int = 0) -> list[di
             bg, value = max(result.irn[name].items(), key=lambda kv: (kv[1], -kv[0]))
             row.update(irn_miou=value, irn_bg_threshold=bg)
         if base is not None and name != BASELINE:
-            try:
-                d, lo, hi = paired_bootstrap(acc, base, n_boot=n_boot, seed=seed)
-                row.update(diff=d, ci_low=lo, ci_high=hi, significant=bool(lo > 0 or hi < 0))
-            except ValueError:  # evaluated on a different set of (image, class) pairs: no paired interval
-                row.update(diff=acc.miou() - base.miou(), ci_low=float("nan"), ci_high=float("nan"), significant=False)
+            d, lo, hi, sig = _paired(acc, base, n_boot, seed)
+            row.update(diff=d, ci_low=lo, ci_high=hi, significant=sig)
+        if strongest is not None:
+            row["strongest_baseline"] = strongest
+            if name != strongest:
+                d, lo, hi, sig = _paired(acc, result.accs[strongest], n_boot, seed)
+                row.update(diff_strongest=d, ci_low_strongest=lo, ci_high_strongest=hi, significant_strongest=sig)
         rows.append(row)
     return rows
