@@ -12,8 +12,10 @@ from repcam.backbones import centre_crop_box
 from repcam.data.base import SegDataset
 from repcam.fusion import fuse_classes
 from repcam.maps import MapRecords
-from repcam.metrics import DEFAULT_SWEEP, IoUAccumulator, irn_sweep, paired_bootstrap
+from repcam.records import RecordFile, record_rows
+from repcam.metrics import DEFAULT_SWEEP, IoUAccumulator, IRNSweep, paired_bootstrap
 from repcam.selection import Selection, topk_select
+from repcam.spool import MapSpool
 
 BASELINE = "Grad-CAM"
 MC_METHODS = {  # multi-class model maps: row name -> stored map kind
@@ -43,9 +45,11 @@ class SplitResult:
     irn: dict[str, dict[float, float]] = field(default_factory=dict)  # method -> bg threshold -> (C+1)-label mIoU
 
 
-def _by_image(records: MapRecords, cls: int, kind: str) -> dict[int, np.ndarray]:
-    sel = np.nonzero(records["cls"] == cls)[0]
-    return {int(records["image"][i]): records[kind][i] for i in sel}
+def _by_image(records: MapRecords | RecordFile, cls: int, kind: str) -> dict[int, np.ndarray]:
+    """{image: map} of one class; a record file gives up only those rows (memory stays per class)."""
+    sel = np.nonzero(np.asarray(records["cls"]) == cls)[0]
+    rows = record_rows(records, kind, sel)
+    return {int(records["image"][i]): rows[r] for r, i in enumerate(sel)}
 
 
 def evaluate_split(
@@ -67,19 +71,19 @@ def evaluate_split(
     """
     C = ds.num_classes
     accs: dict[str, IoUAccumulator] = {}
-    # For the IRN protocol every image needs the maps of all its classes at once: keep them (float16, map size).
-    per_image: dict[str, dict[int, dict[int, np.ndarray]]] = {}
+    # The IRN protocol needs every image's maps of all its classes at once: spool them to disk (flat memory).
+    spool = MapSpool()
 
     def add(name: str, image: int, c: int, cam: np.ndarray, mask: np.ndarray) -> None:
         if name not in accs:
             accs[name] = IoUAccumulator(C, primary=threshold)
         accs[name].add(ds.samples[image].id, c, cam, mask)
-        per_image.setdefault(name, {}).setdefault(image, {})[c] = cam.astype(np.float16)
+        spool.add(name, image, c, cam)
 
     pairwise = np.full((C, C), np.nan)
     missing: dict[str, int] = {}
     topk_sel: dict[str, Selection] = {f"Top-{k}": {} for k in topk}
-    kinds = [k for k in MC_METHODS.values() if k in mc_records and not np.isnan(mc_records[k][:1].astype(np.float32)).any()]
+    kinds = [k for k in MC_METHODS.values() if k in mc_records and not np.isnan(record_rows(mc_records, k, np.arange(min(1, len(mc_records["cls"])))).astype(np.float32)).any()]
     class_modes = [m for m in ("max", "geomean") if m in variants]
     contrast_records = contrast_records or {}
     for c in range(C):
@@ -129,10 +133,17 @@ def evaluate_split(
                         add(sel_name + suffix, i, c, records[kind][i].astype(np.float32), masks[i])
         if progress:
             progress(1)
-    irn = {}
-    for name, images_maps in per_image.items():
-        items = (({c: m.astype(np.float32) for c, m in cm.items()}, _eval_mask(ds, i, protocol)) for i, cm in images_maps.items())
-        irn[name] = irn_sweep(items, C, DEFAULT_SWEEP)
+    try:
+        sweeps = {name: IRNSweep(C, DEFAULT_SWEEP) for name in spool.methods}
+        for i in spool.images():  # each mask loaded once for all methods
+            mask = _eval_mask(ds, i, protocol)
+            for name, sweep in sweeps.items():
+                maps = spool.maps_of(name, i)
+                if maps:
+                    sweep.add({c: m.astype(np.float32) for c, m in maps.items()}, mask)
+    finally:
+        spool.close()
+    irn = {name: sweep.result() for name, sweep in sweeps.items()}
     return SplitResult(list(ds.class_names), accs, pairwise, missing, topk_sel, irn)
 
 

@@ -34,6 +34,7 @@ def extract(
     batch_size: int,
     kinds: Sequence[str],
     progress: Callable[[int], None] | None = None,
+    sink: Callable[[str, np.ndarray], None] | None = None,
 ) -> MapRecords:
     """Maps for ``jobs`` = (image index, class index, target) triples; a target is a logit index or a callable
     on one image's logits (e.g. :class:`~repcam.cam.ContrastTarget`).
@@ -41,6 +42,8 @@ def extract(
     ``kinds`` picks what to keep: ``last`` (single-layer Grad-CAM at the deepest layer), ``fused`` (the paper's
     multi-layer map), ``mean`` (mean of the layer maps), ``layercam`` (LayerCAM, mean over layers) and
     ``cam`` (Zhou et al.'s CAM, when the model ends in GAP + FC).
+    With ``sink``, every chunk goes to ``sink(kind, maps)`` as it is computed (see :class:`repcam.records.RecordWriter`)
+    and the returned records hold only "image" and "cls": memory does not grow with the number of jobs.
     """
     model.to(device).eval()
     gradcam = MultiLayerGradCAM(model, "auto")
@@ -65,12 +68,16 @@ def extract(
                 out["cam"].append(np.full((len(chunk), map_size, map_size), np.nan, np.float16))
             else:
                 out["cam"].append(_shrink(zhou_cam(parts[0], parts[1], model, x, targets), map_size))
+        if sink is not None:
+            for k, arrs in out.items():
+                sink(k, arrs.pop())
         if progress:
             progress(len(chunk))
     records: MapRecords = {
         "image": np.array([j[0] for j in jobs], dtype=np.int32),
         "cls": np.array([j[1] for j in jobs], dtype=np.int16),
     }
-    for k, arrs in out.items():
-        records[k] = np.concatenate(arrs) if arrs else np.zeros((0, map_size, map_size), np.float16)
+    if sink is None:
+        for k, arrs in out.items():
+            records[k] = np.concatenate(arrs) if arrs else np.zeros((0, map_size, map_size), np.float16)
     return records

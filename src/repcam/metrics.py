@@ -472,6 +472,24 @@ class ConfusionAccumulator:
         self.matrix += other.matrix
 
 
+class IRNSweep:
+    """Streaming form of :func:`irn_sweep`: one confusion matrix per background threshold, fed image by image."""
+
+    def __init__(self, num_classes: int, thresholds: Sequence[float]) -> None:
+        self.accs = {float(t): ConfusionAccumulator(num_classes) for t in thresholds}
+
+    def add(self, maps: Mapping[int, np.ndarray], mask: np.ndarray) -> None:
+        mask = np.asarray(mask)
+        _check_2d(mask, "mask")
+        # Maps are prepared once per image; only the background comparison depends on t.
+        best, labels = _best_class(maps, mask.shape)
+        for t, acc in self.accs.items():
+            acc.add(_label_at(best, labels, t), mask)
+
+    def result(self) -> dict[float, float]:
+        return {t: acc.miou() for t, acc in self.accs.items()}
+
+
 def irn_sweep(
     items: Iterable[tuple[Mapping[int, np.ndarray], np.ndarray]],
     num_classes: int,
@@ -481,15 +499,10 @@ def irn_sweep(
 
     Each item is (maps of the present classes, mask); the caller picks the best threshold.
     """
-    accs = {float(t): ConfusionAccumulator(num_classes) for t in thresholds}
+    sweep = IRNSweep(num_classes, thresholds)
     for maps, mask in items:
-        mask = np.asarray(mask)
-        _check_2d(mask, "mask")
-        # Maps are prepared once per image; only the background comparison depends on t.
-        best, labels = _best_class(maps, mask.shape)
-        for t, acc in accs.items():
-            acc.add(_label_at(best, labels, t), mask)
-    return {t: acc.miou() for t, acc in accs.items()}
+        sweep.add(maps, mask)
+    return sweep.result()
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from repcam.config import RunConfig
 from repcam.data import SegDataset, load_dataset
 from repcam.evaluate import evaluate_split, summarize
 from repcam.maps import MapRecords, extract
+from repcam.records import RecordFile, RecordWriter
 from repcam.storage import Artefact, config_key, read_json, write_json, write_text
 from repcam.storage import slug as _slug
 from repcam.tables import write_tables
@@ -385,8 +386,15 @@ class Run:
         contrast_todo = [(n, a) for n, a in contrast_arts.items() if not a.done()]
         total = len(todo) + 1 + len(contrast_todo)
         with self.timed(f"maps {split}"), self.progress(f"maps on {split} ({len(todo)} pair models to do)", total) as adv:
-            if not mc_art.done():
-                mc_art.save_npz(extract(mc_model, cache, pre, jobs, self.device, ev.map_size, ev.batch_size, ["last", "fused", "mean", "layercam", "cam"]))
+            if not mc_art.done():  # streamed to disk chunk by chunk: the biggest record file
+                kinds = ["last", "fused", "mean", "layercam", "cam"]
+                writer = RecordWriter(mc_art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size)
+                try:
+                    extract(mc_model, cache, pre, jobs, self.device, ev.map_size, ev.batch_size, kinds, sink=writer)
+                except BaseException:
+                    writer.discard()
+                    raise
+                writer.commit()
             adv()
             mc_state = {k: v.cpu() for k, v in mc_model.state_dict().items()}
 
@@ -407,12 +415,12 @@ class Run:
                 raise RunError(str(e)) from e
 
         def pair_records(c: int) -> dict[int, MapRecords]:
-            return {(b if a == c else a): art.load_npz() for (a, b), art in pair_arts.items() if c in (a, b)}
+            return {(b if a == c else a): RecordFile(art.path) for (a, b), art in pair_arts.items() if c in (a, b)}
 
         topk = range(1, self.cfg.selection.n + 1) if self.cfg.selection.pairwise else ()
         with self.timed(f"evaluate {split}"), self.progress(f"evaluate {split}", ds.num_classes) as adv:
-            contrast = {n: a.load_npz() for n, a in contrast_arts.items()}
-            result = evaluate_split(ds, mc_art.load_npz(), pair_records, selections, ev.threshold, ev.protocol, topk, adv,
+            contrast = {n: RecordFile(a.path) for n, a in contrast_arts.items()}
+            result = evaluate_split(ds, RecordFile(mc_art.path), pair_records, selections, ev.threshold, ev.protocol, topk, adv,
                                     variants=ev.variants, contrast_records=contrast)
         rows = summarize(result, seed=self.cfg.seed)
         write_tables(self.dir / "results" / _slug(split), split, result, rows, self.notes, skipped=len(cache.bad))

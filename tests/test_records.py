@@ -1,0 +1,51 @@
+"""Record files: streamed writes, row reads through a memory map, and plain np.load compatibility."""
+
+import numpy as np
+import pytest
+import torch
+
+from repcam.maps import extract
+from repcam.records import RecordFile, RecordWriter
+from repcam.storage import Artefact
+from repcam.tinycnn import TinyCNN
+from repcam.units import StackedImages
+from repcam.backbones import Preprocess
+
+
+def test_streamed_records_equal_in_memory_ones_and_rows_read_back(tmp_path):
+    torch.manual_seed(0)
+    model = TinyCNN(num_classes=3).eval()
+    images = torch.randint(0, 255, (7, 3, 32, 32), dtype=torch.uint8)
+    cache = StackedImages(range(7), images)
+    pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    jobs = [(i, c, c) for i in range(7) for c in range(3) if (i + c) % 2]
+    kinds = ["last", "fused", "mean"]
+    in_memory = extract(model, cache, pre, jobs, torch.device("cpu"), 16, 4, kinds)
+    art = Artefact(tmp_path / "maps.npz", "k")
+    writer = RecordWriter(art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, 16)
+    returned = extract(model, cache, pre, jobs, torch.device("cpu"), 16, 4, kinds, sink=writer)
+    writer.commit()
+    assert set(returned) == {"image", "cls"} and art.done()
+    assert not list(tmp_path.glob(".records-*"))  # scratch folder removed
+    rec = RecordFile(art.path)
+    with np.load(art.path) as z:  # still an ordinary npz
+        for k in kinds:
+            np.testing.assert_array_equal(z[k], in_memory[k])
+    np.testing.assert_array_equal(rec.image, in_memory["image"])
+    np.testing.assert_array_equal(rec.cls, in_memory["cls"])
+    idx = np.array([5, 0, 3])
+    for k in kinds:
+        np.testing.assert_array_equal(rec.rows(k, idx), in_memory[k][idx])
+    assert rec.kinds == kinds and "cam" not in rec
+
+
+def test_wrong_row_count_and_compressed_files_are_errors(tmp_path):
+    art = Artefact(tmp_path / "m.npz", "k")
+    writer = RecordWriter(art, [0, 1], [0, 0], ["last"], 4)
+    writer("last", np.zeros((1, 4, 4)))
+    with pytest.raises(ValueError, match="1 rows written, 2 expected"):
+        writer.commit()
+    assert not art.done() and not list(tmp_path.glob(".records-*"))
+    np.savez_compressed(tmp_path / "c.npz", image=np.zeros(2, np.int32), cls=np.zeros(2, np.int16), last=np.zeros((2, 4, 4), np.float16))
+    with pytest.raises(ValueError, match="compressed"):
+        RecordFile(tmp_path / "c.npz")
