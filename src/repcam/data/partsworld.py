@@ -43,6 +43,8 @@ disjoint streams. The class designs depend only on ``n_groups`` and ``classes_pe
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import colorsys
 import dataclasses
 import itertools
@@ -489,7 +491,8 @@ class PartsWorld(SegDataset):
         self.samples = [
             Sample(id=f"{split}_{i:05d}", labels=frozenset(self._draw_classes(self._rng(i)))) for i in range(num_images)
         ]
-        self._cache: dict[int, _Rendered] = {}
+        # A few recent renders (image and mask are asked for together); bounded so memory does not grow with the data.
+        self._cache: OrderedDict[int, _Rendered] = OrderedDict()
 
     # -- public API ---------------------------------------------------------------------------------
 
@@ -560,6 +563,7 @@ class PartsWorld(SegDataset):
         i %= len(self)
         hit = self._cache.get(i)
         if hit is not None:
+            self._cache.move_to_end(i)
             return hit
         rng = self._rng(i)
         classes = self._draw_classes(rng)
@@ -602,9 +606,12 @@ class PartsWorld(SegDataset):
             objects=tuple(zip(classes, poses)),
         )
         self._cache[i] = out
+        if len(self._cache) > _RENDER_CACHE:
+            self._cache.popitem(last=False)
         return out
 
 
+_RENDER_CACHE = 64  # renders kept (LRU)
 _PLACEMENT_ATTEMPTS = 40
 
 
