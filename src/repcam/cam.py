@@ -59,6 +59,7 @@ class MultiLayerGradCAM:
         target_layers: Sequence[LayerSpec] | str = "auto",
         fusion: LayerFusion = "paper",
         weighting: Weighting = "gradcam",
+        amp: bool = False,
     ) -> None:
         if weighting not in ("gradcam", "layercam"):
             raise CAMError(f"unknown weighting {weighting!r}; choose 'gradcam' or 'layercam'")
@@ -66,6 +67,7 @@ class MultiLayerGradCAM:
         self.layers = resolve_layers(model, target_layers)
         self.fusion = fusion
         self.weighting = weighting
+        self.amp = amp  # mixed-precision forward (float16 on CUDA, bfloat16 on CPU); maps are computed in float32
 
     @property
     def layer_names(self) -> list[str]:
@@ -75,9 +77,10 @@ class MultiLayerGradCAM:
         _check_input(self.model, x)
         acts, logits = self._forward_backward(x, targets)
         maps = torch.stack([self._layer_map(a, g, x.shape[-2:]) for a, g in acts], dim=1)
-        return CAMResult(self.layer_names, maps, fuse_layers(maps, self.fusion), logits.detach())
+        return CAMResult(self.layer_names, maps, fuse_layers(maps, self.fusion), logits.detach().float())
 
     def _layer_map(self, act: torch.Tensor, grad: torch.Tensor, size) -> torch.Tensor:
+        act, grad = act.float(), grad.float()
         if self.weighting == "gradcam":
             cam = (grad.mean((2, 3), keepdim=True) * act).sum(1)
         else:  # LayerCAM: element-wise positive gradients as weights
@@ -113,14 +116,15 @@ class MultiLayerGradCAM:
             model.eval()
             for p in params:
                 p.requires_grad_(False)
-            with torch.enable_grad():
+            amp_dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
+            with torch.enable_grad(), torch.autocast(x.device.type, dtype=amp_dtype, enabled=self.amp):
                 logits = model(x)
                 if not torch.is_tensor(logits) or logits.dim() != 2:
                     raise CAMError(f"the model must return (B, num_classes) logits, got {getattr(logits, 'shape', type(logits))}")
                 missing = [self.layers[i][0] for i in range(len(self.layers)) if i not in captured]
                 if missing:
                     raise LayerError(f"layers {missing} were not executed in the model's forward pass")
-                score = _target_scores(logits, targets).sum()
+                score = _target_scores(logits.float(), targets).sum()
                 tensors = [captured[i] for i in range(len(self.layers))]
                 grads = torch.autograd.grad(score, tensors, allow_unused=True)
         finally:

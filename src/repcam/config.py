@@ -78,6 +78,7 @@ class EvalConfig:
     # "with-gradcam" (the +A+F map averaged with the multi-class Grad-CAM).
     variants: list[str] = field(default_factory=lambda: ["max", "geomean", "contrast", "with-gradcam"])
     contrast_gamma: float = 1.0
+    amp: bool = False  # mixed-precision forward for the maps (CUDA float16 / CPU bfloat16); see the README for the tolerance
 
 
 @dataclass

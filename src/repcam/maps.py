@@ -35,6 +35,7 @@ def extract(
     kinds: Sequence[str],
     progress: Callable[[int], None] | None = None,
     sink: Callable[[str, np.ndarray], None] | None = None,
+    amp: bool = False,
 ) -> MapRecords:
     """Maps for ``jobs`` = (image index, class index, target) triples; a target is a logit index or a callable
     on one image's logits (e.g. :class:`~repcam.cam.ContrastTarget`).
@@ -46,8 +47,8 @@ def extract(
     and the returned records hold only "image" and "cls": memory does not grow with the number of jobs.
     """
     model.to(device).eval()
-    gradcam = MultiLayerGradCAM(model, "auto")
-    layercam = MultiLayerGradCAM(model, "auto", fusion="mean", weighting="layercam") if "layercam" in kinds else None
+    gradcam = MultiLayerGradCAM(model, "auto", amp=amp)
+    layercam = MultiLayerGradCAM(model, "auto", fusion="mean", weighting="layercam", amp=amp) if "layercam" in kinds else None
     parts = gap_fc_parts(model) if "cam" in kinds else None
     out: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     for b in range(0, len(jobs), batch_size):

@@ -337,7 +337,7 @@ class Run:
         ids = sorted({j[0] for j in jobs})
         ev = self.cfg.evaluation
         return MapExtraction(self._model_spec(num_classes), state, tuple(ids), cache.stack(ids), tuple(jobs), ("last", "fused"),
-                             ev.map_size, ev.batch_size, str(self.device))
+                             ev.map_size, ev.batch_size, str(self.device), ev.amp)
 
     def _budget_note(self, pairs: list[tuple[int, int]], names: tuple[str, ...]) -> None:
         """Say how the baseline's training budget compares with the pair models' (image-epochs actually run)."""
@@ -366,6 +366,8 @@ class Run:
         # Only what changes a map goes into its key: thresholds and variants reuse the stored maps.
         maps_key = {"split": split, "eval_options": self.cfg.data.eval_options.get(split, {}), "protocol": ev.protocol,
                     "map_size": ev.map_size, "max": self.cfg.data.max_eval_images}
+        if ev.amp:  # only then, so that runs from before the option keep their keys
+            maps_key["amp"] = True
         mdir = self.dir / "maps" / _slug(split)
 
         jobs = [(i, c, c) for i, s in enumerate(ds.samples) for c in sorted(s.labels)]
@@ -390,7 +392,7 @@ class Run:
                 kinds = ["last", "fused", "mean", "layercam", "cam"]
                 writer = RecordWriter(mc_art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size)
                 try:
-                    extract(mc_model, cache, pre, jobs, self.device, ev.map_size, ev.batch_size, kinds, sink=writer)
+                    extract(mc_model, cache, pre, jobs, self.device, ev.map_size, ev.batch_size, kinds, sink=writer, amp=ev.amp)
                 except BaseException:
                     writer.discard()
                     raise

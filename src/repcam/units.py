@@ -75,10 +75,11 @@ class MapExtraction:
     map_size: int
     batch_size: int
     device: str
+    amp: bool = False
 
 
 def extract_maps(spec: MapExtraction) -> MapRecords:
     bb = spec.model.build(pretrained=False)
     bb.model.load_state_dict(spec.state)
     return extract(bb.model, StackedImages(spec.image_ids, spec.images), bb.preprocess, list(spec.jobs),
-                   resolve_device(spec.device), spec.map_size, spec.batch_size, list(spec.kinds))
+                   resolve_device(spec.device), spec.map_size, spec.batch_size, list(spec.kinds), amp=spec.amp)
