@@ -45,9 +45,9 @@ class SplitResult:
     irn: dict[str, dict[float, float]] = field(default_factory=dict)  # method -> bg threshold -> (C+1)-label mIoU
 
 
-def _by_image(records: MapRecords | RecordFile, cls: int, kind: str) -> dict[int, np.ndarray]:
-    """{image: map} of one class; a record file gives up only those rows (memory stays per class)."""
-    sel = np.nonzero(np.asarray(records["cls"]) == cls)[0]
+def _by_image(records: MapRecords | RecordFile, cls: int, kind: str, images: Sequence[int]) -> dict[int, np.ndarray]:
+    """{image: map} of one class for some images; a record file gives up only those rows."""
+    sel = np.nonzero((np.asarray(records["cls"]) == cls) & np.isin(records["image"], images))[0]
     rows = record_rows(records, kind, sel)
     return {int(records["image"][i]): rows[r] for r, i in enumerate(sel)}
 
@@ -63,8 +63,9 @@ def evaluate_split(
     progress: Callable[[int], None] | None = None,
     variants: Sequence[str] = (),
     contrast_records: Mapping[str, MapRecords] | None = None,
+    chunk_size: int = 256,
 ) -> SplitResult:
-    """Evaluate every method class by class so only one class's pair maps are in memory at a time.
+    """Evaluate every method class by class, in chunks of ``chunk_size`` images, so memory does not grow with the data.
 
     ``pair_records(c)`` returns {partner s: maps of the (c, s) pair model}. ``variants`` adds rows per selection
     (see :data:`VARIANT_ROWS`); ``contrast_records`` holds the multi-class model's contrast maps per selection.
@@ -87,50 +88,62 @@ def evaluate_split(
     class_modes = [m for m in ("max", "geomean") if m in variants]
     contrast_records = contrast_records or {}
     for c in range(C):
-        mc = {kind: _by_image(mc_records, c, kind) for kind in kinds}
-        images = sorted(mc["last"]) if "last" in mc else []
+        images = sorted({int(i) for i, k in zip(mc_records["image"], mc_records["cls"]) if k == c})
+        chunks = [images[b : b + chunk_size] for b in range(0, len(images), chunk_size)]
         partners = pair_records(c)
-        last = {s: _by_image(r, c, "last") for s, r in partners.items()}
-        fused = {s: _by_image(r, c, "fused") for s, r in partners.items()}
-        masks = {i: _eval_mask(ds, i, protocol) for i in images}
-        contrast_tables = {n: {k: _by_image(r, c, k) for k in ("last", "fused")} for n, r in contrast_records.items() if "contrast" in variants}
-
         pair_acc = {s: IoUAccumulator(C, thresholds=(threshold,), primary=threshold) for s in partners}
-        for s in partners:
-            for i in images:
-                if i in last[s]:
-                    pair_acc[s].add(ds.samples[i].id, c, last[s][i].astype(np.float32), masks[i])
-            pairwise[c, s] = pair_acc[s].per_class_iou()[c]
-        for k in topk:
-            # Rows of classes not evaluated yet are NaN, and NaN is never selected: only row c matters here.
-            if np.isfinite(pairwise[c]).sum() >= k:
-                topk_sel[f"Top-{k}"][c] = topk_select(pairwise, k)[c]
 
-        for i in images:
-            for name, kind in MC_METHODS.items():
-                if kind in mc:
-                    add(name, i, c, mc[kind][i].astype(np.float32), masks[i])
-            for sel_name, sel in list(selections.items()) + [(n, s) for n, s in topk_sel.items() if c in s]:
-                reps = sel.get(c, [])
-                avail = [s for s in reps if s in last and i in last[s]]
-                if len(avail) < len(reps):
-                    missing[sel_name] = missing.get(sel_name, 0) + 1
-                if not avail:
-                    continue
-                f_stack = torch.from_numpy(np.stack([last[s][i] for s in avail]).astype(np.float32))
-                add(sel_name + "+F", i, c, fuse_classes(f_stack, "mean").numpy(), masks[i])
-                af_stack = torch.from_numpy(np.stack([fused[s][i] for s in avail]).astype(np.float32))
-                af_map = fuse_classes(af_stack, "mean")
-                add(sel_name + "+A+F", i, c, af_map.numpy(), masks[i])
-                for mode in class_modes:
-                    add(f"{sel_name}+A+F[{mode}]", i, c, fuse_classes(af_stack, mode).numpy(), masks[i])
-                if "with-gradcam" in variants and "last" in mc:
-                    both = torch.stack([af_map, torch.from_numpy(mc["last"][i].astype(np.float32))])
-                    add(f"{sel_name}+A+F & Grad-CAM", i, c, fuse_classes(both, "mean").numpy(), masks[i])
-            for sel_name, records in contrast_tables.items():
-                for suffix, kind in ((" contrast", "last"), (" contrast+A", "fused")):
-                    if i in records[kind]:
-                        add(sel_name + suffix, i, c, records[kind][i].astype(np.float32), masks[i])
+        def score_pairs(chunk: list[int], last: dict, masks: dict) -> None:
+            for s in partners:
+                for i in chunk:
+                    if i in last[s]:
+                        pair_acc[s].add(ds.samples[i].id, c, last[s][i].astype(np.float32), masks[i])
+
+        if topk:  # Top-k needs class c's whole pairwise row before any fused map: one extra pass
+            for chunk in chunks:
+                score_pairs(chunk, {s: _by_image(r, c, "last", chunk) for s, r in partners.items()}, {i: _eval_mask(ds, i, protocol) for i in chunk})
+            pairwise[c, list(partners)] = [pair_acc[s].per_class_iou()[c] for s in partners]
+            for k in topk:
+                # Rows of classes not evaluated yet are NaN, and NaN is never selected: only row c matters here.
+                if np.isfinite(pairwise[c]).sum() >= k:
+                    topk_sel[f"Top-{k}"][c] = topk_select(pairwise, k)[c]
+
+        for chunk in chunks:  # only one chunk of one class's maps is in memory at a time
+            mc = {kind: _by_image(mc_records, c, kind, chunk) for kind in kinds}
+            last = {s: _by_image(r, c, "last", chunk) for s, r in partners.items()}
+            fused = {s: _by_image(r, c, "fused", chunk) for s, r in partners.items()}
+            masks = {i: _eval_mask(ds, i, protocol) for i in chunk}
+            contrast_tables = {n: {k: _by_image(r, c, k, chunk) for k in ("last", "fused")} for n, r in contrast_records.items() if "contrast" in variants}
+            if not topk:
+                score_pairs(chunk, last, masks)
+            for i in chunk:
+                for name, kind in MC_METHODS.items():
+                    if kind in mc and i in mc[kind]:
+                        add(name, i, c, mc[kind][i].astype(np.float32), masks[i])
+                for sel_name, sel in list(selections.items()) + [(n, s) for n, s in topk_sel.items() if c in s]:
+                    reps = sel.get(c, [])
+                    avail = [s for s in reps if s in last and i in last[s]]
+                    if len(avail) < len(reps):
+                        missing[sel_name] = missing.get(sel_name, 0) + 1
+                    if not avail:
+                        continue
+                    f_stack = torch.from_numpy(np.stack([last[s][i] for s in avail]).astype(np.float32))
+                    add(sel_name + "+F", i, c, fuse_classes(f_stack, "mean").numpy(), masks[i])
+                    af_stack = torch.from_numpy(np.stack([fused[s][i] for s in avail]).astype(np.float32))
+                    af_map = fuse_classes(af_stack, "mean")
+                    add(sel_name + "+A+F", i, c, af_map.numpy(), masks[i])
+                    for mode in class_modes:
+                        add(f"{sel_name}+A+F[{mode}]", i, c, fuse_classes(af_stack, mode).numpy(), masks[i])
+                    if "with-gradcam" in variants and "last" in mc:
+                        both = torch.stack([af_map, torch.from_numpy(mc["last"][i].astype(np.float32))])
+                        add(f"{sel_name}+A+F & Grad-CAM", i, c, fuse_classes(both, "mean").numpy(), masks[i])
+                for sel_name, records in contrast_tables.items():
+                    for suffix, kind in ((" contrast", "last"), (" contrast+A", "fused")):
+                        if i in records[kind]:
+                            add(sel_name + suffix, i, c, records[kind][i].astype(np.float32), masks[i])
+        if not topk:
+            for s in partners:
+                pairwise[c, s] = pair_acc[s].per_class_iou()[c]
         if progress:
             progress(1)
     try:

@@ -333,6 +333,16 @@ class Run:
                             self._seed("pair-init", a, b), self._seed("pair-fit", a, b), pc.epochs, pc.lr, pc.batch_size,
                             pc.target_accuracy, str(self.device))
 
+    def _stream_maps(self, art: Artefact, model, cache: ImageCache, jobs: list, kinds: list[str]) -> None:
+        ev = self.cfg.evaluation
+        writer = RecordWriter(art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size)
+        try:
+            extract(model, cache, self.preprocess, jobs, self.device, ev.map_size, ev.batch_size, kinds, sink=writer, amp=ev.amp)
+        except BaseException:
+            writer.discard()
+            raise
+        writer.commit()
+
     def _map_unit(self, num_classes: int, state: dict, jobs: list, cache: ImageCache) -> MapExtraction:
         ids = sorted({j[0] for j in jobs})
         ev = self.cfg.evaluation
@@ -388,23 +398,17 @@ class Run:
         contrast_todo = [(n, a) for n, a in contrast_arts.items() if not a.done()]
         total = len(todo) + 1 + len(contrast_todo)
         with self.timed(f"maps {split}"), self.progress(f"maps on {split} ({len(todo)} pair models to do)", total) as adv:
-            if not mc_art.done():  # streamed to disk chunk by chunk: the biggest record file
-                kinds = ["last", "fused", "mean", "layercam", "cam"]
-                writer = RecordWriter(mc_art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size)
-                try:
-                    extract(mc_model, cache, pre, jobs, self.device, ev.map_size, ev.batch_size, kinds, sink=writer, amp=ev.amp)
-                except BaseException:
-                    writer.discard()
-                    raise
-                writer.commit()
+            # Multi-class maps (one pass over every job each) are streamed to disk in this process: the biggest files.
+            if not mc_art.done():
+                self._stream_maps(mc_art, mc_model, cache, jobs, ["last", "fused", "mean", "layercam", "cam"])
             adv()
-            mc_state = {k: v.cpu() for k, v in mc_model.state_dict().items()}
+            for sel_name, art in contrast_todo:
+                sel = selections[sel_name]
+                cj = [(i, c, ContrastTarget(c, tuple(sel.get(c, ())), ev.contrast_gamma)) for i, c, _ in jobs]
+                self._stream_maps(art, mc_model, cache, cj, ["last", "fused"])
+                adv()
 
             def units() -> Iterator[Unit]:  # built lazily: only the units in flight hold their images and weights
-                for sel_name, art in contrast_todo:
-                    sel = selections[sel_name]
-                    cj = [(i, c, ContrastTarget(c, tuple(sel.get(c, ())), ev.contrast_gamma)) for i, c, _ in jobs]
-                    yield Unit(art, extract_maps, self._map_unit(len(names), mc_state, cj, cache), self.threads)
                 for (a, b), art in todo:
                     pj = [(i, c, 0 if c == a else 1) for i, c, _ in jobs if c in (a, b)]
                     yield Unit(art, extract_maps, self._map_unit(2, models[(a, b)].load_torch(), pj, cache), self.threads)
