@@ -66,10 +66,13 @@ def test_ablation_table_has_every_row_of_table_2(reference_run: Path):
             assert r["ci_low_strongest"] <= r["diff_strongest"] <= r["ci_high_strongest"]
     assert f"Δ vs {strongest}" in (reference_run / "results" / "val" / "ablation.md").read_text() or strongest == "Grad-CAM"
     budget = read_json(reference_run / "budget.json")
-    mc = read_json(reference_run / "multiclass" / "model.pt.meta.json")
+    first = read_json(reference_run / "multiclass" / "model.pt.meta.json")
+    base = read_json(reference_run / "multiclass" / "baseline.pt.meta.json")  # the tiny run's first model saw fewer
     pairs = [read_json(p) for p in (reference_run / "pairs").glob("*.meta.json")]
-    assert budget["multiclass_image_epochs"] == mc["images"] * mc["epochs"]
+    assert budget["baseline_model"] == "multiclass/baseline.pt" and base["images"] == first["images"]
+    assert budget["multiclass_image_epochs"] == base["images"] * base["epochs"] == base["images"] * (first["epochs"] + base["extra_epochs"])
     assert budget["pairs_image_epochs"] == sum(sum(p["images"]) * p["epochs"] for p in pairs) and budget["pair_models"] == len(pairs)
+    assert budget["ratio"] >= 1 > first["images"] * first["epochs"] / budget["pairs_image_epochs"]
     assert any("training budget" in n for n in read_json(reference_run / "results" / "val" / "ablation.json")["notes"])
 
 
@@ -135,7 +138,7 @@ def test_kill_then_resume_redoes_no_finished_pair_and_matches_uninterrupted(refe
     resumed = CountingFit()
     _patch_fit(monkeypatch, resumed)
     Run(tiny_config(), tmp_path, show_progress=False).run()
-    assert resumed.calls == n_pairs - 2
+    assert resumed.calls == n_pairs - 2 + 1  # the unfinished pairs, then the baseline trained to match their budget
     assert _rows(tmp_path) == _rows(reference_run)  # seeds per pair: resuming changes nothing
 
 

@@ -47,6 +47,8 @@ class MultiClassConfig:
     patience: int = 5
     factor: float = 0.5
     max_images: int | None = None
+    # Train the baseline further until it has seen as many image-epochs as all pair models together (fair default).
+    match_pair_budget: bool = True
 
 
 @dataclass

@@ -75,7 +75,10 @@ class Explainer:
         self.selections: dict[str, dict[str, list[str]]] = read_json(self.dir / "selections.json")["selections"]
         self.selection = self._pick_selection(method)
         self.device = resolve_device(device)
-        self.mc_model, self.preprocess = self._load(mc_path, len(self.classes))
+        # Grad-CAM from the model the run's baseline rows used (trained further to match the pair budget, if it was).
+        budget = read_json(self.dir / "budget.json") if (self.dir / "budget.json").is_file() else {}
+        base = self.dir / budget.get("baseline_model", "multiclass/model.pt")
+        self.mc_model, self.preprocess = self._load(base if base.is_file() else mc_path, len(self.classes))
         self._pairs: dict[tuple[str, str], torch.nn.Module] = {}
 
     @classmethod

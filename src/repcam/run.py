@@ -7,6 +7,7 @@ what is complete, and a kill at any moment loses at most the artefact being writ
 from __future__ import annotations
 
 import hashlib
+import math
 import logging
 import os
 import platform
@@ -138,10 +139,12 @@ class Run:
         pairs = self.needed_pairs(selections, train.num_classes)
         try:
             pair_arts = self.train_pairs(pairs, train, cache)
-            self._budget_note(pairs, train.class_names)
+            pair_budget = self._pair_budget(pair_arts)
+            base_model, base_path = self.train_baseline(mc_model, train, cache, pair_budget)
+            self._budget_note(base_path, pair_budget, len(pair_arts))
             results = {}
             for split in self.cfg.data.eval_splits:
-                results[split] = self.evaluate(split, mc_model, pair_arts, selections)
+                results[split] = self.evaluate(split, base_model, base_path, pair_arts, selections)
         finally:
             if "executor" in self.__dict__:
                 self.executor.close()
@@ -182,7 +185,8 @@ class Run:
 
     def train_multiclass(self, train: SegDataset, cache: ImageCache):
         mc = self.cfg.multiclass
-        key = config_key({"model": self._model_key(), "multiclass": asdict(mc)})
+        settings = {k: v for k, v in asdict(mc).items() if k != "match_pair_budget"}  # the first model does not depend on it
+        key = config_key({"model": self._model_key(), "multiclass": settings})
         art = Artefact(self.dir / "multiclass" / "model.pt", key)
         idx = self._multiclass_images(train)
         if art.done():
@@ -190,19 +194,8 @@ class Run:
             bb.model.load_state_dict(art.load_torch())
             self.say("multi-class model: reused")
             return bb.model.to(self.device).eval()
-        idx = cache.ok(idx)
-        if not idx:
-            raise RunError("no training images for the multi-class model (check data.classes and multiclass.mode)")
-        x = cache.stack(idx)
+        idx, x, y, loss = self._multiclass_data(train, cache)
         C = train.num_classes
-        if mc.mode == "single":
-            y = torch.tensor([next(iter(train.samples[i].labels)) for i in idx])
-            loss = "ce"
-        else:
-            y = torch.zeros(len(idx), C)
-            for r, i in enumerate(idx):
-                y[r, list(train.samples[i].labels)] = 1
-            loss = "bce"
         torch.manual_seed(self._seed("multiclass"))
         bb = self._new_model(C)
         with self.timed("train multi-class"), self.progress(f"multi-class model ({mc.mode}, {len(idx)} images)", mc.epochs) as adv:
@@ -211,6 +204,46 @@ class Run:
         art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, images=len(idx), mode=mc.mode,
                        epochs=res.epochs, train_accuracy=res.train_accuracy, seconds=res.seconds, history=res.history)
         return bb.model.eval()
+
+    def _multiclass_data(self, train: SegDataset, cache: ImageCache) -> tuple[list[int], torch.Tensor, torch.Tensor, str]:
+        """Image indices, uint8 images, targets and loss of the multi-class model."""
+        idx = cache.ok(self._multiclass_images(train))
+        if not idx:
+            raise RunError("no training images for the multi-class model (check data.classes and multiclass.mode)")
+        if self.cfg.multiclass.mode == "single":
+            return idx, cache.stack(idx), torch.tensor([next(iter(train.samples[i].labels)) for i in idx]), "ce"
+        y = torch.zeros(len(idx), train.num_classes)
+        for r, i in enumerate(idx):
+            y[r, list(train.samples[i].labels)] = 1
+        return idx, cache.stack(idx), y, "bce"
+
+    def train_baseline(self, mc_model, train: SegDataset, cache: ImageCache, pair_budget: int) -> tuple[Any, str]:
+        """The multi-class model every baseline row uses, and the path of its artefact.
+
+        With ``multiclass.match_pair_budget`` (default), a model that saw fewer image-epochs than all pair models
+        together is trained further, on the same images, until it has seen at least as many: the paper's baseline
+        gets no less training than the method it is compared with. B and the selections keep the first model.
+        """
+        mc = self.cfg.multiclass
+        meta = read_json(self.dir / "multiclass" / "model.pt.meta.json")
+        done = int(meta["images"]) * int(meta["epochs"])
+        if not mc.match_pair_budget or done >= pair_budget:
+            return mc_model, "multiclass/model.pt"
+        extra = math.ceil((pair_budget - done) / int(meta["images"]))
+        art = Artefact(self.dir / "multiclass" / "baseline.pt", config_key({"mc": meta["sha256"], "extra_epochs": extra}))
+        bb = self._new_model(train.num_classes)
+        if art.done():
+            bb.model.load_state_dict(art.load_torch())
+            return bb.model.to(self.device).eval(), "multiclass/baseline.pt"
+        bb.model.load_state_dict({k: v.cpu() for k, v in mc_model.state_dict().items()})
+        idx, x, y, loss = self._multiclass_data(train, cache)
+        with self.timed("train baseline"), self.progress(f"baseline: {extra} more epochs to match the pair models' budget", extra) as adv:
+            res = fit(bb.model, x, y, bb.preprocess, loss=loss, epochs=extra, lr=mc.lr, batch_size=mc.batch_size,
+                      seed=self._seed("baseline-fit"), device=self.device, plateau=(mc.factor, mc.patience), progress=lambda d, t: adv())
+        art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, images=len(idx), mode=mc.mode,
+                       epochs=int(meta["epochs"]) + res.epochs, extra_epochs=res.epochs, train_accuracy=res.train_accuracy,
+                       seconds=res.seconds, history=res.history)
+        return bb.model.eval(), "multiclass/baseline.pt"
 
     def _multiclass_images(self, train: SegDataset) -> list[int]:
         mc = self.cfg.multiclass
@@ -349,23 +382,25 @@ class Run:
         return MapExtraction(self._model_spec(num_classes), state, tuple(ids), cache.stack(ids), tuple(jobs), ("last", "fused"),
                              ev.map_size, ev.batch_size, str(self.device), ev.amp)
 
-    def _budget_note(self, pairs: list[tuple[int, int]], names: tuple[str, ...]) -> None:
+    @staticmethod
+    def _pair_budget(pair_arts: dict[tuple[int, int], Artefact]) -> int:
+        """Image-epochs all pair models were trained for."""
+        return sum(sum(m["images"]) * int(m["epochs"]) for m in (a.meta() for a in pair_arts.values()))
+
+    def _budget_note(self, base_path: str, pair_budget: int, n_pairs: int) -> None:
         """Say how the baseline's training budget compares with the pair models' (image-epochs actually run)."""
-        mc = read_json(self.dir / "multiclass" / "model.pt.meta.json")
-        mc_budget = int(mc["images"]) * int(mc["epochs"])
-        pair_budget = 0
-        for a, b in pairs:
-            meta = read_json(self._pair_art(a, b, names).meta_path)
-            pair_budget += sum(meta["images"]) * int(meta["epochs"])
+        meta = read_json(self.dir / (base_path + ".meta.json"))
+        mc_budget = int(meta["images"]) * int(meta["epochs"])
         ratio = mc_budget / pair_budget if pair_budget else float("inf")
-        self.budget = {"multiclass_image_epochs": mc_budget, "pairs_image_epochs": pair_budget, "pair_models": len(pairs), "ratio": ratio}
-        msg = (f"training budget: the multi-class baseline saw {mc_budget} image-epochs, the {len(pairs)} pair models "
+        self.budget = {"baseline_model": base_path, "multiclass_image_epochs": mc_budget, "pairs_image_epochs": pair_budget,
+                       "pair_models": n_pairs, "ratio": ratio}
+        msg = (f"training budget: the multi-class baseline ({base_path}) saw {mc_budget} image-epochs, the {n_pairs} pair models "
                f"{pair_budget} in total (baseline/pairs = {ratio:.2f})")
         if ratio < 1:
-            msg += "; the baseline had less training than the method (raise multiclass.epochs for a fair comparison)"
+            msg += "; the baseline had less training than the method (multiclass.match_pair_budget is off)"
         self.note(msg)
 
-    def evaluate(self, split: str, mc_model, models: dict[tuple[int, int], Artefact], selections: dict[str, S.Selection]) -> list[dict]:
+    def evaluate(self, split: str, mc_model, mc_path: str, models: dict[tuple[int, int], Artefact], selections: dict[str, S.Selection]) -> list[dict]:
         ev = self.cfg.evaluation
         ds = self.load_split(split, for_eval=True)
         if self.cfg.data.max_eval_images is not None and len(ds) > self.cfg.data.max_eval_images:
@@ -383,7 +418,7 @@ class Run:
         jobs = [(i, c, c) for i, s in enumerate(ds.samples) for c in sorted(s.labels)]
         ok = set(cache.ok(sorted({j[0] for j in jobs})))
         jobs = [j for j in jobs if j[0] in ok]
-        mc_sha = read_json(self.dir / "multiclass" / "model.pt.meta.json")["sha256"]
+        mc_sha = read_json(self.dir / (mc_path + ".meta.json"))["sha256"]
         mc_art = Artefact(mdir / "multiclass.npz", config_key({"mc": mc_sha, **maps_key}))
         contrast_arts = {}
         if "contrast" in ev.variants:
