@@ -393,3 +393,20 @@ def test_paired_bootstrap_from_accumulators():
     c.add(*items[0])
     with pytest.raises(ValueError):
         paired_bootstrap(a, c)
+
+
+def test_per_class_bootstrap_intervals():
+    rng = np.random.default_rng(0)
+    ids, cls, ia, ua, ib, ub = [], [], [], [], [], []
+    for k in range(30):
+        for c in (0, 1):
+            u = int(rng.integers(50, 100))
+            i_b = int(rng.integers(0, 40))
+            ids.append(f"im{k}"); cls.append(c); ua.append(u); ub.append(u); ib.append(i_b)
+            ia.append(i_b if c == 0 else i_b + 10)  # equal on class 0, better on every image of class 1
+    point, lo, hi = bootstrap_diff_ci(ids, cls, ia, ua, ib, ub, num_classes=3, n_boot=300, per_class=True)
+    assert point.shape == lo.shape == hi.shape == (3,)
+    assert point[0] == 0 and lo[0] == 0 and hi[0] == 0
+    assert point[1] == pytest.approx(300 / sum(ua[1::2])) and lo[1] > 0
+    assert np.isnan(point[2]) and np.isnan(lo[2])  # class never seen
+    assert lo[1] <= point[1] <= hi[1]

@@ -64,6 +64,15 @@ def test_ablation_table_has_every_row_of_table_2(reference_run: Path):
         if r["method"] != strongest:
             assert r["diff_strongest"] == pytest.approx(r["miou"] - mc[strongest])
             assert r["ci_low_strongest"] <= r["diff_strongest"] <= r["ci_high_strongest"]
+    import numpy as np
+
+    from repcam.metrics import IoUAccumulator
+
+    accs = {m: IoUAccumulator.from_state_dict(v) for m, v in read_json(reference_run / "results" / "val" / "accumulators.json").items()}
+    s1 = next(r for r in table if r["method"] == "S-1+A+F")
+    points = [np.nan if p[0] is None else p[0] for p in s1["per_class_strongest"]]
+    np.testing.assert_allclose(points, accs["S-1+A+F"].per_class_iou() - accs[strongest].per_class_iou())
+    assert "S-1+A+F" in (reference_run / "results" / "val" / "per_class_delta.md").read_text()
     assert f"Δ vs {strongest}" in (reference_run / "results" / "val" / "ablation.md").read_text() or strongest == "Grad-CAM"
     budget = read_json(reference_run / "budget.json")
     first = read_json(reference_run / "multiclass" / "model.pt.meta.json")

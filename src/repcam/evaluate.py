@@ -174,6 +174,10 @@ def strongest_baseline(result: SplitResult) -> str | None:
     return max(cands)[1] if cands else None
 
 
+def _num(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
+
+
 def _paired(acc: IoUAccumulator, base: IoUAccumulator, n_boot: int, seed: int) -> tuple[float, float, float, bool]:
     try:
         d, lo, hi = paired_bootstrap(acc, base, n_boot=n_boot, seed=seed)
@@ -210,5 +214,10 @@ def summarize(result: SplitResult, n_boot: int = 1000, seed: int = 0) -> list[di
             if name != strongest:
                 d, lo, hi, sig = _paired(acc, result.accs[strongest], n_boot, seed)
                 row.update(diff_strongest=d, ci_low_strongest=lo, ci_high_strongest=hi, significant_strongest=sig)
+                try:
+                    pd, plo, phi = paired_bootstrap(acc, result.accs[strongest], n_boot=n_boot, seed=seed, per_class=True)
+                    row["per_class_strongest"] = [[_num(x) for x in t] for t in zip(pd, plo, phi)]
+                except ValueError:
+                    pass
         rows.append(row)
     return rows

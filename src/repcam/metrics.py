@@ -527,14 +527,17 @@ def bootstrap_diff_ci(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
-) -> tuple[float, float, float]:
+    per_class: bool = False,
+) -> tuple[Any, Any, Any]:
     """Percentile bootstrap CI over images of mIoU(a) - mIoU(b), both on the same records.
 
     All six arrays have one entry per (image, class) record, in the same order for a and b:
     the record's image (any hashable id, e.g. the image_id), its class, and the intersection
     and union of each method at the primary threshold (see ``IoUAccumulator.primary_counts``).
     Images are resampled with replacement; each replicate sums counts per class and takes the
-    mIoU as in ``IoUAccumulator.miou``. Returns (point estimate on all images, low, high).
+    mIoU as in ``IoUAccumulator.miou``. Returns (point estimate on all images, low, high); with
+    ``per_class=True`` the same three as (C,) arrays of per-class IoU differences (NaN where undefined),
+    from the same replicates.
     """
     cls = np.asarray(classes, dtype=np.int64)
     arrays = [np.asarray(x, dtype=np.float64) for x in (inter_a, union_a, inter_b, union_b)]
@@ -562,18 +565,30 @@ def bootstrap_diff_ci(
     point = float(_miou_from_counts(ia.sum(0), ua.sum(0)) - _miou_from_counts(ib.sum(0), ub.sum(0)))
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
+    class_diffs = np.empty((n_boot, n_cls)) if per_class else None
     chunk = max(1, 2_000_000 // n_img)  # bounds the (replicates x images) weight matrix
     for start in range(0, n_boot, chunk):
         m = min(chunk, n_boot - start)
         draws = rng.integers(0, n_img, size=(m, n_img))
         flat = (np.arange(m)[:, None] * n_img + draws).ravel()
         w = np.bincount(flat, minlength=m * n_img).reshape(m, n_img).astype(np.float64)
-        diffs[start : start + m] = _miou_from_counts(w @ ia, w @ ua) - _miou_from_counts(w @ ib, w @ ub)
+        ria, rua, rib, rub = w @ ia, w @ ua, w @ ib, w @ ub
+        diffs[start : start + m] = _miou_from_counts(ria, rua) - _miou_from_counts(rib, rub)
+        if class_diffs is not None:
+            class_diffs[start : start + m] = _safe_div(ria, rua) - _safe_div(rib, rub)
+    q = 100.0 * (1.0 - confidence) / 2.0
+    if class_diffs is not None:
+        points = _safe_div(ia.sum(0), ua.sum(0)) - _safe_div(ib.sum(0), ub.sum(0))
+        lows, highs = np.full(n_cls, np.nan), np.full(n_cls, np.nan)
+        for c in range(n_cls):
+            col = class_diffs[:, c][~np.isnan(class_diffs[:, c])]
+            if col.size:
+                lows[c], highs[c] = np.percentile(col, [q, 100.0 - q])
+        return points, lows, highs
     # A replicate where neither method has a class with non-zero union gives NaN; drop it.
     diffs = diffs[~np.isnan(diffs)]
     if diffs.size == 0:
         return point, float("nan"), float("nan")
-    q = 100.0 * (1.0 - confidence) / 2.0
     low, high = np.percentile(diffs, [q, 100.0 - q])
     return point, float(low), float(high)
 
@@ -585,7 +600,8 @@ def paired_bootstrap(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
-) -> tuple[float, float, float]:
+    per_class: bool = False,
+) -> tuple[Any, Any, Any]:
     """:func:`bootstrap_diff_ci` for two accumulators that saw the same (image, class) pairs.
 
     Records are matched by (image_id, class), so the two need not have been filled in the same
@@ -613,4 +629,5 @@ def paired_bootstrap(
         n_boot=n_boot,
         seed=seed,
         confidence=confidence,
+        per_class=per_class,
     )

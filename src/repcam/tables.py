@@ -98,6 +98,19 @@ def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict
     write_text(out_dir / "per_class.md", markdown_table(pc_header, pc_rows))
     write_text(out_dir / "per_class.csv", _csv(pc_header, pc_rows))
 
+    strongest = next((r["strongest_baseline"] for r in rows if "strongest_baseline" in r), None)
+    pcd = {r["method"]: r["per_class_strongest"] for r in rows if "per_class_strongest" in r}
+    if strongest and pcd:
+        pcd_rows = []
+        for n in names:
+            if n in pcd:
+                cells = ["-" if d is None else f"{100 * d:+.1f}" + ("" if lo is None or (lo <= 0 <= hi) else "*") for d, lo, hi in pcd[n]]
+                pcd_rows.append([n] + cells)
+        intro = (f"Per-class IoU difference to {strongest} (the strongest multi-class baseline), in points; "
+                 "*: the paired 95% bootstrap interval over images excludes 0.\n\n")
+        write_text(out_dir / "per_class_delta.md", intro + markdown_table(["Method"] + classes, pcd_rows))
+        write_text(out_dir / "per_class_delta.csv", _csv(["Method"] + classes, pcd_rows))
+
     thresholds = result.accs[names[0]].thresholds if names else []
     sweep_rows = [[n] + [_pct(result.accs[n].miou(t)) for t in thresholds] for n in names]
     write_text(out_dir / "sweep.csv", _csv(["Method"] + [f"{t:.2f}" for t in thresholds], sweep_rows))
