@@ -49,3 +49,21 @@ def test_wrong_row_count_and_compressed_files_are_errors(tmp_path):
     np.savez_compressed(tmp_path / "c.npz", image=np.zeros(2, np.int32), cls=np.zeros(2, np.int16), last=np.zeros((2, 4, 4), np.float16))
     with pytest.raises(ValueError, match="compressed"):
         RecordFile(tmp_path / "c.npz")
+
+
+def test_json_mapping_is_written_member_by_member(tmp_path):
+    import json
+
+    from repcam.storage import write_json_mapping
+
+    made = []
+
+    def member(k):
+        made.append(k)
+        return {"values": np.arange(3), "k": k}
+
+    write_json_mapping(tmp_path / "m.json", ((k, lambda k=k: member(k)) for k in ("a", "b<c>")))
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": {"values": [0, 1, 2], "k": "a"}, "b<c>": {"values": [0, 1, 2], "k": "b<c>"}}
+    assert made == ["a", "b<c>"]
+    write_json_mapping(tmp_path / "empty.json", [])
+    assert json.loads((tmp_path / "empty.json").read_text()) == {}

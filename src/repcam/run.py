@@ -33,7 +33,7 @@ from repcam.data import SegDataset, load_dataset
 from repcam.evaluate import evaluate_split, summarize
 from repcam.maps import MapRecords, extract
 from repcam.records import RecordFile, RecordWriter
-from repcam.storage import Artefact, config_key, read_json, write_json, write_text
+from repcam.storage import Artefact, config_key, read_json, write_json, write_json_mapping, write_text
 from repcam.storage import slug as _slug
 from repcam.tables import write_tables
 from repcam.train import ImageCache, fit, predict, resolve_device
@@ -465,7 +465,7 @@ class Run:
                                     variants=ev.variants, contrast_records=contrast)
         rows = summarize(result, seed=self.cfg.seed)
         write_tables(self.dir / "results" / _slug(split), split, result, rows, self.notes, skipped=len(cache.bad))
-        write_json(self.dir / "results" / _slug(split) / "accumulators.json", {k: v.state_dict() for k, v in result.accs.items()})
+        write_json_mapping(self.dir / "results" / _slug(split) / "accumulators.json", ((k, v.state_dict) for k, v in result.accs.items()))
         return rows
 
 

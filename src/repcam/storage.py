@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -34,6 +34,20 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def write_json_mapping(path: Path, items: Iterable[tuple[str, Callable[[], Any]]]) -> None:
+    """A JSON object written one member at a time (each value built by its callable just before it is written),
+    so a large mapping never exists in memory as a whole."""
+
+    def write(p: Path) -> None:
+        with open(p, "w") as f:
+            f.write("{")
+            for n, (key, make) in enumerate(items):
+                f.write(("," if n else "") + "\n" + json.dumps(key) + ": " + json.dumps(make(), default=_json_default))
+            f.write("\n}\n")
+
+    atomic_write(path, write)
 
 
 def _json_default(o: Any) -> Any:
