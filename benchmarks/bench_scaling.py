@@ -75,7 +75,7 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python benchmarks/bench_scaling.py --scales {' '.join(map(str, args.scales))}` on "
         f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}.",
-        f"Models: the demo's (trained once here in {train_s:.0f} s, reused at every scale); {len(per_pair)} pair models, "
+        f"Models: the demo's (prepared in {train_s:.0f} s: trained, or reused from an earlier run of this script; the same at every scale); {len(per_pair)} pair models, "
         f"{sum(per_pair) / max(len(per_pair), 1):.1f} s each on average (max {max(per_pair, default=0):.1f} s).",
         "",
         "| scale | eval images | maps s | evaluate s | maps+eval s per image | peak RSS MB | RSS vs 1x |",
