@@ -404,7 +404,8 @@ def test_per_class_bootstrap_intervals():
             i_b = int(rng.integers(0, 40))
             ids.append(f"im{k}"); cls.append(c); ua.append(u); ub.append(u); ib.append(i_b)
             ia.append(i_b if c == 0 else i_b + 10)  # equal on class 0, better on every image of class 1
-    point, lo, hi = bootstrap_diff_ci(ids, cls, ia, ua, ib, ub, num_classes=3, n_boot=300, per_class=True)
+    mean, (point, lo, hi) = bootstrap_diff_ci(ids, cls, ia, ua, ib, ub, num_classes=3, n_boot=300, per_class=True)
+    assert mean == bootstrap_diff_ci(ids, cls, ia, ua, ib, ub, num_classes=3, n_boot=300)  # same replicates
     assert point.shape == lo.shape == hi.shape == (3,)
     assert point[0] == 0 and lo[0] == 0 and hi[0] == 0
     assert point[1] == pytest.approx(300 / sum(ua[1::2])) and lo[1] > 0

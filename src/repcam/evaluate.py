@@ -178,12 +178,15 @@ def _num(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-def _paired(acc: IoUAccumulator, base: IoUAccumulator, n_boot: int, seed: int) -> tuple[float, float, float, bool]:
+def _paired(acc: IoUAccumulator, base: IoUAccumulator, n_boot: int, seed: int, per_class: bool = False) -> tuple[float, float, float, bool, list | None]:
+    """(Δ, low, high, significant, per-class [Δ, low, high] rows or None) of ``acc`` against ``base``."""
     try:
-        d, lo, hi = paired_bootstrap(acc, base, n_boot=n_boot, seed=seed)
-        return d, lo, hi, bool(lo > 0 or hi < 0)
+        res = paired_bootstrap(acc, base, n_boot=n_boot, seed=seed, per_class=per_class)
     except ValueError:  # evaluated on a different set of (image, class) pairs: no paired interval
-        return acc.miou() - base.miou(), float("nan"), float("nan"), False
+        return acc.miou() - base.miou(), float("nan"), float("nan"), False, None
+    (d, lo, hi), classes = res if per_class else (res, None)
+    rows = [[_num(x) for x in t] for t in zip(*classes)] if classes is not None else None
+    return d, lo, hi, bool(lo > 0 or hi < 0), rows
 
 
 def summarize(result: SplitResult, n_boot: int = 1000, seed: int = 0) -> list[dict]:
@@ -207,17 +210,14 @@ def summarize(result: SplitResult, n_boot: int = 1000, seed: int = 0) -> list[di
             bg, value = max(result.irn[name].items(), key=lambda kv: (kv[1], -kv[0]))
             row.update(irn_miou=value, irn_bg_threshold=bg)
         if base is not None and name != BASELINE:
-            d, lo, hi, sig = _paired(acc, base, n_boot, seed)
+            d, lo, hi, sig, _ = _paired(acc, base, n_boot, seed)
             row.update(diff=d, ci_low=lo, ci_high=hi, significant=sig)
         if strongest is not None:
             row["strongest_baseline"] = strongest
             if name != strongest:
-                d, lo, hi, sig = _paired(acc, result.accs[strongest], n_boot, seed)
+                d, lo, hi, sig, per_class = _paired(acc, result.accs[strongest], n_boot, seed, per_class=True)
                 row.update(diff_strongest=d, ci_low_strongest=lo, ci_high_strongest=hi, significant_strongest=sig)
-                try:
-                    pd, plo, phi = paired_bootstrap(acc, result.accs[strongest], n_boot=n_boot, seed=seed, per_class=True)
-                    row["per_class_strongest"] = [[_num(x) for x in t] for t in zip(pd, plo, phi)]
-                except ValueError:
-                    pass
+                if per_class is not None:
+                    row["per_class_strongest"] = per_class
         rows.append(row)
     return rows

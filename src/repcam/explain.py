@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from repcam.backbones import Preprocess, build_classifier
+from repcam.backbones import Preprocess
 from repcam.cam import MultiLayerGradCAM
 from repcam.config import ConfigError, load_config
 from repcam.fusion import fuse_classes
 from repcam.storage import read_json
 from repcam.storage import slug as _slug
 from repcam.train import resolve_device
+from repcam.units import ModelSpec
 
 
 class ExplainError(ValueError):
@@ -104,7 +105,7 @@ class Explainer:
 
     def _load(self, path: Path, num_classes: int) -> tuple[torch.nn.Module, Preprocess]:
         b = self.cfg.backbone
-        bb = build_classifier(b.name, num_classes, weights=None, input_size=b.input_size)
+        bb = ModelSpec(b.name, num_classes, b.weights, b.input_size).build(pretrained=False)
         bb.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return bb.model.to(self.device).eval(), bb.preprocess
 

@@ -536,8 +536,8 @@ def bootstrap_diff_ci(
     and union of each method at the primary threshold (see ``IoUAccumulator.primary_counts``).
     Images are resampled with replacement; each replicate sums counts per class and takes the
     mIoU as in ``IoUAccumulator.miou``. Returns (point estimate on all images, low, high); with
-    ``per_class=True`` the same three as (C,) arrays of per-class IoU differences (NaN where undefined),
-    from the same replicates.
+    ``per_class=True``, that triple and the same three as (C,) arrays of per-class IoU differences (NaN where
+    undefined), both from the same replicates.
     """
     cls = np.asarray(classes, dtype=np.int64)
     arrays = [np.asarray(x, dtype=np.float64) for x in (inter_a, union_a, inter_b, union_b)]
@@ -577,20 +577,21 @@ def bootstrap_diff_ci(
         if class_diffs is not None:
             class_diffs[start : start + m] = _safe_div(ria, rua) - _safe_div(rib, rub)
     q = 100.0 * (1.0 - confidence) / 2.0
-    if class_diffs is not None:
-        points = _safe_div(ia.sum(0), ua.sum(0)) - _safe_div(ib.sum(0), ub.sum(0))
-        lows, highs = np.full(n_cls, np.nan), np.full(n_cls, np.nan)
-        for c in range(n_cls):
-            col = class_diffs[:, c][~np.isnan(class_diffs[:, c])]
-            if col.size:
-                lows[c], highs[c] = np.percentile(col, [q, 100.0 - q])
-        return points, lows, highs
     # A replicate where neither method has a class with non-zero union gives NaN; drop it.
     diffs = diffs[~np.isnan(diffs)]
-    if diffs.size == 0:
-        return point, float("nan"), float("nan")
-    low, high = np.percentile(diffs, [q, 100.0 - q])
-    return point, float(low), float(high)
+    mean = (point, float("nan"), float("nan"))
+    if diffs.size:
+        low, high = np.percentile(diffs, [q, 100.0 - q])
+        mean = (point, float(low), float(high))
+    if class_diffs is None:
+        return mean
+    points = _safe_div(ia.sum(0), ua.sum(0)) - _safe_div(ib.sum(0), ub.sum(0))
+    lows, highs = np.full(n_cls, np.nan), np.full(n_cls, np.nan)
+    for c in range(n_cls):
+        col = class_diffs[:, c][~np.isnan(class_diffs[:, c])]
+        if col.size:
+            lows[c], highs[c] = np.percentile(col, [q, 100.0 - q])
+    return mean, (points, lows, highs)
 
 
 def paired_bootstrap(

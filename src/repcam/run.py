@@ -25,7 +25,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from repcam import selection as S
-from repcam.backbones import build_classifier
 from repcam.cam import ContrastTarget
 from repcam.executor import Executor, ExecutorError, Unit, default_threads
 from repcam.config import RunConfig
@@ -59,6 +58,7 @@ class Run:
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
         self.budget: dict[str, Any] = {}
+        self._mc_images: list[int] | None = None
         self._check_dir()
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -114,14 +114,14 @@ class Run:
             opts.setdefault("image_size", self.cfg.backbone.input_size or 64)
         return load_dataset(d.kind, d.root, split, d.classes, **opts)
 
-    def _new_model(self, num_classes: int):
-        b = self.cfg.backbone
-        return build_classifier(b.name, num_classes, weights=b.weights, input_size=b.input_size)
+    def _new_model(self, num_classes: int, pretrained: bool = True):
+        """The configured backbone; ``pretrained=False`` when a stored state is loaded into it right after."""
+        return self._model_spec(num_classes).build(pretrained)
 
     @cached_property
     def preprocess(self):
         """The backbone's preprocessing (built once: it needs a model instance)."""
-        return self._new_model(2).preprocess
+        return self._new_model(2, pretrained=False).preprocess
 
     # ---- steps ---------------------------------------------------------------------------------
     def run(self) -> dict[str, list[dict]]:
@@ -188,9 +188,8 @@ class Run:
         settings = {k: v for k, v in asdict(mc).items() if k != "match_pair_budget"}  # the first model does not depend on it
         key = config_key({"model": self._model_key(), "multiclass": settings})
         art = Artefact(self.dir / "multiclass" / "model.pt", key)
-        idx = self._multiclass_images(train)
         if art.done():
-            bb = self._new_model(train.num_classes)
+            bb = self._new_model(train.num_classes, pretrained=False)
             bb.model.load_state_dict(art.load_torch())
             self.say("multi-class model: reused")
             return bb.model.to(self.device).eval()
@@ -231,7 +230,7 @@ class Run:
             return mc_model, "multiclass/model.pt"
         extra = math.ceil((pair_budget - done) / int(meta["images"]))
         art = Artefact(self.dir / "multiclass" / "baseline.pt", config_key({"mc": meta["sha256"], "extra_epochs": extra}))
-        bb = self._new_model(train.num_classes)
+        bb = self._new_model(train.num_classes, pretrained=False)  # its state comes from the first model or the artefact
         if art.done():
             bb.model.load_state_dict(art.load_torch())
             return bb.model.to(self.device).eval(), "multiclass/baseline.pt"
@@ -246,6 +245,9 @@ class Run:
         return bb.model.eval(), "multiclass/baseline.pt"
 
     def _multiclass_images(self, train: SegDataset) -> list[int]:
+        """The multi-class model's training images (chosen, and any shortage noted, once per run)."""
+        if self._mc_images is not None:
+            return self._mc_images
         mc = self.cfg.multiclass
         if mc.mode == "single":
             idx = [i for i, s in enumerate(train.samples) if len(s.labels) == 1]
@@ -260,6 +262,7 @@ class Run:
         if mc.max_images is not None and len(idx) > mc.max_images:
             rng = np.random.default_rng(self._seed("mc-subset"))
             idx = sorted(rng.choice(idx, mc.max_images, replace=False).tolist())
+        self._mc_images = idx
         return idx
 
     def similarity(self, model, train: SegDataset, cache: ImageCache) -> np.ndarray:
