@@ -25,6 +25,7 @@ def test_yaml_and_toml_load_the_same(tmp_path: Path):
         ({"multiclass": {"mode": "soft"}}, "'multiclass.mode' must be 'single' or 'multilabel'"),
         ({"selection": {"n": 0}}, "'selection.n' must be >= 1"),
         ({"evaluation": {"variants": ["median"]}}, "'evaluation.variants' has unknown variant 'median'; choose from max, geomean"),
+        ({"pairs": {"init": "imagenet"}}, "'pairs.init' must be 'pretrained' or 'multiclass'; got 'imagenet'"),
     ],
 )
 def test_invalid_configs_name_the_key(values, match):
@@ -43,4 +44,4 @@ def test_file_errors(tmp_path: Path):
 
 def test_demo_config_is_valid():
     cfg = demo_config()
-    assert cfg.data.kind == "partsworld" and cfg.backbone.name == "tiny_cnn"
+    assert cfg.data.kind == "partsworld" and cfg.backbone.name == "tiny_cnn_s8" and cfg.pairs.init == "multiclass"

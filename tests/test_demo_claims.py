@@ -1,7 +1,9 @@
 """The method's claims, measured on the built-in demo data over several seeds (not assumed).
 
 Each seed regenerates the parts world and retrains every model with the demo's settings (only the Random and
-S-1 selections and no variants, to keep the suite short): about 1.5 minutes per seed on 2 cores.
+S-1 selections and no variants, to keep the suite short): about 2 minutes per seed on 2 cores. The baseline is
+the demo's fair one: the multi-class model trained on for as many image-epochs as the multi-class model the pair
+models start from plus all pair models together.
 """
 
 from pathlib import Path
@@ -42,17 +44,21 @@ def test_multilayer_step_improves_over_last_layer_maps(demo_runs):
             assert gain > 0.02, f"seed {seed}: {sel}+A+F only {100 * gain:+.2f} points over {sel}+F"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3, open: against the budget-matched Grad-CAM baseline (the default) S-1+A+F is not "
-                   "significantly better (seed 0: +0.46 [-0.15, +1.15] points); against the paper's shorter-trained baseline it was")
 def test_method_beats_gradcam_with_intervals_above_zero(demo_runs):
     for seed, run_dir in demo_runs.items():
         row = _rows(run_dir)["S-1+A+F"]
         assert row["ci_low"] > 0, f"seed {seed}: S-1+A+F vs Grad-CAM {100 * row['diff']:+.2f} [{100 * row['ci_low']:+.2f}, {100 * row['ci_high']:+.2f}]"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3, open: the improved k-means on B does not recover the parts world's planted groups "
-                   "(classes sharing a marker are confused as much as classes sharing a body)")
+def test_method_beats_gradcam_threshold_free(demo_runs):
+    for seed, run_dir in demo_runs.items():
+        rows = _rows(run_dir)
+        gain = rows["S-1+A+F"]["pxap"] - rows["Grad-CAM"]["pxap"]
+        assert gain > 0.05, f"seed {seed}: S-1+A+F PxAP only {100 * gain:+.2f} points over Grad-CAM"
+
+
 def test_clusters_of_b_recover_the_planted_groups(demo_runs):
+    # Measured beyond these seeds: adjusted Rand index 1.0 in seeds 0-3 and 5, 0.59 in seed 4 (two groups mixed).
     for run_dir in demo_runs.values():
         classes = read_json(run_dir / "similarity.json")["classes"]
         clusters = read_json(run_dir / "selections.json")["clusters"]

@@ -250,6 +250,23 @@ def test_improved_kmeans_recovers_planted_blocks(seed):
     assert labels[0] == 0 and set(labels.tolist()) == {0, 1, 2, 3}
 
 
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("sizes", [[3, 3, 3, 3], [4, 4, 4]])
+def test_improved_kmeans_recovers_blocks_at_the_minimum_size(seed, sizes):
+    # Every cluster starts (and must stay) at the minimum size, so single moves are all blocked: only
+    # exchanges can reach the planted partition (the demo's 12 classes in 4 groups of 3).
+    A, truth = _planted(sizes, seed)
+    labels = improved_kmeans(A, len(sizes), min_size=4, seed=seed, n_init=1)
+    assert adjusted_rand_score(truth, labels) == 1.0
+
+
+def test_improved_kmeans_exchange_needs_a_gain():
+    # Uniform affinity: no exchange raises the within-cluster affinity, so the start stays as it is.
+    A = np.ones((6, 6))
+    start = improved_kmeans(A, 2, min_size=3, seed=4, n_init=1)
+    assert np.bincount(start).tolist() == [3, 3]
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_improved_kmeans_respects_min_size(seed):
     # Two tight triples: without the constraint they end up in clusters of fewer than 4 classes.

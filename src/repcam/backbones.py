@@ -86,6 +86,10 @@ class Backbone:
     weights_source: str
 
 
+TINY_CNNS = {"tiny_cnn": 2, "tiny_cnn_s8": 1}
+"""The built-in small CNNs and the stride of their last stage."""
+
+
 def build_classifier(
     name: str,
     num_classes: int,
@@ -95,16 +99,17 @@ def build_classifier(
     """Build ``name`` with a fresh ``num_classes``-way head.
 
     ``name``: a timm model name (``resnet50``, ``tf_efficientnet_lite0``, ``vgg19``...), ``torchvision/<name>``
-    for a torchvision model, or ``tiny_cnn`` (the small CNN of the built-in demo; no pretrained weights).
+    for a torchvision model, or ``tiny_cnn`` / ``tiny_cnn_s8`` (the small CNN of the built-in demo, output stride
+    16 / 8; no pretrained weights).
     ``weights``: ``"imagenet"`` (offline sources only), a state-dict path, or ``None``.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if name == "tiny_cnn":
+    if name in TINY_CNNS:
         if weights not in (None, "none"):
             if not isinstance(weights, (str, os.PathLike)) or weights == "imagenet":
-                raise WeightsError("tiny_cnn has no ImageNet weights; use weights=None or a state-dict path")
-        model = TinyCNN(num_classes)
+                raise WeightsError(f"{name} has no ImageNet weights; use weights=None or a state-dict path")
+        model = TinyCNN(num_classes, last_stride=TINY_CNNS[name])
         pre = Preprocess(input_size or 64, IMAGENET_MEAN, IMAGENET_STD)
         source = "random init"
         if weights not in (None, "none"):
@@ -120,7 +125,7 @@ def build_classifier(
         candidates = _torchvision_cache_files(arch)
     else:
         if not timm.is_model(name):
-            raise ValueError(f"unknown backbone {name!r}: not a timm model, 'torchvision/<name>' or 'tiny_cnn'")
+            raise ValueError(f"unknown backbone {name!r}: not a timm model, 'torchvision/<name>', 'tiny_cnn' or 'tiny_cnn_s8'")
         model = timm.create_model(name, pretrained=False)
         cfg = model.pretrained_cfg
         pre = Preprocess(input_size or int(cfg.get("input_size", (3, 224, 224))[-1]), tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))

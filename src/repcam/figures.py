@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from repcam.records import RecordFile
 from repcam.storage import slug as _slug
 
 log = logging.getLogger(__name__)
@@ -477,13 +478,13 @@ def pick_examples(method_records: Sequence[tuple[str, int, float]], base_records
     return out
 
 
-def _lookup(records: Mapping[str, np.ndarray], kind: str) -> dict[tuple[int, int], np.ndarray]:
-    return {(int(i), int(c)): records[kind][r] for r, (i, c) in enumerate(zip(records["image"], records["cls"]))}
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def _stored_map(path: Path, kind: str, image: int, cls: int) -> np.ndarray | None:
+    """The stored ``kind`` map of (image, class) from a record file, or None; reads that one row only."""
+    if not path.is_file():
+        return None
+    rec = RecordFile(path)
+    rows = np.flatnonzero((rec.image == image) & (rec.cls == cls))
+    return rec.rows(kind, rows[:1])[0] if len(rows) and kind in rec else None
 
 
 def _selection_for(sel_name: str, run_dir: Path, sdir: str, classes: Sequence[str]) -> dict[str, list[str]]:
@@ -699,8 +700,7 @@ def _example_figure(data: _RunData, pick: Mapping[str, Any], label: str, method:
         raise KeyError(f"image {pick['image_id']!r} is not in the reloaded {data.split} split")
     i, c = ids[pick["image_id"]], int(pick["cls"])
     mdir = data.dir / "maps" / data.sdir
-    mc = _load_npz(mdir / "multiclass.npz")
-    gradcam = _lookup(mc, "last").get((i, c))
+    gradcam = _stored_map(mdir / "multiclass.npz", "last", i, c)
     sel = _selection_for(method[: -len("+A+F")], data.dir, data.sdir, names)
     reps = sel.get(names[c], [])
     panels: dict[str, Any] = {}
@@ -709,7 +709,7 @@ def _example_figure(data: _RunData, pick: Mapping[str, Any], label: str, method:
         if sname not in names:
             continue
         f, _ = _pair_file(data.dir, f"maps/{data.sdir}", names, c, names.index(sname), ".npz")
-        m = _lookup(_load_npz(f), "fused").get((i, c)) if f.is_file() else None
+        m = _stored_map(f, "fused", i, c)
         panels[f"vs {sname}"] = m
         if m is not None:
             avail.append(m)
@@ -745,8 +745,8 @@ def _layer_figure(data: _RunData, pick: Mapping[str, Any], label: str, method: s
     if state is None:  # no pair model: the multi-class model's layers
         state, n_out, target, model_desc = data.dir / "multiclass" / "model.pt", len(names), c, "multi-class model"
     layer_names, layer_maps, fused, _ = data.layer_maps(state, n_out, i, target)
-    mc = _lookup(_load_npz(data.dir / "maps" / data.sdir / "multiclass.npz"), "last")
+    gradcam = _stored_map(data.dir / "maps" / data.sdir / "multiclass.npz", "last", i, c)
     img, mask = data.image_and_mask(i)
     title = f"{label}: image {pick['image_id']}, class {names[c]}; layers of the {model_desc}"
-    return layer_grid(img, layer_maps, layer_names, fused, path, extra={"Grad-CAM (multi-class)": mc.get((i, c))},
+    return layer_grid(img, layer_maps, layer_names, fused, path, extra={"Grad-CAM (multi-class)": gradcam},
                       gt_mask=mask == c + 1, ignore_mask=mask == IGNORE_INDEX, title=title, fused_title="Fusion (A)", fmt=fmt)

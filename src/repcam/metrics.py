@@ -14,6 +14,8 @@ Masks follow :mod:`repcam.data.base`: 0 background, ``k + 1`` class ``k``, 255 i
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -148,10 +150,12 @@ class IoUAccumulator:
         self.ap_bins = int(ap_bins)
         self.ap_pos = np.zeros((self.num_classes, self.ap_bins), dtype=np.int64)
         self.ap_neg = np.zeros((self.num_classes, self.ap_bins), dtype=np.int64)
+        # Per-record counts for the bootstrap, kept compact: C integers, and image ids interned so that the many
+        # accumulators of one evaluation share one string per image (memory stays small at 16x the demo).
         self._ids: list[str] = []
-        self._cls: list[int] = []
-        self._inter: list[int] = []
-        self._union: list[int] = []
+        self._cls = array("q")
+        self._inter = array("q")
+        self._union = array("q")
 
     def _index(self, threshold: float | None) -> int:
         t = self.primary if threshold is None else float(threshold)
@@ -197,8 +201,8 @@ class IoUAccumulator:
         self.ap_neg[cls] += np.bincount(level[~g], minlength=self.ap_bins)
         self.intersection[:, cls] += inter
         self.union[:, cls] += union
-        self._ids.append(str(image_id))
-        self._cls.append(cls)
+        self._ids.append(sys.intern(str(image_id)))
+        self._cls.append(int(cls))
         self._inter.append(int(inter[self._pi]))
         self._union.append(int(union[self._pi]))
         return float(_safe_div(inter[self._pi], union[self._pi]))
@@ -206,16 +210,20 @@ class IoUAccumulator:
     @property
     def records(self) -> list[tuple[str, int, float]]:
         """(image_id, class, IoU at the primary threshold) for every ``add``, in order."""
-        ious = _safe_div(np.asarray(self._inter), np.asarray(self._union))
+        ious = _safe_div(self._counts_array(self._inter), self._counts_array(self._union))
         return [(i, c, float(v)) for i, c, v in zip(self._ids, self._cls, ious)]
+
+    @staticmethod
+    def _counts_array(a: array) -> np.ndarray:
+        return np.array(a, dtype=np.int64)
 
     def primary_counts(self) -> PrimaryCounts:
         """Per-(image, class) intersection and union at the primary threshold (for bootstrapping)."""
         return PrimaryCounts(
             list(self._ids),
-            np.asarray(self._cls, dtype=np.int64),
-            np.asarray(self._inter, dtype=np.int64),
-            np.asarray(self._union, dtype=np.int64),
+            self._counts_array(self._cls),
+            self._counts_array(self._inter),
+            self._counts_array(self._union),
         )
 
     def per_class_iou(self, threshold: float | None = None) -> np.ndarray:
@@ -229,7 +237,7 @@ class IoUAccumulator:
 
     def per_image_miou(self) -> float:
         """Mean of the per-(image, class) IoUs at the primary threshold, skipping NaNs."""
-        return _nanmean(_safe_div(np.asarray(self._inter), np.asarray(self._union)))
+        return _nanmean(_safe_div(self._counts_array(self._inter), self._counts_array(self._union)))
 
     def per_class_pxap(self) -> np.ndarray:
         """(C,) pixel average precision per class over the images it was scored on (wsolevaluation's PxAP,
@@ -278,7 +286,7 @@ class IoUAccumulator:
             acc.ap_pos[...] = np.asarray(state["ap_pos"], dtype=np.int64)
             acc.ap_neg[...] = np.asarray(state["ap_neg"], dtype=np.int64)
         for i, c, a, u in state["records"]:
-            acc._ids.append(str(i))
+            acc._ids.append(sys.intern(str(i)))
             acc._cls.append(int(c))
             acc._inter.append(int(a))
             acc._union.append(int(u))

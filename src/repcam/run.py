@@ -36,7 +36,7 @@ from repcam.storage import Artefact, config_key, read_json, write_json, write_js
 from repcam.storage import slug as _slug
 from repcam.tables import write_tables
 from repcam.train import ImageCache, fit, predict, resolve_device
-from repcam.units import MapExtraction, ModelSpec, PairTraining, extract_maps
+from repcam.units import MapExtraction, ModelSpec, PairTraining, backbone_state, extract_maps
 from repcam.units import train_pair as train_pair_unit
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ class Run:
         self.notes: list[str] = []
         self.budget: dict[str, Any] = {}
         self._mc_images: list[int] | None = None
+        self._pair_init: dict[str, torch.Tensor] | None = None  # pairs.init: multiclass (see _set_pair_init)
+        self._pair_init_key: str | None = None
         self._check_dir()
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -137,6 +139,7 @@ class Run:
         B = self.similarity(mc_model, train, cache)
         selections = self.select(B, classes)
         pairs = self.needed_pairs(selections, train.num_classes)
+        self._set_pair_init(mc_model, train.num_classes)
         try:
             pair_arts = self.train_pairs(pairs, train, cache)
             pair_budget = self._pair_budget(pair_arts)
@@ -221,14 +224,17 @@ class Run:
 
         With ``multiclass.match_pair_budget`` (default), a model that saw fewer image-epochs than all pair models
         together is trained further, on the same images, until it has seen at least as many: the paper's baseline
-        gets no less training than the method it is compared with. B and the selections keep the first model.
+        gets no less training than the method it is compared with. With ``pairs.init: multiclass`` the pair models
+        build on the first model's training, so the baseline gets that plus as many as all pair models together.
+        B and the selections keep the first model.
         """
         mc = self.cfg.multiclass
         meta = read_json(self.dir / "multiclass" / "model.pt.meta.json")
         done = int(meta["images"]) * int(meta["epochs"])
-        if not mc.match_pair_budget or done >= pair_budget:
+        target = self._method_budget(pair_budget)
+        if not mc.match_pair_budget or done >= target:
             return mc_model, "multiclass/model.pt"
-        extra = math.ceil((pair_budget - done) / int(meta["images"]))
+        extra = math.ceil((target - done) / int(meta["images"]))
         art = Artefact(self.dir / "multiclass" / "baseline.pt", config_key({"mc": meta["sha256"], "extra_epochs": extra}))
         bb = self._new_model(train.num_classes, pretrained=False)  # its state comes from the first model or the artefact
         if art.done():
@@ -319,8 +325,20 @@ class Run:
         pairs = {tuple(sorted((c, s))) for sel in selections.values() for c, reps in sel.items() for s in reps}
         return sorted(pairs)
 
+    def _set_pair_init(self, mc_model, num_classes: int) -> None:
+        """With ``pairs.init: multiclass`` the pair models start from the multi-class model's weights (head excluded)."""
+        if self.cfg.pairs.init == "multiclass":
+            self._pair_init = backbone_state(self._model_spec(num_classes), mc_model.state_dict())
+            self._pair_init_key = read_json(self.dir / "multiclass" / "model.pt.meta.json")["sha256"]
+
     def _pair_art(self, a: int, b: int, names: tuple[str, ...]) -> Artefact:
-        key = config_key({"model": self._model_key(), "pairs": asdict(self.cfg.pairs), "pair": [names[a], names[b]]})
+        pairs = asdict(self.cfg.pairs)
+        if pairs["init"] == "pretrained":  # the default: left out so that keys from before the option still match
+            del pairs["init"]
+        settings = {"model": self._model_key(), "pairs": pairs, "pair": [names[a], names[b]]}
+        if self._pair_init_key:  # the pair model depends on the multi-class weights it starts from
+            settings["init_from"] = self._pair_init_key
+        key = config_key(settings)
         return Artefact(self.dir / "pairs" / f"{_slug(names[a])}__{_slug(names[b])}.pt", key)
 
     def train_pairs(self, pairs: list[tuple[int, int]], train: SegDataset, cache: ImageCache) -> dict[tuple[int, int], Artefact]:
@@ -367,7 +385,7 @@ class Run:
                                f"{len(side[c])} usable images without the other class (pairs.min_images={pc.min_images})")
         return PairTraining(self._model_spec(2), cache.stack(side[a] + side[b]), torch.tensor([0] * len(side[a]) + [1] * len(side[b])),
                             self._seed("pair-init", a, b), self._seed("pair-fit", a, b), pc.epochs, pc.lr, pc.batch_size,
-                            pc.target_accuracy, str(self.device))
+                            pc.target_accuracy, str(self.device), self._pair_init)
 
     def _stream_maps(self, art: Artefact, model, cache: ImageCache, jobs: list, kinds: list[str]) -> None:
         ev = self.cfg.evaluation
@@ -390,15 +408,28 @@ class Run:
         """Image-epochs all pair models were trained for."""
         return sum(sum(m["images"]) * int(m["epochs"]) for m in (a.meta() for a in pair_arts.values()))
 
+    def _method_budget(self, pair_budget: int) -> int:
+        """Image-epochs behind the method's maps: the pair models', plus the first multi-class model's when they start from it."""
+        if self.cfg.pairs.init != "multiclass":
+            return pair_budget
+        meta = read_json(self.dir / "multiclass" / "model.pt.meta.json")
+        return pair_budget + int(meta["images"]) * int(meta["epochs"])
+
     def _budget_note(self, base_path: str, pair_budget: int, n_pairs: int) -> None:
         """Say how the baseline's training budget compares with the pair models' (image-epochs actually run)."""
         meta = read_json(self.dir / (base_path + ".meta.json"))
         mc_budget = int(meta["images"]) * int(meta["epochs"])
-        ratio = mc_budget / pair_budget if pair_budget else float("inf")
+        method = self._method_budget(pair_budget)
+        ratio = mc_budget / method if method else float("inf")
         self.budget = {"baseline_model": base_path, "multiclass_image_epochs": mc_budget, "pairs_image_epochs": pair_budget,
-                       "pair_models": n_pairs, "ratio": ratio}
+                       "pair_models": n_pairs, "pairs_start_from_multiclass": method != pair_budget,
+                       "method_image_epochs": method, "ratio": ratio}
         msg = (f"training budget: the multi-class baseline ({base_path}) saw {mc_budget} image-epochs, the {n_pairs} pair models "
-               f"{pair_budget} in total (baseline/pairs = {ratio:.2f})")
+               f"{pair_budget} in total")
+        if method != pair_budget:
+            msg += f" on top of the {method - pair_budget} of the multi-class model they start from (baseline/method = {ratio:.2f})"
+        else:
+            msg += f" (baseline/pairs = {ratio:.2f})"
         if ratio < 1:
             msg += "; the baseline had less training than the method (multiclass.match_pair_budget is off)"
         self.note(msg)
@@ -410,13 +441,14 @@ class Run:
             ds.samples = ds.samples[: self.cfg.data.max_eval_images]
         names = ds.class_names
         pre = self.preprocess
-        cache = ImageCache(ds, pre, crop=ev.protocol == "crop")
+        mdir = self.dir / "maps" / _slug(split)
+        # Evaluation images can be many: spilled to disk so memory stays flat (training images stay in memory).
+        cache = ImageCache(ds, pre, crop=ev.protocol == "crop", spill_dir=mdir)
         # Only what changes a map goes into its key: thresholds and variants reuse the stored maps.
         maps_key = {"split": split, "eval_options": self.cfg.data.eval_options.get(split, {}), "protocol": ev.protocol,
                     "map_size": ev.map_size, "max": self.cfg.data.max_eval_images}
         if ev.amp:  # only then, so that runs from before the option keep their keys
             maps_key["amp"] = True
-        mdir = self.dir / "maps" / _slug(split)
 
         jobs = [(i, c, c) for i, s in enumerate(ds.samples) for c in sorted(s.labels)]
         ok = set(cache.ok(sorted({j[0] for j in jobs})))

@@ -249,10 +249,34 @@ def _within_affinity(A: np.ndarray, labels: np.ndarray) -> float:
     return float((A * same).sum())
 
 
+def _best_swap(A: np.ndarray, labels: np.ndarray, i: int, target: int, tol: float) -> int | None:
+    """The member ``j`` of cluster ``target`` whose exchange with class ``i`` raises the total within-cluster
+    affinity the most, or None if no exchange raises it.
+
+    A move that would leave ``i``'s cluster below the minimum size is blocked; without exchanges a balanced
+    partition at the minimum size (e.g. 12 classes in 4 clusters of 3) could never change at all.
+    """
+    cur = labels[i]
+    members = np.flatnonzero(labels == target)
+    here = labels == cur
+    here[i] = False
+    # Gain of the exchange, with A symmetric-ish: i joins target's members but j; j joins cur's members but i.
+    a_i = A[i] + A[:, i]
+    gains = [
+        (a_i[members].sum() - a_i[j]) - a_i[here].sum() + (A[j] + A[:, j])[here].sum() - ((A[j] + A[:, j])[members].sum())
+        for j in members
+    ]
+    if not gains:
+        return None
+    k = int(np.argmax(gains))
+    return int(members[k]) if gains[k] > 2 * tol else None
+
+
 def _refine(
     A: np.ndarray, labels: np.ndarray, n_clusters: int, min_size: int, max_iter: int
 ) -> tuple[np.ndarray, str]:
-    """Move classes to the cluster of highest average affinity until stable.
+    """Move classes to the cluster of highest average affinity until stable; where a move would break the
+    minimum size, exchange the class with a member of that cluster if that raises the within-cluster affinity.
 
     ``A`` must have a zero diagonal. Returns the labels and why it stopped: ``"converged"``,
     ``"cycle"`` (a partition repeated) or ``"max_iter"``.
@@ -267,18 +291,21 @@ def _refine(
         moved = False
         for i in range(num_classes):
             cur = labels[i]
-            if sizes[cur] - 1 < min_size:
-                continue
             sums = np.bincount(labels, weights=A[i], minlength=n_clusters)
             counts = sizes.astype(np.float64)
             counts[cur] -= 1  # i itself is not part of the average (its A[i, i] is 0 anyway)
-            means = sums / counts
+            means = np.divide(sums, counts, out=np.full(n_clusters, -np.inf), where=counts > 0)
             best = int(np.flatnonzero(means >= means.max() - tol)[0])
             # Only strict improvements move a class: ties stay put, which keeps ties from cycling.
-            if means[best] > means[cur] + tol:
+            if not means[best] > means[cur] + tol:
+                continue
+            if sizes[cur] - 1 >= min_size:
                 labels[i] = best
                 sizes[cur] -= 1
                 sizes[best] += 1
+                moved = True
+            elif (j := _best_swap(A, labels, i, best, tol)) is not None:
+                labels[i], labels[j] = best, cur
                 moved = True
         if not moved:
             return labels, "converged"
@@ -302,7 +329,10 @@ def improved_kmeans(
     There are no cluster centres: starting from a random balanced partition, each class in turn
     moves to the cluster with the largest average affinity to its members (itself excluded),
     provided no cluster drops below ``min(min_size, num_classes // n_clusters)`` members (the
-    paper's "no less than 4 samples per cluster"). A class only moves on a strict improvement.
+    paper's "no less than 4 samples per cluster"); where the minimum blocks the move, the class is
+    exchanged with the member of that cluster whose exchange raises the total within-cluster
+    affinity most, if any does (without exchanges a partition at the minimum size, e.g. 12 classes
+    in 4 clusters of 3, is frozen at its random start). A class only moves on a strict improvement.
     Passes stop when nothing moves, after ``max_iter`` passes, or when a partition repeats.
     Of ``n_init`` restarts (seeds spawned from ``seed``) the partition with the largest total
     within-cluster affinity wins (ties: the first).

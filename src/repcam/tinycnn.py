@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 
-def _stage(cin: int, cout: int) -> nn.Sequential:
+def _stage(cin: int, cout: int, stride: int = 2) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
         nn.Conv2d(cout, cout, 3, padding=1, bias=False),
@@ -18,14 +18,20 @@ def _stage(cin: int, cout: int) -> nn.Sequential:
 
 
 class TinyCNN(nn.Module):
-    """Stem + four stride-2 stages named ``layer1..layer4`` (so "auto" layers pick them, as for ResNet) + GAP + FC."""
+    """Stem + four stages named ``layer1..layer4`` (so "auto" layers pick them, as for ResNet) + GAP + FC.
 
-    def __init__(self, num_classes: int, widths: tuple[int, int, int, int] = (16, 32, 48, 64)) -> None:
+    Every stage halves the resolution, except the last with ``last_stride=1`` (output stride 8 instead of 16:
+    an 8 x 8 last-layer map at 64 px, as fine relative to the image as ResNet's 7 x 7 at 224 px).
+    """
+
+    def __init__(self, num_classes: int, widths: tuple[int, int, int, int] = (16, 32, 48, 64), last_stride: int = 2) -> None:
         super().__init__()
+        if last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         chans = (widths[0],) + tuple(widths)
         for i in range(4):
-            self.add_module(f"layer{i + 1}", _stage(chans[i], chans[i + 1]))
+            self.add_module(f"layer{i + 1}", _stage(chans[i], chans[i + 1], last_stride if i == 3 else 2))
         self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

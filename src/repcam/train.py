@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -28,12 +32,46 @@ def resolve_device(device: str) -> torch.device:
 
 
 class ImageCache:
-    """Each image of a data set preprocessed once into a (3, S, S) uint8 tensor; unreadable images are skipped and counted."""
+    """Each image of a data set preprocessed once into a (3, S, S) uint8 tensor; unreadable images are skipped and counted.
 
-    def __init__(self, dataset: SegDataset, pre: Preprocess, crop: bool) -> None:
+    With ``spill_dir`` the tensors go to an anonymous file there (deleted when the cache is, or when the process
+    dies) and are read back with positioned reads, so memory does not grow with the number of images.
+    """
+
+    def __init__(self, dataset: SegDataset, pre: Preprocess, crop: bool, spill_dir: str | Path | None = None) -> None:
         self.dataset, self.pre, self.crop = dataset, pre, crop
         self._cache: dict[int, torch.Tensor] = {}
         self.bad: dict[int, str] = {}
+        self._slot: dict[int, int] = {}  # image -> row in the spill file
+        self._file = None
+        if spill_dir is not None:
+            Path(spill_dir).mkdir(parents=True, exist_ok=True)
+            self._file = tempfile.TemporaryFile(dir=spill_dir, prefix=".images-")  # noqa: SIM115 - closed in __del__
+        self._shape = (3, pre.input_size, pre.input_size)
+        self._row_bytes = math.prod(self._shape)
+
+    def __del__(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __contains__(self, i: int) -> bool:
+        return i in self._cache or i in self._slot
+
+    def _put(self, i: int, t: torch.Tensor) -> None:
+        if self._file is None:
+            self._cache[i] = t
+            return
+        buf = t.contiguous().numpy().tobytes()
+        if len(buf) != self._row_bytes:
+            raise DataError(f"image {i}: preprocessed to {tuple(t.shape)}, expected {self._shape}")
+        self._slot[i] = len(self._slot)
+        os.pwrite(self._file.fileno(), buf, self._slot[i] * self._row_bytes)
+
+    def _get(self, i: int) -> torch.Tensor:
+        if self._file is None:
+            return self._cache[i]
+        buf = os.pread(self._file.fileno(), self._row_bytes, self._slot[i] * self._row_bytes)
+        return torch.frombuffer(bytearray(buf), dtype=torch.uint8).view(self._shape)
 
     def ok(self, idx: Sequence[int]) -> list[int]:
         """The subset of ``idx`` whose image loads; loads and caches them."""
@@ -41,9 +79,9 @@ class ImageCache:
         for i in idx:
             if i in self.bad:
                 continue
-            if i not in self._cache:
+            if i not in self:
                 try:
-                    self._cache[i] = self.pre.to_uint8(self.dataset.image(i), self.crop)
+                    self._put(i, self.pre.to_uint8(self.dataset.image(i), self.crop))
                 except DataError as e:
                     self.bad[i] = str(e)
                     log.warning("skipping image: %s", e)
@@ -52,7 +90,7 @@ class ImageCache:
         return good
 
     def stack(self, idx: Sequence[int]) -> torch.Tensor:
-        return torch.stack([self._cache[i] for i in idx]) if idx else torch.empty(0, 3, self.pre.input_size, self.pre.input_size, dtype=torch.uint8)
+        return torch.stack([self._get(i) for i in idx]) if idx else torch.empty(0, *self._shape, dtype=torch.uint8)
 
 
 @dataclass

@@ -6,6 +6,7 @@ tensors and numbers, so :mod:`repcam.executor` can ship it anywhere and the pare
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -42,15 +43,25 @@ class PairTraining:
     batch_size: int
     target_accuracy: float
     device: str
+    init_state: dict[str, torch.Tensor] | None = None  # start from these weights (the head stays random)
 
 
 def train_pair(spec: PairTraining) -> tuple[dict[str, torch.Tensor], FitResult]:
     """A binary classifier trained from ``spec``: its CPU state dict and the training summary."""
     torch.manual_seed(spec.init_seed)
-    bb = spec.model.build()
+    bb = spec.model.build(pretrained=spec.init_state is None)
+    if spec.init_state is not None:
+        bb.model.load_state_dict(spec.init_state, strict=False)
     res = fit(bb.model, spec.images, spec.labels, bb.preprocess, loss="ce", epochs=spec.epochs, lr=spec.lr,
               batch_size=spec.batch_size, seed=spec.fit_seed, device=resolve_device(spec.device), target_accuracy=spec.target_accuracy)
     return {k: v.cpu() for k, v in bb.model.state_dict().items()}, res
+
+
+def backbone_state(spec: ModelSpec, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` (of a ``spec`` model) without its classifier head: the entries whose shape changes with the number
+    of outputs, found by comparison with the same architecture with one more output."""
+    ref = dataclasses.replace(spec, num_classes=spec.num_classes + 1).build(pretrained=False).model.state_dict()
+    return {k: v.detach().cpu() for k, v in state.items() if k in ref and ref[k].shape == v.shape}
 
 
 class StackedImages:
