@@ -45,11 +45,18 @@ class SplitResult:
     irn: dict[str, dict[float, float]] = field(default_factory=dict)  # method -> bg threshold -> (C+1)-label mIoU
 
 
-def _by_image(records: MapRecords | RecordFile, cls: int, kind: str, images: Sequence[int]) -> dict[int, np.ndarray]:
-    """{image: map} of one class for some images; a record file gives up only those rows."""
+def _by_image(records: MapRecords | RecordFile, cls: int, kinds: Sequence[str], images: Sequence[int]) -> dict[str, dict[int, np.ndarray]]:
+    """{kind: {image: map}} of one class for some images; a record file gives up only those rows."""
     sel = np.nonzero((np.asarray(records["cls"]) == cls) & np.isin(records["image"], images))[0]
-    rows = record_rows(records, kind, sel)
-    return {int(records["image"][i]): rows[r] for r, i in enumerate(sel)}
+    ids = [int(records["image"][i]) for i in sel]
+    return {kind: dict(zip(ids, record_rows(records, kind, sel))) for kind in kinds}
+
+
+def _computed_kinds(records: MapRecords | RecordFile) -> list[str]:
+    """The multi-class map kinds stored with values: a kind the backbone cannot give (CAM without GAP + FC) is
+    stored as NaN maps, so its first row tells."""
+    first = np.arange(min(1, len(records["cls"])))
+    return [k for k in dict.fromkeys(MC_METHODS.values()) if k in records and not np.isnan(record_rows(records, k, first).astype(np.float32)).any()]
 
 
 def evaluate_split(
@@ -84,7 +91,7 @@ def evaluate_split(
     pairwise = np.full((C, C), np.nan)
     missing: dict[str, int] = {}
     topk_sel: dict[str, Selection] = {f"Top-{k}": {} for k in topk}
-    kinds = [k for k in MC_METHODS.values() if k in mc_records and not np.isnan(record_rows(mc_records, k, np.arange(min(1, len(mc_records["cls"])))).astype(np.float32)).any()]
+    kinds = _computed_kinds(mc_records)
     class_modes = [m for m in ("max", "geomean") if m in variants]
     contrast_records = contrast_records or {}
     for c in range(C):
@@ -101,7 +108,7 @@ def evaluate_split(
 
         if topk:  # Top-k needs class c's whole pairwise row before any fused map: one extra pass
             for chunk in chunks:
-                score_pairs(chunk, {s: _by_image(r, c, "last", chunk) for s, r in partners.items()}, {i: _eval_mask(ds, i, protocol) for i in chunk})
+                score_pairs(chunk, {s: _by_image(r, c, ["last"], chunk)["last"] for s, r in partners.items()}, {i: _eval_mask(ds, i, protocol) for i in chunk})
             pairwise[c, list(partners)] = [pair_acc[s].per_class_iou()[c] for s in partners]
             for k in topk:
                 # Rows of classes not evaluated yet are NaN, and NaN is never selected: only row c matters here.
@@ -109,11 +116,12 @@ def evaluate_split(
                     topk_sel[f"Top-{k}"][c] = topk_select(pairwise, k)[c]
 
         for chunk in chunks:  # only one chunk of one class's maps is in memory at a time
-            mc = {kind: _by_image(mc_records, c, kind, chunk) for kind in kinds}
-            last = {s: _by_image(r, c, "last", chunk) for s, r in partners.items()}
-            fused = {s: _by_image(r, c, "fused", chunk) for s, r in partners.items()}
+            mc = _by_image(mc_records, c, kinds, chunk)
+            pair_maps = {s: _by_image(r, c, ["last", "fused"], chunk) for s, r in partners.items()}
+            last = {s: m["last"] for s, m in pair_maps.items()}
+            fused = {s: m["fused"] for s, m in pair_maps.items()}
             masks = {i: _eval_mask(ds, i, protocol) for i in chunk}
-            contrast_tables = {n: {k: _by_image(r, c, k, chunk) for k in ("last", "fused")} for n, r in contrast_records.items() if "contrast" in variants}
+            contrast_tables = {n: _by_image(r, c, ["last", "fused"], chunk) for n, r in contrast_records.items() if "contrast" in variants}
             if not topk:
                 score_pairs(chunk, last, masks)
             for i in chunk:
