@@ -178,6 +178,26 @@ def test_changed_settings_invalidate_only_what_depends_on_them(reference_run: Pa
     assert not extracted  # nor recompute a stored map
 
 
+def test_pairs_starting_from_the_multiclass_model_retrain_pairs_and_baseline_only(reference_run: Path, tmp_path: Path, monkeypatch):
+    import shutil
+
+    shutil.copytree(reference_run, tmp_path / "run")
+    n_pairs = len(list((tmp_path / "run" / "pairs").glob("*.pt")))
+    fit = CountingFit()
+    _patch_fit(monkeypatch, fit)
+    Run(tiny_config(pairs__init="multiclass"), tmp_path / "run", show_progress=False).run()
+    assert fit.calls == n_pairs + 1  # every pair model (new key) and the baseline (new budget); not the first model
+    budget = read_json(tmp_path / "run" / "budget.json")
+    first = read_json(tmp_path / "run" / "multiclass" / "model.pt.meta.json")
+    assert budget["pairs_start_from_multiclass"] and budget["pair_models"] == n_pairs
+    assert budget["method_image_epochs"] == first["images"] * first["epochs"] + budget["pairs_image_epochs"]
+    assert budget["multiclass_image_epochs"] >= budget["method_image_epochs"] and budget["ratio"] >= 1
+    assert not read_json(reference_run / "budget.json")["pairs_start_from_multiclass"]
+    fit.calls = 0
+    Run(tiny_config(pairs__init="multiclass"), tmp_path / "run", show_progress=False).run()
+    assert fit.calls == 0  # and a rerun reuses them
+
+
 @pytest.mark.parametrize(
     "over,match",
     [
