@@ -22,10 +22,11 @@ def test_yaml_and_toml_load_the_same(tmp_path: Path):
         ({"selection": {"methods": ["s9"]}}, "unknown method 's9'"),
         ({"data": {"kind": "voc"}}, "'data.root' is required"),
         ({"evaluation": {"threshold": 1.5}}, r"'evaluation.threshold' must be in \(0, 1\)"),
-        ({"multiclass": {"mode": "soft"}}, "'multiclass.mode' must be 'single' or 'multilabel'"),
+        ({"multiclass": {"mode": "soft"}}, "'multiclass.mode' must be one of single, multilabel; got 'soft'"),
+        ({"execution": {"kind": "dask"}}, "'execution.kind' must be one of inprocess, process, ray; got 'dask'"),
         ({"selection": {"n": 0}}, "'selection.n' must be >= 1"),
         ({"evaluation": {"variants": ["median"]}}, "'evaluation.variants' has unknown variant 'median'; choose from max, geomean"),
-        ({"pairs": {"init": "imagenet"}}, "'pairs.init' must be 'pretrained' or 'multiclass'; got 'imagenet'"),
+        ({"pairs": {"init": "imagenet"}}, "'pairs.init' must be one of pretrained, multiclass; got 'imagenet'"),
     ],
 )
 def test_invalid_configs_name_the_key(values, match):

@@ -169,24 +169,21 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
     def fail(key: str, msg: str) -> None:
         raise ConfigError(f"{source}: '{key}' {msg}")
 
-    if cfg.data.kind not in ("partsworld", "voc", "coco", "folder"):
-        fail("data.kind", f"must be one of partsworld, voc, coco, folder; got {cfg.data.kind!r}")
+    for key, value, allowed in [
+        ("data.kind", cfg.data.kind, ("partsworld", "voc", "coco", "folder")),
+        ("multiclass.mode", cfg.multiclass.mode, ("single", "multilabel")),
+        ("pairs.init", cfg.pairs.init, ("pretrained", "multiclass")),
+        ("evaluation.protocol", cfg.evaluation.protocol, ("whole", "crop")),
+        ("execution.kind", cfg.execution.kind, ("inprocess", "process", "ray")),
+    ]:
+        if value not in allowed:
+            fail(key, f"must be one of {', '.join(allowed)}; got {value!r}")
     if cfg.data.kind != "partsworld" and not cfg.data.root:
         fail("data.root", f"is required for data.kind={cfg.data.kind!r} (the data set folder)")
-    if cfg.multiclass.mode not in ("single", "multilabel"):
-        fail("multiclass.mode", f"must be 'single' or 'multilabel'; got {cfg.multiclass.mode!r}")
-    bad = [m for m in cfg.selection.methods if m not in SELECTION_METHODS]
-    if bad:
-        fail("selection.methods", f"has unknown method {bad[0]!r}; choose from {', '.join(SELECTION_METHODS)}")
-    if cfg.pairs.init not in ("pretrained", "multiclass"):
-        fail("pairs.init", f"must be 'pretrained' or 'multiclass'; got {cfg.pairs.init!r}")
-    if cfg.evaluation.protocol not in ("whole", "crop"):
-        fail("evaluation.protocol", f"must be 'whole' or 'crop'; got {cfg.evaluation.protocol!r}")
-    bad = [v for v in cfg.evaluation.variants if v not in VARIANTS]
-    if bad:
-        fail("evaluation.variants", f"has unknown variant {bad[0]!r}; choose from {', '.join(VARIANTS)}")
-    if cfg.execution.kind not in ("inprocess", "process", "ray"):
-        fail("execution.kind", f"must be inprocess, process or ray; got {cfg.execution.kind!r}")
+    for key, values, allowed in [("selection.methods", cfg.selection.methods, SELECTION_METHODS), ("evaluation.variants", cfg.evaluation.variants, VARIANTS)]:
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            fail(key, f"has unknown {key.split('.')[1][:-1]} {bad[0]!r}; choose from {', '.join(allowed)}")
     if cfg.execution.workers < 1 or (cfg.execution.threads is not None and cfg.execution.threads < 1):
         fail("execution", "workers and threads must be >= 1")
     if not 0 < cfg.evaluation.threshold < 1:

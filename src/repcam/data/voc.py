@@ -271,21 +271,16 @@ class _ReportMixin(SegDataset):
         bad: list[tuple[str, str]] = []
         keep: list[Sample] = []
         for i, s in enumerate(self.samples):
-            try:
-                self.image(i)
-            except DataError as e:
-                bad.append((s.id, str(e)))
-                if drop:
-                    self._skips.add(s.id, "invalid image")
-                continue
-            try:
-                self.mask(i)
-            except DataError as e:
-                bad.append((s.id, str(e)))
-                if drop:
-                    self._skips.add(s.id, "invalid mask")
-                continue
-            keep.append(s)
+            for what, load in (("image", self.image), ("mask", self.mask)):
+                try:
+                    load(i)
+                except DataError as e:
+                    bad.append((s.id, str(e)))
+                    if drop:
+                        self._skips.add(s.id, f"invalid {what}")
+                    break
+            else:
+                keep.append(s)
         if drop:
             self.samples = keep
         return bad
