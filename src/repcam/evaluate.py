@@ -70,7 +70,7 @@ def evaluate_split(
     progress: Callable[[int], None] | None = None,
     variants: Sequence[str] = (),
     contrast_records: Mapping[str, MapRecords] | None = None,
-    chunk_size: int = 256,
+    chunk_size: int = 64,
 ) -> SplitResult:
     """Evaluate every method class by class, in chunks of ``chunk_size`` images, so memory does not grow with the data.
 
