@@ -107,7 +107,7 @@ def pipeline(args) -> None:
         r = child(d, 300 * scale, 1500 * scale)
         rows.append({"scale": scale, **r})
         print(f"x{scale}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
-    stages = ["train multi-class", "train pairs", "train baseline", "maps val", "evaluate val"]
+    stages = ["train multi-class", "similarity", "train pairs", "train baseline", "maps val", "evaluate val"]
     lines = [
         "# Whole-pipeline time against the number of images",
         "",
@@ -127,6 +127,9 @@ def pipeline(args) -> None:
         slope = (b["seconds"] - a["seconds"]) / (1800 * (b["scale"] - a["scale"]))
         lines += ["", f"Marginal cost: {slope * 1000:.1f} ms per (training + evaluation) image between {a['scale']}x and {b['scale']}x; "
                   f"the constant part is the capped pair training."]
+        for r in rows[1:-1]:  # how far the middle scales are from the straight line through the ends
+            line = a["seconds"] + slope * 1800 * (r["scale"] - a["scale"])
+            lines.append(f"At {r['scale']}x: {r['seconds']:.0f} s measured, {line:.0f} s on that line ({100 * (r['seconds'] / line - 1):+.0f}%).")
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
