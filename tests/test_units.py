@@ -35,3 +35,12 @@ def test_pair_training_starts_from_the_given_weights(monkeypatch):
     assert state["fc.weight"].shape == (2, 64)
     fresh, _ = train_pair(PairTraining(**{**spec.__dict__, "init_state": None}))
     assert not torch.equal(fresh["stem.0.weight"], init["stem.0.weight"])
+
+
+def test_starting_weights_of_another_architecture_are_refused():
+    other = ModelSpec("resnet18", 3, None, 32)
+    init = backbone_state(other, other.build(pretrained=False).model.state_dict())
+    spec = PairTraining(ModelSpec("tiny_cnn", 2, None, 32), torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1]),
+                        init_seed=1, fit_seed=2, epochs=1, lr=1e-3, batch_size=2, target_accuracy=0.9, device="cpu", init_state=init)
+    with pytest.raises(ValueError, match="another architecture"):
+        train_pair(spec)

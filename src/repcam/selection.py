@@ -256,18 +256,14 @@ def _best_swap(A: np.ndarray, labels: np.ndarray, i: int, target: int, tol: floa
     A move that would leave ``i``'s cluster below the minimum size is blocked; without exchanges a balanced
     partition at the minimum size (e.g. 12 classes in 4 clusters of 3) could never change at all.
     """
-    cur = labels[i]
     members = np.flatnonzero(labels == target)
-    here = labels == cur
-    here[i] = False
-    # Gain of the exchange, with A symmetric-ish: i joins target's members but j; j joins cur's members but i.
-    a_i = A[i] + A[:, i]
-    gains = [
-        (a_i[members].sum() - a_i[j]) - a_i[here].sum() + (A[j] + A[:, j])[here].sum() - ((A[j] + A[:, j])[members].sum())
-        for j in members
-    ]
-    if not gains:
+    if not len(members):
         return None
+    rest = np.flatnonzero(labels == labels[i])
+    rest = rest[rest != i]  # i's cluster without i
+    s = A + A.T  # a pair's contribution to the total within-cluster affinity (A's diagonal is zero)
+    # i leaves its cluster for target without j; j leaves target for i's cluster without i.
+    gains = (s[i, members].sum() - s[i, members]) - s[i, rest].sum() + s[np.ix_(members, rest)].sum(1) - s[np.ix_(members, members)].sum(1)
     k = int(np.argmax(gains))
     return int(members[k]) if gains[k] > 2 * tol else None
 

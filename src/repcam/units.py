@@ -51,7 +51,10 @@ def train_pair(spec: PairTraining) -> tuple[dict[str, torch.Tensor], FitResult]:
     torch.manual_seed(spec.init_seed)
     bb = spec.model.build(pretrained=spec.init_state is None)
     if spec.init_state is not None:
-        bb.model.load_state_dict(spec.init_state, strict=False)
+        loaded = bb.model.load_state_dict(spec.init_state, strict=False)  # the head is missing on purpose
+        if loaded.unexpected_keys:
+            raise ValueError(f"pair model {spec.model.name}: starting weights of another architecture "
+                             f"(unexpected keys {loaded.unexpected_keys[:3]}...)")
     res = fit(bb.model, spec.images, spec.labels, bb.preprocess, loss="ce", epochs=spec.epochs, lr=spec.lr,
               batch_size=spec.batch_size, seed=spec.fit_seed, device=resolve_device(spec.device), target_accuracy=spec.target_accuracy)
     return {k: v.cpu() for k, v in bb.model.state_dict().items()}, res
