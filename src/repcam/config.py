@@ -234,7 +234,7 @@ def demo_config() -> RunConfig:
             # The parts world's training images are mostly single-object, so the paper's softmax setting is fair here.
             "multiclass": {"mode": "single", "epochs": 15, "lr": 3e-3, "batch_size": 32},
             # No ImageNet weights for the tiny CNN: pair models start from the multi-class model instead (the paper
-            # starts them from ImageNet weights); the baseline is still trained for as many image-epochs as they are.
+            # starts them from ImageNet weights); the baseline then gets the multi-class model's image-epochs plus theirs.
             "pairs": {"epochs": 4, "lr": 3e-3, "batch_size": 32, "target_accuracy": 0.97, "max_images_per_class": 100,
                       "init": "multiclass"},
             "evaluation": {"map_size": 64},
