@@ -28,7 +28,7 @@ import json, sys
 t = {ex: {r["method"]: r["miou"] for r in json.load(open(f"{sys.argv[1]}/{ex}/results/val/ablation.json"))["rows"]} for ex in ("inprocess", "ray")}
 n = json.load(open(f"{sys.argv[1]}/ray/budget.json"))["pair_models"]
 print(f"{n} pair models. Largest mIoU difference between the two tables: {max(abs(t['inprocess'][m] - t['ray'][m]) for m in t['ray']) * 100:.2f} points "
-      "(in-process units use all cores' threads, Ray workers cores // workers, so floating-point sums differ).")
+      "(in-process units use all cores' threads, Ray workers cores // workers; different thread counts may change floating-point sums).")
 PY
 )
 {
