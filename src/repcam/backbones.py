@@ -125,7 +125,7 @@ def build_classifier(
         candidates = _torchvision_cache_files(arch)
     else:
         if not timm.is_model(name):
-            raise ValueError(f"unknown backbone {name!r}: not a timm model, 'torchvision/<name>', 'tiny_cnn' or 'tiny_cnn_s8'")
+            raise ValueError(f"unknown backbone {name!r}: not a timm model, 'torchvision/<name>', " + " or ".join(map(repr, TINY_CNNS)))
         model = timm.create_model(name, pretrained=False)
         cfg = model.pretrained_cfg
         pre = Preprocess(input_size or int(cfg.get("input_size", (3, 224, 224))[-1]), tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))

@@ -229,8 +229,8 @@ class Run:
         B and the selections keep the first model.
         """
         mc = self.cfg.multiclass
-        meta = read_json(self.dir / "multiclass" / "model.pt.meta.json")
-        done = int(meta["images"]) * int(meta["epochs"])
+        meta = self._first_model_meta()
+        done = _image_epochs(meta)
         target = self._method_budget(pair_budget)
         if not mc.match_pair_budget or done >= target:
             return mc_model, "multiclass/model.pt"
@@ -329,7 +329,7 @@ class Run:
         """With ``pairs.init: multiclass`` the pair models start from the multi-class model's weights (head excluded)."""
         if self.cfg.pairs.init == "multiclass":
             self._pair_init = backbone_state(self._model_spec(num_classes), mc_model.state_dict())
-            self._pair_init_key = read_json(self.dir / "multiclass" / "model.pt.meta.json")["sha256"]
+            self._pair_init_key = self._first_model_meta()["sha256"]
 
     def _pair_art(self, a: int, b: int, names: tuple[str, ...]) -> Artefact:
         pairs = asdict(self.cfg.pairs)
@@ -408,17 +408,19 @@ class Run:
         """Image-epochs all pair models were trained for."""
         return sum(sum(m["images"]) * int(m["epochs"]) for m in (a.meta() for a in pair_arts.values()))
 
+    def _first_model_meta(self) -> dict[str, Any]:
+        """The metadata of the multi-class model behind B (and the pair models' start with ``pairs.init: multiclass``)."""
+        return read_json(self.dir / "multiclass" / "model.pt.meta.json")
+
     def _method_budget(self, pair_budget: int) -> int:
         """Image-epochs behind the method's maps: the pair models', plus the first multi-class model's when they start from it."""
         if self.cfg.pairs.init != "multiclass":
             return pair_budget
-        meta = read_json(self.dir / "multiclass" / "model.pt.meta.json")
-        return pair_budget + int(meta["images"]) * int(meta["epochs"])
+        return pair_budget + _image_epochs(self._first_model_meta())
 
     def _budget_note(self, base_path: str, pair_budget: int, n_pairs: int) -> None:
         """Say how the baseline's training budget compares with the pair models' (image-epochs actually run)."""
-        meta = read_json(self.dir / (base_path + ".meta.json"))
-        mc_budget = int(meta["images"]) * int(meta["epochs"])
+        mc_budget = _image_epochs(read_json(self.dir / (base_path + ".meta.json")))
         method = self._method_budget(pair_budget)
         ratio = mc_budget / method if method else float("inf")
         self.budget = {"baseline_model": base_path, "multiclass_image_epochs": mc_budget, "pairs_image_epochs": pair_budget,
@@ -502,6 +504,11 @@ class Run:
         write_tables(self.dir / "results" / _slug(split), split, result, rows, self.notes, skipped=len(cache.bad))
         write_json_mapping(self.dir / "results" / _slug(split) / "accumulators.json", ((k, v.state_dict) for k, v in result.accs.items()))
         return rows
+
+
+def _image_epochs(meta: dict[str, Any]) -> int:
+    """Image-epochs a stored multi-class model was trained for."""
+    return int(meta["images"]) * int(meta["epochs"])
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
