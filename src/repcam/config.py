@@ -62,6 +62,9 @@ class PairConfig:
     # pretrained: the backbone's pretrained weights (ImageNet where they exist, as in the paper);
     # multiclass: the trained multi-class model's weights, head excluded (for backbones without pretrained weights)
     init: str = "pretrained"
+    # Partial fine-tuning: freeze the backbone up to this stage (e.g. blocks.2, layer2) and train only the rest, on
+    # trunk features cached once per image and flip (repcam.featcache); null: every layer trains (full fine-tuning).
+    freeze_until: str | None = None
 
 
 @dataclass

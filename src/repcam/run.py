@@ -30,6 +30,7 @@ from repcam.executor import Executor, ExecutorError, Unit, default_threads
 from repcam.config import RunConfig
 from repcam.data import SegDataset, load_dataset
 from repcam.evaluate import evaluate_split, summarize
+from repcam.featcache import FeatureCache, FreezeError, build_cache, split_model
 from repcam.maps import MapRecords, extract
 from repcam.records import RecordFile, RecordWriter
 from repcam.storage import Artefact, config_key, read_json, write_json, write_json_mapping, write_text
@@ -61,6 +62,7 @@ class Run:
         self._mc_images: list[int] | None = None
         self._pair_init: dict[str, torch.Tensor] | None = None  # pairs.init: multiclass (see _set_pair_init)
         self._pair_init_key: str | None = None
+        self._features: FeatureCache | None = None  # pairs.freeze_until: the shared trunk features (see _feature_cache)
         self._check_dir()
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -134,6 +136,7 @@ class Run:
         self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
         classes = list(train.class_names)
         self._check_classes(train)
+        self._check_freeze()
         cache = ImageCache(train, self.preprocess, crop=True)
         mc_model = self.train_multiclass(train, cache)
         B = self.similarity(mc_model, train, cache)
@@ -335,6 +338,8 @@ class Run:
         pairs = asdict(self.cfg.pairs)
         if pairs["init"] == "pretrained":  # the default: left out so that keys from before the option still match
             del pairs["init"]
+        if pairs["freeze_until"] is None:  # likewise
+            del pairs["freeze_until"]
         settings = {"model": self._model_key(), "pairs": pairs, "pair": [names[a], names[b]]}
         if self._pair_init_key:  # the pair model depends on the multi-class weights it starts from
             settings["init_from"] = self._pair_init_key
@@ -346,6 +351,8 @@ class Run:
         names = train.class_names
         arts = {p: self._pair_art(*p, names) for p in pairs}
         todo = [p for p in pairs if not arts[p].done()]
+        if self.cfg.pairs.freeze_until is not None and todo:
+            self._features = self._feature_cache(pairs, train, cache)
 
         def units() -> Iterator[Unit]:
             for p in todo:  # built lazily: only the units in flight hold their images
@@ -371,6 +378,18 @@ class Run:
         """
         a, b = pair
         pc = self.cfg.pairs
+        ids_a, ids_b = self._pair_sides(pair, train, cache)
+        # With pairs.freeze_until the unit reads its images' cached trunk features instead of the images.
+        feats = self._features.rows(ids_a + ids_b) if self._features is not None else None
+        images = cache.stack(ids_a + ids_b) if feats is None else cache.stack([])
+        return PairTraining(self._model_spec(2), images, torch.tensor([0] * len(ids_a) + [1] * len(ids_b)),
+                            self._seed("pair-init", a, b), self._seed("pair-fit", a, b), pc.epochs, pc.lr, pc.batch_size,
+                            pc.target_accuracy, str(self.device), self._pair_init, pc.freeze_until, feats)
+
+    def _pair_sides(self, pair: tuple[int, int], train: SegDataset, cache: ImageCache) -> tuple[list[int], list[int]]:
+        """The usable training images of class a without b, and of b without a (capped by pairs.max_images_per_class)."""
+        a, b = pair
+        pc = self.cfg.pairs
         side: dict[int, list[int]] = {a: [], b: []}
         for i, s in enumerate(train.samples):
             if (a in s.labels) != (b in s.labels):
@@ -383,9 +402,40 @@ class Run:
             if len(side[c]) < pc.min_images:
                 raise RunError(f"pair ({train.class_names[a]}, {train.class_names[b]}): class {train.class_names[c]} has only "
                                f"{len(side[c])} usable images without the other class (pairs.min_images={pc.min_images})")
-        return PairTraining(self._model_spec(2), cache.stack(side[a] + side[b]), torch.tensor([0] * len(side[a]) + [1] * len(side[b])),
-                            self._seed("pair-init", a, b), self._seed("pair-fit", a, b), pc.epochs, pc.lr, pc.batch_size,
-                            pc.target_accuracy, str(self.device), self._pair_init)
+        return side[a], side[b]
+
+    def _check_freeze(self) -> None:
+        """Fail before any training when pairs.freeze_until names no usable stage or would freeze a random trunk."""
+        stage = self.cfg.pairs.freeze_until
+        if stage is None:
+            return
+        if self.cfg.pairs.init == "pretrained" and self.cfg.backbone.weights in (None, "none"):
+            raise RunError(f"pairs.freeze_until={stage!r} would freeze a random trunk (backbone.weights is null, pairs.init "
+                           "is pretrained); set backbone.weights or pairs.init: multiclass")
+        try:
+            split_model(self._new_model(2, pretrained=False).model, stage, check_size=self.preprocess.input_size)
+        except FreezeError as e:
+            raise RunError(str(e)) from e
+        self.note(f"pair models were fine-tuned only after {stage} (pairs.freeze_until): the stages up to it kept their starting "
+                  "weights, so a pair model's image-epoch cost less than the baseline's")
+
+    def _feature_cache(self, pairs: list[tuple[int, int]], train: SegDataset, cache: ImageCache) -> FeatureCache:
+        """The trunk features (pairs.freeze_until) of every image of every pair model, computed once and shared by all."""
+        stage = self.cfg.pairs.freeze_until
+        ids = sorted({i for p in pairs for side in self._pair_sides(p, train, cache) for i in side})
+        bb = self._new_model(2, pretrained=self._pair_init is None)
+        if self._pair_init is not None:  # the trunk every pair model starts from (its head is not part of the cache)
+            bb.model.load_state_dict(self._pair_init, strict=False)
+        key = {"data": self._data_key(), "train_split": self.cfg.data.train_split, "backbone": asdict(self.cfg.backbone), "crop": True}
+        try:
+            with self.timed("feature cache"):
+                fc = build_cache(self.dir / "features" / f"{_slug(stage)}.npy", split_model(bb.model, stage, check_size=bb.preprocess.input_size),
+                                 bb.preprocess, ids, cache.stack, key, batch_size=self.cfg.pairs.batch_size, device=self.device)
+        except FreezeError as e:
+            raise RunError(str(e)) from e
+        self.say(f"feature cache up to {stage}: {len(ids)} images x 2 flips, {fc.shape[2:]} float32, {fc.bytes / 2**20:.1f} MiB "
+                 + ("reused" if fc.reused else f"built in {fc.seconds:.1f} s") + f" ({fc.path})")
+        return fc
 
     def _stream_maps(self, art: Artefact, model, cache: ImageCache, jobs: list, kinds: list[str]) -> None:
         ev = self.cfg.evaluation

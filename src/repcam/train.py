@@ -21,6 +21,7 @@ from repcam.data.base import DataError, SegDataset
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (done, total)
+BatchInputs = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (image rows, flip flags) -> the model's input
 
 
 def resolve_device(device: str) -> torch.device:
@@ -104,7 +105,7 @@ class FitResult:
 
 def fit(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | None,
     targets: torch.Tensor,
     pre: Preprocess,
     *,
@@ -117,21 +118,24 @@ def fit(
     target_accuracy: float | None = None,
     plateau: tuple[float, int] | None = None,
     progress: Progress | None = None,
+    inputs: BatchInputs | None = None,
 ) -> FitResult:
     """Adam on uint8 ``images`` with random horizontal flips.
 
     ``loss="ce"``: ``targets`` are class indices; ``loss="bce"``: ``targets`` are (n, C) 0/1 multi-label rows.
     Stops early once the epoch's training accuracy exceeds ``target_accuracy`` (the paper's pair-model rule).
     ``plateau=(factor, patience)`` halves the learning rate when the loss stops falling (the paper's schedule).
+    ``inputs(rows, flip)`` replaces the flipped, normalised images as the model's input (``images`` may then be None):
+    :mod:`repcam.featcache` passes cached trunk features, so the batches and flips stay exactly those of the images.
     """
-    if len(images) == 0:
+    if len(targets) == 0:
         raise ValueError("no training images")
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=plateau[0], patience=plateau[1]) if plateau else None
-    n = len(images)
+    n = len(targets)
     history: list[dict] = []
     acc = float("nan")
     epoch = 0
@@ -143,9 +147,12 @@ def fit(
             idx = order[b : b + batch_size]
             if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a single image
                 continue
-            x = images[idx]
-            x = torch.where(flips[idx].view(-1, 1, 1, 1), x.flip(-1), x)
-            x = pre.normalize(x.to(device, non_blocking=True))
+            if inputs is None:
+                x = images[idx]
+                x = torch.where(flips[idx].view(-1, 1, 1, 1), x.flip(-1), x)
+                x = pre.normalize(x.to(device, non_blocking=True))
+            else:
+                x = inputs(idx, flips[idx]).to(device, non_blocking=True)
             y = targets[idx].to(device)
             logits = model(x)
             if loss == "ce":

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from repcam.backbones import build_classifier
+from repcam.featcache import FeatureRows, FreezeError, PartialModel, split_model
 from repcam.maps import MapRecords, extract
 from repcam.train import FitResult, fit, resolve_device
 
@@ -44,6 +45,8 @@ class PairTraining:
     target_accuracy: float
     device: str
     init_state: dict[str, torch.Tensor] | None = None  # start from these weights (the head stays random)
+    freeze_until: str | None = None  # train only the stages after this one (pairs.freeze_until)
+    features: FeatureRows | None = None  # with freeze_until: the images' cached trunk features (``images`` may be empty)
 
 
 def train_pair(spec: PairTraining) -> tuple[dict[str, torch.Tensor], FitResult]:
@@ -55,8 +58,18 @@ def train_pair(spec: PairTraining) -> tuple[dict[str, torch.Tensor], FitResult]:
         if loaded.unexpected_keys:
             raise ValueError(f"pair model {spec.model.name}: starting weights of another architecture "
                              f"(unexpected keys {loaded.unexpected_keys[:3]}...)")
-    res = fit(bb.model, spec.images, spec.labels, bb.preprocess, loss="ce", epochs=spec.epochs, lr=spec.lr,
-              batch_size=spec.batch_size, seed=spec.fit_seed, device=resolve_device(spec.device), target_accuracy=spec.target_accuracy)
+    model, inputs = bb.model, None
+    if spec.freeze_until is not None:  # partial fine-tuning, on cached features when the unit carries them
+        split = split_model(bb.model, spec.freeze_until, check_size=bb.preprocess.input_size)
+        model = PartialModel(split, from_features=spec.features is not None)
+        if spec.features is not None:
+            if split.trunk_key() != spec.features.trunk_key:  # e.g. a random trunk that differs per pair model
+                raise FreezeError(f"pair model {spec.model.name}: its frozen trunk differs from the one the feature cache "
+                                  f"{spec.features.path} was computed with")
+            inputs = spec.features.inputs()
+    res = fit(model, spec.images if inputs is None else None, spec.labels, bb.preprocess, loss="ce", epochs=spec.epochs,
+              lr=spec.lr, batch_size=spec.batch_size, seed=spec.fit_seed, device=resolve_device(spec.device),
+              target_accuracy=spec.target_accuracy, inputs=inputs)
     return {k: v.cpu() for k, v in bb.model.state_dict().items()}, res
 
 
