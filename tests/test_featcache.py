@@ -19,6 +19,15 @@ from repcam.units import ModelSpec, PairTraining, train_pair
 SIZE = 32
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: a second thread gains nothing and stalls on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _images(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
@@ -197,3 +206,53 @@ def test_a_unit_refuses_a_cache_of_another_trunk(tmp_path):
     fc = _build(tmp_path, _tiny(seed=99), ids=range(10), images=imgs)  # not the pair models' starting trunk
     with pytest.raises(FreezeError, match="differs from the one the feature cache"):
         train_pair(_pair_spec(imgs[:0], "layer2", fc.rows(list(range(10)))))
+
+
+def _frozen_run_config(**over):
+    from tiny_run import tiny_config
+
+    # Four classes, one representative each: a few pair models, enough to share one cache.
+    base = dict(pairs__init="multiclass", pairs__freeze_until="layer2", selection__methods=["random"], selection__n=1,
+                evaluation__variants=[], data__max_eval_images=8, execution__threads=1,
+                data__options={"num_images": 120, "image_size": 32, "n_groups": 2, "classes_per_group": 2})
+    return tiny_config(**{**base, **over})
+
+
+def test_a_run_trains_pairs_on_one_shared_cache_and_reuses_it(tmp_path, monkeypatch):
+    import repcam.units as units_module
+    from repcam.run import Run
+    from repcam.storage import read_json
+
+    run_dir = tmp_path / "run"
+    Run(_frozen_run_config(), run_dir, show_progress=False).run()
+    meta = read_json(run_dir / "features" / "layer2.npy.meta.json")
+    mm = np.load(run_dir / "features" / "layer2.npy", mmap_mode="r")
+    assert mm.shape == tuple(meta["shape"]) == (2, len(meta["ids"]), 32, 8, 8) and meta["bytes"] == mm.nbytes
+    first = torch.load(run_dir / "multiclass" / "model.pt", weights_only=True)
+    pairs = sorted((run_dir / "pairs").glob("*.pt"))
+    assert len(pairs) >= 2
+    for p in pairs:  # every pair model kept the multi-class trunk and trained the rest
+        state = torch.load(p, weights_only=True)
+        for k, v in state.items():
+            if k.split(".")[0] in ("stem", "layer1", "layer2"):
+                assert torch.equal(v, first[k]), (p.name, k)
+        assert not torch.equal(state["layer3.0.weight"], first["layer3.0.weight"])
+    assert any("pairs.freeze_until" in n for n in read_json(run_dir / "notes.json"))
+    calls = []
+    monkeypatch.setattr(units_module, "train_pair", lambda spec: calls.append(spec))
+    stamp = (run_dir / "features" / "layer2.npy").stat().st_mtime_ns
+    Run(_frozen_run_config(), run_dir, show_progress=False).run()
+    assert calls == [] and (run_dir / "features" / "layer2.npy").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("over,match", [
+    ({"pairs__freeze_until": "layer4"}, "pairs.freeze_until='layer4' freezes every stage of TinyCNN; choose one of: layer1, layer2, layer3"),
+    ({"pairs__freeze_until": "blocks.2"}, "'blocks.2' is not a stage of TinyCNN"),
+    ({"pairs__init": "pretrained"}, "would freeze a random trunk"),
+])
+def test_bad_freeze_settings_fail_before_any_training(tmp_path, over, match):
+    from repcam.run import Run, RunError
+
+    with pytest.raises(RunError, match=match) as e:
+        Run(_frozen_run_config(**over), tmp_path, show_progress=False).run()
+    assert "\n" not in str(e.value) and not (tmp_path / "multiclass").exists()
