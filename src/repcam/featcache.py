@@ -140,7 +140,7 @@ def split_model(model: nn.Module, stage: str, check_size: int = 64, key: str = "
         raise FreezeError(f"{key}={stage!r} freezes every stage of {type(model).__name__}; choose one of: {', '.join(valid)}")
     if stage not in valid:
         raise FreezeError(f"{key}={stage!r} is not a stage of {type(model).__name__}; choose one of: {', '.join(valid)}")
-    order = _call_order(model, stage, check_size)
+    order = _call_order(model, check_size)
     container, _, _ = stage.rpartition(".")
     owner = model.get_submodule(container) if container else model
     top = container.split(".")[0] if container else stage
@@ -163,7 +163,7 @@ def split_model(model: nn.Module, stage: str, check_size: int = 64, key: str = "
     return split
 
 
-def _call_order(model: nn.Module, stage: str, size: int) -> list[str]:
+def _call_order(model: nn.Module, size: int) -> list[str]:
     """The model's direct children in the order its forward pass first calls them (one dry run, eval mode)."""
     order: list[str] = []
     handles = [m.register_forward_pre_hook(lambda _m, _i, n=n: order.append(n) if n not in order else None)
