@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/bench_explain_large.py [--side 8000] [--run runs/bench-explain]
 
 Trains the tests' tiny run (tests/tiny_run.py, 32-px tiny CNN) into --run if it is not there, writes a side x side
-JPEG (smooth colours plus noise, like a photo), runs `repcam explain` on it in a subprocess (the `repcam` next to
+JPEG (smooth colours plus noise, like a photo), runs `repcam explain --class C` on it in a subprocess (the `repcam` next to
 this Python, with this PYTHONPATH) and prints its wall time and peak RSS (the child's ru_maxrss). Run it once with
 PYTHONPATH pointing at the old code and once at the new to compare.
 """
@@ -36,6 +36,12 @@ def ensure_run(run_dir: Path) -> None:
     Run(tiny_config(), run_dir, show_progress=False).run()
 
 
+def first_class(run_dir: Path) -> str:
+    import json
+
+    return json.loads((run_dir / "similarity.json").read_text())["classes"][0]
+
+
 def make_photo(path: Path, side: int) -> None:
     """Smooth gradients plus noise, built a band at a time (the full float image would itself cost GBs)."""
     rng = np.random.default_rng(0)
@@ -53,13 +59,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--side", type=int, default=8000)
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "bench-explain")
+    ap.add_argument("--cls", help="the class to explain (default: the run's first); one figure")
     args = ap.parse_args()
     ensure_run(args.run)
     with tempfile.TemporaryDirectory() as tmp:
         photo = Path(tmp) / f"photo_{args.side}.jpg"
         make_photo(photo, args.side)
         cmd = [str(Path(sys.executable).with_name("repcam")), "explain", str(photo), "--run", str(args.run),
-               "--out", str(Path(tmp) / "out"), "--device", "cpu", "--min-score", "0"]
+               "--out", str(Path(tmp) / "out"), "--device", "cpu", "--class", args.cls or first_class(args.run)]
         t0 = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         wall = time.perf_counter() - t0

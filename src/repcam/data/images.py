@@ -57,10 +57,11 @@ def _minmax8(a: np.ndarray) -> np.ndarray:
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:
-    """An RGB (8 bits per channel) copy of ``image`` in any PIL mode, scaled as the module docstring says."""
+    """``image`` in any PIL mode as RGB with 8 bits per channel, scaled as the module docstring says (the same
+    object when it is already RGB: a photo's pixels are not copied)."""
     mode = image.mode
     if mode == "RGB":
-        return image.copy()
+        return image
     if mode in _SIXTEEN_BIT:
         a = np.asarray(image).astype(np.uint32)
         return _grey8((a + 128) // 257)  # round(x / 257): the exact inverse of 8 -> 16-bit widening (x * 257)
@@ -98,12 +99,16 @@ def read_image(path: str | Path, what: str = "image", *, exif: bool = False) -> 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} file not found: {path}")
+    im = out = None
     try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file fails here, inside this try
-            if exif:
-                im = ImageOps.exif_transpose(im)
-            return to_rgb8(im)
+        im = Image.open(path)
+        im.load()  # decode now: a truncated file fails here, inside this try
+        # exif_transpose copies even an upright image; call it only when the tag asks for a turn or flip.
+        turn = exif and im.getexif().get(0x0112, 1) not in (0, 1)
+        out = to_rgb8(ImageOps.exif_transpose(im) if turn else im)
+        if out is im and im.fp is not None:  # a file still open (multi-frame): keep a copy, close the file
+            out = im.copy()
+        return out
     except DataError as e:
         raise DataError(f"cannot read {what} {path}: {e}") from None
     except Image.DecompressionBombError as e:
@@ -113,6 +118,10 @@ def read_image(path: str | Path, what: str = "image", *, exif: bool = False) -> 
         raise DataError(f"{what} {path} is not an image PIL can read ({_one_line(e)})") from None
     except (OSError, SyntaxError, ValueError, TypeError, MemoryError) as e:
         raise DataError(f"cannot read {what} {path}: {_one_line(e)}") from None
+    finally:
+        # The opened image is returned as is only when it is already RGB and its file is closed (no pixel copy).
+        if im is not None and out is not im:
+            im.close()
 
 
 def display_size(size: tuple[int, int], max_side: int = DISPLAY_SIDE) -> tuple[int, int]:
