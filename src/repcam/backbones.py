@@ -50,7 +50,8 @@ class Preprocess:
         ``crop=True`` is the paper's protocol: shorter side to S, then the central S x S crop.
         """
         s = self.input_size
-        image = image.convert("RGB")
+        if image.mode != "RGB":  # convert() copies even an RGB image: 192 MB for an 8000 x 8000 photo
+            image = image.convert("RGB")
         if crop:
             image = image.crop(centre_crop_box(image.size))
         image = image.resize((s, s), Image.BILINEAR)

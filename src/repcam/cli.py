@@ -12,7 +12,7 @@ from rich.console import Console
 from repcam.config import ConfigError, demo_config, load_config, validate
 from repcam.data.base import DataError
 from repcam.run import Run, RunError
-from repcam.storage import slug
+from repcam.storage import check_writable, slug
 
 app = typer.Typer(add_completion=False, help="Class activation maps by representative class selection and multi-layer fusion.")
 console = Console(stderr=True)
@@ -113,9 +113,15 @@ def report(
     from repcam.report import write_report
 
     try:
+        if run_dir.is_dir():  # fail before building any figure if nothing can be written (a read-only run directory)
+            check_writable(run_dir)
         path = write_report(run_dir, figures=figures)
     except FileNotFoundError as e:
         console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    except OSError as e:
+        console.print(f"[red]error:[/] cannot write the report into {run_dir}: {_os_reason(e)}; "
+                      "copy the run directory somewhere writable and report on the copy")
         raise typer.Exit(2) from None
     console.print(f"report: {path}")
     if screenshot is not None:
@@ -139,16 +145,41 @@ def explain(
 ) -> None:
     """Overlay figure of one image: each representative class's map, their fusion and Grad-CAM, per class."""
     from repcam.explain import Explainer, ExplainError
+    from repcam.figures import FORMATS
 
+    # Every argument is checked before a model is loaded or a map computed.
+    fmt = fmt.lower().lstrip(".")
+    if fmt not in FORMATS:
+        console.print(f"[red]error:[/] --fmt {fmt!r} is not a figure format; choose one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    if not 0.0 <= min_score <= 1.0:
+        console.print(f"[red]error:[/] --min-score must be in [0, 1], got {min_score}")
+        raise typer.Exit(2)
+    folder = out or run / "explain"
+    if run.is_dir() or out is not None:
+        try:
+            check_writable(folder)
+        except OSError as e:
+            hint = "" if out is not None else " (a read-only run directory?); pass --out FOLDER to write the figures elsewhere"
+            console.print(f"[red]error:[/] cannot write figures to {folder}: {_os_reason(e)}{hint}")
+            raise typer.Exit(2) from None
     try:
         explanations = Explainer.from_run(run, method, device).explain(image, cls or None, min_score)
     except ExplainError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    folder = out or run / "explain"
     for ex in explanations:
-        path = ex.save(folder / f"{slug(image.stem)}_{slug(ex.cls)}.{fmt.lower()}", fmt=fmt)
+        try:
+            path = ex.save(folder / f"{slug(image.stem)}_{slug(ex.cls)}.{fmt}", fmt=fmt)
+        except OSError as e:
+            console.print(f"[red]error:[/] cannot write the figure of {ex.cls!r} to {folder}: {_os_reason(e)}")
+            raise typer.Exit(2) from None
         typer.echo(f"{ex.cls}\tp={ex.score:.3f}\t{path}")
+
+
+def _os_reason(e: OSError) -> str:
+    """An OSError in one line: its reason and the file it concerns."""
+    return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
 
 
 def main() -> None:  # pragma: no cover

@@ -7,19 +7,22 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from repcam.backbones import Preprocess
 from repcam.cam import MultiLayerGradCAM
 from repcam.config import ConfigError, load_config
+from repcam.data.base import DataError
+from repcam.data.images import DISPLAY_SIDE, for_display, read_image, to_rgb8
 from repcam.fusion import fuse_classes
-from repcam.storage import read_json
+from repcam.storage import read_json, sidecar_problem
 from repcam.storage import slug as _slug
 from repcam.train import resolve_device
 from repcam.units import ModelSpec
@@ -33,19 +36,29 @@ class ExplainError(ValueError):
 class Explanation:
     """The maps of one class on one image, each (H, W) in [0, 1] at the model's input resolution."""
 
-    image: np.ndarray  # (H, W, 3) uint8, the original image
+    image: np.ndarray  # (H, W, 3) uint8, the image for display (longest side at most the explain's display_size)
     cls: str
     score: float  # the multi-class model's probability of ``cls``
     method: str  # e.g. "S-1+A+F"
     representative_maps: dict[str, np.ndarray] = field(default_factory=dict)  # representative class -> map (A)
     fused: np.ndarray | None = None  # the method's map (F over the representative maps)
     gradcam: np.ndarray | None = None  # Grad-CAM of the multi-class model, last layer (the baseline)
+    image_size: tuple[int, int] | None = None  # (width, height) of the original image (None: that of ``image``)
 
     def panels(self) -> dict[str, np.ndarray | None]:
         out: dict[str, np.ndarray | None] = {f"vs {s}": m for s, m in self.representative_maps.items()}
         out[self.method] = self.fused
         out["Grad-CAM"] = self.gradcam
         return out
+
+    def full_size(self, name: str) -> np.ndarray:
+        """The panel ``name`` (a key of :meth:`panels`) upsampled (bilinear) to the original image's size, (H, W)
+        float32: computed only when asked, since at photo size every map costs width x height x 4 bytes."""
+        m = self.panels()[name]
+        if m is None:
+            raise KeyError(f"panel {name!r} has no map")
+        w, h = self.image_size or (self.image.shape[1], self.image.shape[0])
+        return np.asarray(Image.fromarray(np.ascontiguousarray(m, dtype=np.float32)).resize((w, h), Image.Resampling.BILINEAR))
 
     def save(self, path: str | Path, fmt: str | None = None) -> Path:
         """The overlay figure: image | each representative map | fused map | Grad-CAM."""
@@ -105,8 +118,17 @@ class Explainer:
 
     def _load(self, path: Path, num_classes: int) -> tuple[torch.nn.Module, Preprocess]:
         b = self.cfg.backbone
+        # Verify the sidecar checksum like the run does: a truncated or swapped model file is refused, not loaded.
+        problem = sidecar_problem(path)
+        if problem:
+            raise ExplainError(f"model {path} {problem}; rerun `repcam run` on {self.dir} to recompute it")
         bb = ModelSpec(b.name, num_classes, b.weights, b.input_size).build(pretrained=False)
-        bb.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            bb.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError) as e:
+            # weights_only=True refuses code in a pickle; its message is a page long, the first line says why.
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ExplainError(f"model {path} cannot be loaded as a {b.name} state dict: {first}") from None
         return bb.model.to(self.device).eval(), bb.preprocess
 
     def _pair(self, c: str, s: str) -> tuple[torch.nn.Module, int] | None:
@@ -120,25 +142,33 @@ class Explainer:
         return self._pairs[(a, b)], (0 if c == a else 1)
 
     # ---- explaining ----------------------------------------------------------------------------
-    def _tensor(self, image: str | Path | Image.Image) -> tuple[np.ndarray, torch.Tensor]:
-        if isinstance(image, Image.Image):
-            pil = image
-        else:
+    @staticmethod
+    def _read(image: str | Path | Image.Image) -> Image.Image:
+        """8-bit RGB through repcam's one image reader (16-bit and float scaled; files: EXIF orientation applied)."""
+        try:
+            if isinstance(image, Image.Image):
+                return to_rgb8(image)
             path = Path(image)
             if not path.is_file():
                 raise ExplainError(f"image {path} does not exist")
-            try:
-                with Image.open(path) as im:
-                    pil = im.convert("RGB")
-            except (UnidentifiedImageError, OSError) as e:
-                raise ExplainError(f"{path} is not an image PIL can read: {e}") from None
-        pil = pil.convert("RGB")
-        x = self.preprocess.to_tensor(pil, crop=self.cfg.evaluation.protocol == "crop").unsqueeze(0)
-        return np.asarray(pil), x.to(self.device)
+            return read_image(path, exif=True)
+        except DataError as e:
+            raise ExplainError(str(e)) from None
+
+    def _tensor(self, image: str | Path | Image.Image,
+                display_size: int | None = DISPLAY_SIDE) -> tuple[np.ndarray, torch.Tensor, tuple[int, int]]:
+        """(the image for display, the model input, the original (width, height)); the full-size pixels are dropped
+        here, so a large photo costs memory only while it is read and resized."""
+        pil = self._read(image)
+        shown = pil if display_size is None else for_display(pil, display_size)
+        return np.asarray(shown), self._input(pil), pil.size
+
+    def _input(self, pil: Image.Image) -> torch.Tensor:
+        return self.preprocess.to_tensor(pil, crop=self.cfg.evaluation.protocol == "crop").unsqueeze(0).to(self.device)
 
     def scores(self, image: str | Path | Image.Image) -> dict[str, float]:
         """The multi-class model's probability of every class (sigmoid if it was trained multi-label, else softmax)."""
-        return self._scores(self._tensor(image)[1])
+        return self._scores(self._input(self._read(image)))
 
     def _scores(self, x: torch.Tensor) -> dict[str, float]:
         with torch.no_grad():
@@ -147,10 +177,11 @@ class Explainer:
         return dict(zip(self.classes, p.tolist()))
 
     def explain(self, image: str | Path | Image.Image, classes: str | Sequence[str] | None = None,
-                min_score: float = 0.5) -> list[Explanation]:
+                min_score: float = 0.5, display_size: int | None = DISPLAY_SIDE) -> list[Explanation]:
         """One :class:`Explanation` per class: those named, or every class scored at least ``min_score``
-        (the top class if none is)."""
-        arr, x = self._tensor(image)
+        (the top class if none is). ``Explanation.image`` is downscaled to ``display_size`` (longest side; None
+        keeps the full image); the maps stay at the model's resolution (``Explanation.full_size`` upsamples)."""
+        arr, x, size = self._tensor(image, display_size)
         scores = self._scores(x)
         if classes is None:
             wanted = [c for c, p in scores.items() if p >= min_score] or [max(scores, key=scores.get)]
@@ -169,5 +200,5 @@ class Explainer:
                     reps[s] = MultiLayerGradCAM(pair[0], "auto")(x, [pair[1]]).fused[0].cpu()
             fused = fuse_classes(torch.stack(list(reps.values())), "mean").numpy() if reps else None
             out.append(Explanation(arr, c, scores[c], f"{self.selection}+A+F", {s: m.numpy() for s, m in reps.items()}, fused,
-                                   gradcam.last[k].cpu().numpy()))
+                                   gradcam.last[k].cpu().numpy(), image_size=size))
         return out

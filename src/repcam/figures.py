@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from repcam.data.images import for_display
 from repcam.records import RecordFile
 from repcam.storage import slug as _slug
 
@@ -128,7 +129,7 @@ def _map_panels(
     shared_colorbar: bool = False,
 ) -> Figure:
     """Image | one overlay per panel (each with a colour bar, or one for all) | GT."""
-    img = _as_image(image)
+    img = _as_image(for_display(image))  # a figure never needs more than DISPLAY_SIDE pixels; a photo costs GBs
     H, W = img.shape[:2]
     n = 1 + len(panels) + (gt_mask is not None)
     aspect = min(max(H / max(W, 1), 0.4), 2.0)

@@ -83,6 +83,35 @@ def config_key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def sidecar_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be trusted as a complete artefact (no ``.meta.json`` sidecar, an unreadable one, or a
+    SHA-256 that differs: truncated or modified), or None when its checksum matches. For readers that do not know
+    the artefact's settings key (``repcam explain``); the run itself uses :meth:`Artefact.done`."""
+    meta_path = path.with_name(path.name + ".meta.json")
+    if not meta_path.is_file():
+        return f"has no checksum sidecar {meta_path.name} (the run did not finish writing it)"
+    try:
+        meta = read_json(meta_path)
+        expected = meta.get("sha256") if isinstance(meta, dict) else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"has an unreadable checksum sidecar {meta_path.name} ({e})"
+    if expected != sha256(path):
+        return f"does not match the checksum in {meta_path.name} (truncated or modified)"
+    return None
+
+
+def check_writable(folder: Path) -> None:
+    """Prove a file can be written in ``folder`` (or, if it does not exist yet, in its nearest existing parent,
+    where it would be created), creating nothing that stays: a read-only run directory fails here, before any work,
+    with the OSError naming the path."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+
+
 class Artefact:
     """A data file plus a ``.meta.json`` sidecar holding its key and checksum; the sidecar is written last,
     so an artefact is complete exactly when its sidecar exists, matches the key and the file's checksum."""

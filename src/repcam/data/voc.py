@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from .base import IGNORE_INDEX, DataError, Sample, SegDataset
+from .images import read_image
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle",
@@ -104,15 +105,9 @@ def subset_lut(chosen: Sequence[int], n_all: int) -> np.ndarray:
 
 
 def load_rgb(path: Path, what: str = "image") -> Image.Image:
-    """Open and fully decode an image as RGB; any missing/corrupt/truncated file raises DataError naming it."""
-    if not path.is_file():
-        raise DataError(f"{what} file not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()  # forces the decode: truncated JPEGs raise OSError here
-            return im.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read {what} {path}: {e}") from e
+    """Open and fully decode an image as 8-bit RGB (16-bit and float images scaled, see :mod:`repcam.data.images`);
+    any missing/corrupt/truncated file raises DataError naming it."""
+    return read_image(path, what)
 
 
 def image_size(path: Path, what: str = "image") -> tuple[int, int]:
@@ -122,7 +117,7 @@ def image_size(path: Path, what: str = "image") -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read {what} {path}: {e}") from e
 
 
