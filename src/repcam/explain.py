@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from repcam.backbones import Preprocess
 from repcam.cam import MultiLayerGradCAM
-from repcam.config import ConfigError, load_config
+from repcam.config import ConfigError, load_config, run_config_path
 from repcam.fusion import fuse_classes
 from repcam.storage import read_json
 from repcam.storage import slug as _slug
@@ -65,7 +65,7 @@ class Explainer:
             raise ExplainError(f"run directory {self.dir} has no trained multi-class model ({mc_path} is missing); "
                                "run `repcam run CONFIG --run-dir ...` (or `repcam demo`) first")
         try:
-            self.cfg = load_config(self.dir / "config.yaml")
+            self.cfg = load_config(run_config_path(self.dir))
         except ConfigError as e:
             raise ExplainError(f"run directory {self.dir}: {e}") from e
         for needed in ("similarity.json", "selections.json", "multiclass/model.pt.meta.json"):
