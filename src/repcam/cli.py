@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -12,8 +12,10 @@ from rich.markup import escape
 
 from repcam.config import ConfigError, demo_config, load_config, validate
 from repcam.data.base import DataError
-from repcam.run import Run, RunError
 from repcam.storage import slug
+
+if TYPE_CHECKING:  # repcam.run (timm, the engine) is imported only once a run starts: config errors come back fast
+    from repcam.run import Run
 
 app = typer.Typer(add_completion=False, help="Class activation maps by representative class selection and multi-layer fusion.")
 console = Console(stderr=True)
@@ -26,6 +28,8 @@ def _fail(message: object) -> typer.Exit:
 
 
 def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
+    from repcam.run import Run, RunError
+
     try:
         run = Run(cfg, run_dir, console=console, show_progress=progress)
         run.run()

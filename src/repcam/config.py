@@ -223,10 +223,10 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         value = values[key]
         if value is not None and not _in_range(value, rule):
             fail(key, f"must be {rule}, got {value}")
-    stride = _min_input_size(cfg.backbone.name)
-    if cfg.backbone.input_size is not None and cfg.backbone.input_size < stride:
+    size = cfg.backbone.input_size
+    if size is not None and size < 32 and size < (stride := _min_input_size(cfg.backbone.name)):  # no stride exceeds 32
         fail("backbone.input_size", f"must be >= {stride} for {cfg.backbone.name} (its output stride: a smaller image "
-                                    f"leaves the deepest feature map a single pixel), got {cfg.backbone.input_size}")
+                                    f"leaves the deepest feature map a single pixel), got {size}")
     _check_data_options(cfg, source)
     return cfg
 
