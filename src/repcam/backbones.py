@@ -21,6 +21,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+from repcam.storage import load_error_message
 from repcam.tinycnn import TinyCNN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -201,7 +202,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's file problem
-        raise WeightsError(f"cannot read weights from {path}: {e}") from e
+        raise WeightsError(f"cannot read weights from {path}: {load_error_message(e)}") from e
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]

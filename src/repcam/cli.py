@@ -4,27 +4,37 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from repcam.config import ConfigError, demo_config, load_config, validate
 from repcam.data.base import DataError
-from repcam.run import Run, RunError
 from repcam.storage import check_writable, slug
+
+if TYPE_CHECKING:  # repcam.run (timm, the engine) is imported only once a run starts: config errors come back fast
+    from repcam.run import Run
 
 app = typer.Typer(add_completion=False, help="Class activation maps by representative class selection and multi-layer fusion.")
 console = Console(stderr=True)
 
 
+def _fail(message: object) -> typer.Exit:
+    """Print a one-line error (never wrapped, never read as markup) and return the exit to raise."""
+    console.print(f"[red]error:[/] {escape(str(message))}", soft_wrap=True)
+    return typer.Exit(2)
+
+
 def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
+    from repcam.run import Run, RunError
+
     try:
         run = Run(cfg, run_dir, console=console, show_progress=progress)
         run.run()
     except (ConfigError, DataError, RunError, ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise _fail(e) from None
     try:
         from repcam.report import write_report
 
@@ -45,8 +55,7 @@ def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: i
     try:
         validate(cfg, "command line")
     except ConfigError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise _fail(e) from None
     if seeds < 1:
         console.print(f"[red]error:[/] --seeds must be >= 1, got {seeds}")
         raise typer.Exit(2)
@@ -97,8 +106,7 @@ def run(
     try:
         cfg = load_config(config)
     except ConfigError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise _fail(e) from None
     _execute(cfg, run_dir or Path("runs") / cfg.name, device, progress, seeds, executor, workers, address)
 
 

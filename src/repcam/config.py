@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -15,8 +16,19 @@ SELECTION_METHODS = ("random", "rank-a", "rank-b", "s1", "s2", "s3", "s4", "all"
 VARIANTS = ("max", "geomean", "contrast", "with-gradcam")
 
 
+RESOLVED_CONFIG = "config.resolved.yaml"
+"""The normalised config a run writes into its directory (never ``config.yaml``: that may be the user's own file)."""
+
+
 class ConfigError(ValueError):
     """An invalid configuration: the message names the key and the file."""
+
+
+def run_config_path(run_dir: str | Path) -> Path:
+    """The config a run directory was made with: ``config.resolved.yaml``, or ``config.yaml`` in runs from before it."""
+    run_dir = Path(run_dir)
+    resolved = run_dir / RESOLVED_CONFIG
+    return resolved if resolved.is_file() else run_dir / "config.yaml"
 
 
 @dataclass
@@ -119,7 +131,7 @@ def _build(cls: type, values: Any, where: str, source: str) -> Any:
         raise ConfigError(f"{source}: '{where or 'top level'}' must be a mapping, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = sorted((k for k in values if k not in names), key=str)  # YAML keys may be ints, null, ...
     if unknown:
         raise ConfigError(f"{source}: unknown key '{_join(where, unknown[0])}'; valid keys here: {', '.join(sorted(names))}")
     kwargs = {}
@@ -140,6 +152,11 @@ def _join(where: str, name: str) -> str:
 def _check_type(value: Any, hint: Any, key: str, source: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # X | None: a non-null value must be an X, and the error says what an X is
+            return _check_type(value, options[0], key, source)
         errors = []
         for arg in args:
             try:
@@ -158,9 +175,20 @@ def _check_type(value: Any, hint: Any, key: str, source: str) -> Any:
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise ConfigError(f"{source}: '{key}' keys must be strings, got {bad[0]!r}")
+        if len(args) == 2:  # e.g. eval_options: each value must be a mapping itself
+            return {k: _check_type(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
         return dict(value)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            raise ConfigError(f"{source}: '{key}' must be a finite number, got an integer of {len(str(value))} digits") from None
+        if not math.isfinite(number):  # YAML's .nan / .inf would otherwise turn into silently wrong numbers
+            raise ConfigError(f"{source}: '{key}' must be a finite number, got {value!r}")
+        return number
     if hint is Any or (isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         return value
     raise ConfigError(f"{source}: '{key}' must be {getattr(hint, '__name__', hint)}, got {value!r}")
@@ -187,40 +215,140 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         bad = [v for v in values if v not in allowed]
         if bad:
             fail(key, f"has unknown {key.split('.')[1][:-1]} {bad[0]!r}; choose from {', '.join(allowed)}")
-    if cfg.execution.workers < 1 or (cfg.execution.threads is not None and cfg.execution.threads < 1):
-        fail("execution", "workers and threads must be >= 1")
-    if not 0 < cfg.evaluation.threshold < 1:
-        fail("evaluation.threshold", "must be in (0, 1)")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         fail("device", f"must be auto, cpu or cuda; got {cfg.device!r}")
-    for key, value in [
-        ("selection.n", cfg.selection.n),
-        ("multiclass.epochs", cfg.multiclass.epochs),
-        ("pairs.epochs", cfg.pairs.epochs),
-        ("pairs.batch_size", cfg.pairs.batch_size),
-        ("multiclass.batch_size", cfg.multiclass.batch_size),
-        ("evaluation.map_size", cfg.evaluation.map_size),
-    ]:
-        if value < 1:
-            fail(key, f"must be >= 1, got {value}")
+    values = dict(_leaves(cfg))
+    for key, value in values.items():
+        # Also for configs built in Python: a NaN learning rate or gamma must never become a silently wrong table.
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(key, f"must be a finite number, got {value}")
+    for key, rule in RANGES.items():
+        value = values[key]
+        if value is not None and not _in_range(value, rule):
+            fail(key, f"must be {rule}, got {value}")
+    size = cfg.backbone.input_size
+    if size is not None and size < 32 and size < (stride := _min_input_size(cfg.backbone.name)):  # no stride exceeds 32
+        fail("backbone.input_size", f"must be >= {stride} for {cfg.backbone.name} (its output stride: a smaller image "
+                                    f"leaves the deepest feature map a single pixel), got {size}")
+    _check_data_options(cfg, source)
     return cfg
 
 
+# Every numeric range in one place: "key": ">= n", "> n", "in (lo, hi)" or "in (lo, hi]". Null (unset) values pass.
+RANGES: dict[str, str] = {
+    "seed": ">= 0",
+    "data.max_eval_images": ">= 1",
+    "multiclass.epochs": ">= 1",
+    "multiclass.lr": "> 0",
+    "multiclass.batch_size": ">= 1",
+    "multiclass.patience": ">= 0",
+    "multiclass.factor": "in (0, 1)",
+    "multiclass.max_images": ">= 1",
+    "pairs.epochs": ">= 1",
+    "pairs.lr": "> 0",
+    "pairs.batch_size": ">= 1",
+    "pairs.target_accuracy": "in (0, 1]",
+    "pairs.max_images_per_class": ">= 1",
+    "pairs.min_images": ">= 1",  # a pair model needs training images of both of its classes
+    "selection.n": ">= 1",
+    "selection.min_cluster_size": ">= 1",
+    "evaluation.threshold": "in (0, 1)",
+    "evaluation.map_size": ">= 1",
+    "evaluation.batch_size": ">= 1",
+    "execution.workers": ">= 1",
+    "execution.threads": ">= 1",
+}
+
+
+def _in_range(value: float, rule: str) -> bool:
+    """Whether ``value`` satisfies one rule of :data:`RANGES`."""
+    if rule.startswith(">= "):
+        return value >= float(rule[3:])
+    if rule.startswith("> "):
+        return value > float(rule[2:])
+    lo, hi = (float(x) for x in rule[4:-1].split(","))
+    return lo < value and (value <= hi if rule.endswith("]") else value < hi)
+
+
+def _leaves(obj: Any, where: str = "") -> typing.Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every setting of a config, sections flattened."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, _join(where, f.name))
+        else:
+            yield _join(where, f.name), value
+
+
+def _min_input_size(backbone: str) -> int:
+    """The backbone's output stride: 8 or 16 for the tiny CNNs, 32 for the torchvision and timm CNNs."""
+    from repcam.backbones import TINY_CNNS
+
+    return 8 * TINY_CNNS[backbone] if backbone in TINY_CNNS else 32
+
+
+def _check_data_options(cfg: RunConfig, source: str) -> None:
+    """``data.options`` and ``data.eval_options``: each one a keyword the loader accepts, of the type it declares."""
+    from repcam.data import loader_options
+
+    accepted = loader_options(cfg.data.kind)
+    sections = [("data.options", cfg.data.options)] + [(f"data.eval_options.{s}", o) for s, o in cfg.data.eval_options.items()]
+    for where, options in sections:
+        for name, value in options.items():
+            key = f"{where}.{name}"
+            if name not in accepted:
+                takes = f"accepts {', '.join(sorted(accepted))}" if accepted else "takes no options"
+                raise ConfigError(f"{source}: unknown key '{key}'; the {cfg.data.kind} loader {takes}")
+            _check_type(value, accepted[name], key, source)
+
+
 def from_dict(values: dict[str, Any], source: str = "config") -> RunConfig:
-    return validate(_build(RunConfig, values or {}, "", source), source)
+    return validate(_build(RunConfig, {} if values is None else values, "", source), source)
+
+
+class _AliasError(yaml.YAMLError):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: a few lines of nested aliases (a "billion laughs") expand to billions
+    of values as soon as the config is copied, hashed or written; a config never needs them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not allowed in a "
+                              "config; write the value out")
+        return super().compose_node(parent, index)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def load_config(path: str | Path) -> RunConfig:
     """Read a YAML (.yaml/.yml) or TOML (.toml) run config; every error names the file and the key."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give the YAML or TOML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
     try:
-        values = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot read: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save the config as UTF-8") from e
+    try:
+        values = tomllib.loads(text) if path.suffix == ".toml" else yaml.load(text, Loader=_NoAliasLoader)
+    except _AliasError as e:
+        raise ConfigError(f"{path}: {e}") from e
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: cannot parse: {e}") from e
-    return from_dict(values or {}, str(path))
+        raise ConfigError(f"{path}: cannot parse: {_one_line(e)}") from e
+    except RecursionError as e:
+        raise ConfigError(f"{path}: cannot parse: nested too deeply") from e
+    return from_dict({} if values is None else values, str(path))  # an empty file is the defaults; 0 or [] is an error
 
 
 def demo_config() -> RunConfig:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from repcam.backbones import Preprocess
 from repcam.cam import MultiLayerGradCAM
-from repcam.config import ConfigError, load_config
+from repcam.config import ConfigError, load_config, run_config_path
 from repcam.data.base import DataError
 from repcam.data.images import DISPLAY_SIDE, for_display, read_image, to_rgb8
 from repcam.fusion import fuse_classes
@@ -78,7 +78,7 @@ class Explainer:
             raise ExplainError(f"run directory {self.dir} has no trained multi-class model ({mc_path} is missing); "
                                "run `repcam run CONFIG --run-dir ...` (or `repcam demo`) first")
         try:
-            self.cfg = load_config(self.dir / "config.yaml")
+            self.cfg = load_config(run_config_path(self.dir))
         except ConfigError as e:
             raise ExplainError(f"run directory {self.dir}: {e}") from e
         for needed in ("similarity.json", "selections.json", "multiclass/model.pt.meta.json"):

@@ -513,12 +513,12 @@ class _RunData:
     """Lazy access to what the example figures need from a run directory."""
 
     def __init__(self, run_dir: Path, split: str) -> None:
-        from repcam.config import load_config
+        from repcam.config import load_config, run_config_path
 
         self.dir = run_dir
         self.split = split
         self.sdir = _slug(split)
-        self.cfg = load_config(run_dir / "config.yaml")
+        self.cfg = load_config(run_config_path(run_dir))
         self.cfg.device = "cpu"
         self._ds = None
 

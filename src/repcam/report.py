@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from repcam import __version__ as _version
+from repcam.config import run_config_path
 from repcam.storage import slug as _slug
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def _config_dict(run_dir: Path) -> dict | None:
     import yaml
 
     try:
-        data = yaml.safe_load((run_dir / "config.yaml").read_text())
+        data = yaml.safe_load(run_config_path(run_dir).read_text())
     except (OSError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None
@@ -405,7 +406,8 @@ def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path 
 
     body.append('<h2 id="selection">Class selection</h2>' + _fig(shared_figs, "similarity") + _selection_section(run_dir))
     body.append('<h2 id="models">Models</h2>' + (_models_section(run_dir) or '<p class="muted">no model metadata found.</p>'))
-    cfg_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else "config.yaml not found"
+    cfg_path = run_config_path(run_dir)
+    cfg_text = cfg_path.read_text() if cfg_path.is_file() else "config.yaml not found"
     body.append(f'<h2 id="config">Configuration</h2><pre>{e(cfg_text)}</pre>')
 
     timings = _read_json(run_dir / "timings.json") if (run_dir / "timings.json").is_file() else None

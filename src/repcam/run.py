@@ -27,11 +27,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from repcam import selection as S
 from repcam.cam import ContrastTarget
 from repcam.executor import Executor, ExecutorError, Unit, default_threads
-from repcam.config import RunConfig
-from repcam.data import SegDataset, load_dataset
+from repcam.config import RESOLVED_CONFIG, RunConfig
+from repcam.data import DataError, SegDataset, load_dataset
 from repcam.evaluate import evaluate_split, summarize
 from repcam.featcache import FeatureCache, FreezeError, build_cache, split_model
 from repcam.maps import MapRecords, extract
+from repcam.preflight import check_eval_split
 from repcam.records import RecordFile, RecordWriter
 from repcam.storage import Artefact, config_key, read_json, write_json, write_json_mapping, write_text
 from repcam.storage import slug as _slug
@@ -118,6 +119,16 @@ class Run:
             opts.setdefault("image_size", self.cfg.backbone.input_size or 64)
         return load_dataset(d.kind, d.root, split, d.classes, **opts)
 
+    def _eval_dataset(self, split: str) -> SegDataset:
+        """An evaluation split as evaluated: its eval options applied, cut to ``data.max_eval_images``."""
+        try:
+            ds = self.load_split(split, for_eval=True)
+        except DataError as e:
+            raise DataError(f"evaluation split {split!r}: {e}") from None
+        if self.cfg.data.max_eval_images is not None and len(ds) > self.cfg.data.max_eval_images:
+            ds.samples = ds.samples[: self.cfg.data.max_eval_images]
+        return ds
+
     def _new_model(self, num_classes: int, pretrained: bool = True):
         """The configured backbone; ``pretrained=False`` when a stored state is loaded into it right after."""
         return self._model_spec(num_classes).build(pretrained)
@@ -130,13 +141,17 @@ class Run:
     # ---- steps ---------------------------------------------------------------------------------
     def run(self) -> dict[str, list[dict]]:
         t0 = time.perf_counter()
-        write_text(self.dir / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        # Not config.yaml: `repcam run RUN/config.yaml --run-dir RUN` must keep the user's file (and its comments).
+        write_text(self.dir / RESOLVED_CONFIG, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         with self.timed("load data"):
             train = self.load_split(self.cfg.data.train_split)
         self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
         classes = list(train.class_names)
         self._check_classes(train)
         self._check_freeze()
+        with self.timed("load data"):
+            for split in self.cfg.data.eval_splits:  # before any training: a bad split file or mask fails in seconds
+                check_eval_split(self._eval_dataset(split), split)
         cache = ImageCache(train, self.preprocess, crop=True)
         mc_model = self.train_multiclass(train, cache)
         B = self.similarity(mc_model, train, cache)
@@ -488,9 +503,7 @@ class Run:
 
     def evaluate(self, split: str, mc_model, mc_path: str, models: dict[tuple[int, int], Artefact], selections: dict[str, S.Selection]) -> list[dict]:
         ev = self.cfg.evaluation
-        ds = self.load_split(split, for_eval=True)
-        if self.cfg.data.max_eval_images is not None and len(ds) > self.cfg.data.max_eval_images:
-            ds.samples = ds.samples[: self.cfg.data.max_eval_images]
+        ds = self._eval_dataset(split)
         names = ds.class_names
         pre = self.preprocess
         mdir = self.dir / "maps" / _slug(split)

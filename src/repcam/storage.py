@@ -5,12 +5,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
+
+
+class ArtefactError(ValueError):
+    """A stored file that cannot be loaded safely; the message names it and says how to recover."""
+
+
+def load_error_message(error: Exception) -> str:
+    """One line for why ``torch.load(..., weights_only=True)`` failed (torch's own refusal message spans many lines)."""
+    if isinstance(error, pickle.UnpicklingError):
+        return "refused by torch.load(weights_only=True): it holds objects other than tensors (unpickling it could run code)"
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -142,7 +155,11 @@ class Artefact:
         self.save(lambda p: torch.save(obj, p), **info)
 
     def load_torch(self) -> Any:
-        return torch.load(self.path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a crafted or damaged file whose sidecar still matches: the file's problem
+            raise ArtefactError(f"cannot load {self.path}: {load_error_message(e)}; delete it and its .meta.json "
+                                "to compute it again") from None
 
     def save_npz(self, arrays: dict[str, np.ndarray], **info: Any) -> None:
         def write(p: Path) -> None:

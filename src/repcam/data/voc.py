@@ -316,7 +316,7 @@ class VOCSegmentation(_ReportMixin):
         root: str | Path,
         split: str = "train",
         classes: Sequence[str] | None = None,
-        year: str = "2012",
+        year: str | int = "2012",  # YAML reads 2012 as an int
         use_aug_masks: bool = False,
         only_original_masks: bool = False,
     ) -> None:
