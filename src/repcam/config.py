@@ -13,6 +13,7 @@ import yaml
 
 SELECTION_METHODS = ("random", "rank-a", "rank-b", "s1", "s2", "s3", "s4", "all")
 VARIANTS = ("max", "geomean", "contrast", "with-gradcam")
+BASELINES = ("acol", "cbam")
 
 
 class ConfigError(ValueError):
@@ -109,6 +110,8 @@ class RunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    # Trained baselines of the paper's Table 5 (repcam.baselines), rows "ACoL" / "CBAM (Grad-CAM)"; empty: none.
+    baselines: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -183,10 +186,11 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
             fail(key, f"must be one of {', '.join(allowed)}; got {value!r}")
     if cfg.data.kind != "partsworld" and not cfg.data.root:
         fail("data.root", f"is required for data.kind={cfg.data.kind!r} (the data set folder)")
-    for key, values, allowed in [("selection.methods", cfg.selection.methods, SELECTION_METHODS), ("evaluation.variants", cfg.evaluation.variants, VARIANTS)]:
+    for key, values, allowed in [("selection.methods", cfg.selection.methods, SELECTION_METHODS), ("evaluation.variants", cfg.evaluation.variants, VARIANTS),
+                                 ("baselines", cfg.baselines, BASELINES)]:
         bad = [v for v in values if v not in allowed]
         if bad:
-            fail(key, f"has unknown {key.split('.')[1][:-1]} {bad[0]!r}; choose from {', '.join(allowed)}")
+            fail(key, f"has unknown {key.split('.')[-1].removesuffix('s')} {bad[0]!r}; choose from {', '.join(allowed)}")
     if cfg.execution.workers < 1 or (cfg.execution.threads is not None and cfg.execution.threads < 1):
         fail("execution", "workers and threads must be >= 1")
     if not 0 < cfg.evaluation.threshold < 1:
