@@ -1,6 +1,5 @@
 """ACoL and CBAM baselines: erasing, attention shapes, the fused ACoL map, and a tiny run with both."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -156,16 +155,21 @@ def test_cbam_keeps_the_pretrained_backbone_weights(tmp_path: Path):
     assert torch.equal(acol.state_dict()["backbone.layer1.0.weight"], ref.state_dict()["layer1.0.weight"])
 
 
-def test_unknown_baseline_is_a_one_line_config_error():
-    with pytest.raises(ConfigError, match=r"'baselines' has unknown baseline 'gradcam'; choose from acol, cbam"):
-        _cfg_with(["gradcam"])
-
-
-def _cfg_with(baselines):
+def _cfg_with(baselines: list[str]):
+    """The tiny run of tests/tiny_run.py cut down further (4 classes, one random representative, no variants)."""
     from repcam.config import from_dict
     from tiny_run import TINY
 
-    return from_dict({**TINY, "baselines": baselines}, "test")
+    values = {**TINY, "baselines": baselines, "selection": {"n": 1, "methods": ["random"]},
+              "evaluation": {**TINY["evaluation"], "variants": []}}
+    values["data"] = {**TINY["data"], "options": {"num_images": 120, "image_size": 32, "n_groups": 2, "classes_per_group": 2},
+                      "eval_options": {"val": {"num_images": 16}}}
+    return from_dict(values, "test")
+
+
+def test_unknown_baseline_is_a_one_line_config_error():
+    with pytest.raises(ConfigError, match=r"^test: 'baselines' has unknown baseline 'gradcam'; choose from acol, cbam$"):
+        _cfg_with(["gradcam"])
 
 
 class CountingFit:
@@ -184,30 +188,36 @@ def _count_fits(monkeypatch) -> CountingFit:
     return fit
 
 
-def test_tiny_run_with_both_baselines_adds_their_rows_and_resumes(tiny_run: Path, tmp_path: Path, monkeypatch):
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir)
+def _table(run_dir: Path) -> dict[str, dict]:
+    return {r["method"]: r for r in read_json(run_dir / "results" / "val" / "ablation.json")["rows"]}
+
+
+def test_tiny_run_with_both_baselines_adds_their_rows_and_resumes(tmp_path: Path, monkeypatch):
+    Run(_cfg_with([]), tmp_path, show_progress=False).run()
+    before = {m: r["miou"] for m, r in _table(tmp_path).items()}
+    assert not {"ACoL", "CBAM (Grad-CAM)"} & set(before) and "baselines_image_epochs" not in read_json(tmp_path / "budget.json")
     fit = _count_fits(monkeypatch)
-    Run(_cfg_with(["acol", "cbam"]), run_dir, show_progress=False).run()
-    assert fit.calls == 2  # only the two baselines: every other model and map of the run is reused
-    table = {r["method"]: r for r in read_json(run_dir / "results" / "val" / "ablation.json")["rows"]}
-    before = {r["method"]: r["miou"] for r in read_json(tiny_run / "results" / "val" / "ablation.json")["rows"]}
+    Run(_cfg_with(["acol", "cbam"]), tmp_path, show_progress=False).run()
+    assert fit.calls == 2  # switched on in a finished run: only the two baselines train, every other model is reused
+    table = _table(tmp_path)
     for row in ("ACoL", "CBAM (Grad-CAM)"):
         r = table[row]
         assert 0 <= r["miou"] <= 1 and 0 <= r["pxap"] <= 1 and "best_threshold" in r and "irn_miou" in r
         assert r["ci_low"] <= r["diff"] <= r["ci_high"]
         assert r["diff"] == pytest.approx(r["miou"] - table["Grad-CAM"]["miou"])
+        assert r["records"] == table["Grad-CAM"]["records"]  # every (image, class) the other rows have
     assert all(table[m]["miou"] == v for m, v in before.items())  # existing rows unchanged
-    md = (run_dir / "results" / "val" / "ablation.md").read_text()
+    md = (tmp_path / "results" / "val" / "ablation.md").read_text()
     assert md.index("| LayerCAM") < md.index("| ACoL") < md.index("| CBAM (Grad-CAM)") < md.index("| Random+F")
-    base = read_json(run_dir / "multiclass" / "baseline.pt.meta.json")
-    budget = read_json(run_dir / "budget.json")
+    base = read_json(tmp_path / "multiclass" / "baseline.pt.meta.json")
+    budget = read_json(tmp_path / "budget.json")
     for kind in ("acol", "cbam"):
-        meta = read_json(run_dir / "baselines" / f"{kind}.pt.meta.json")
+        meta = read_json(tmp_path / "baselines" / f"{kind}.pt.meta.json")
         assert meta["images"] == base["images"] and meta["epochs"] == base["epochs"]  # the Grad-CAM baseline's budget
         assert budget["baselines_image_epochs"][kind] == budget["multiclass_image_epochs"]
+        assert (tmp_path / "maps" / "val" / f"baseline__{kind}.npz").is_file()
     rows = {m: r["miou"] for m, r in table.items()}
     fit.calls = 0
-    Run(_cfg_with(["acol", "cbam"]), run_dir, show_progress=False).run()
+    Run(_cfg_with(["acol", "cbam"]), tmp_path, show_progress=False).run()
     assert fit.calls == 0  # resumed: nothing retrained
-    assert {r["method"]: r["miou"] for r in read_json(run_dir / "results" / "val" / "ablation.json")["rows"]} == rows
+    assert {m: r["miou"] for m, r in _table(tmp_path).items()} == rows

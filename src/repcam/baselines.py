@@ -320,7 +320,8 @@ def train_baselines(run: "Run", train: "SegDataset", cache: ImageCache, base_pat
                       progress=lambda d, t: adv(), step=acol_step if kind == "acol" else None)
         art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, images=len(idx), mode=mc.mode, epochs=res.epochs,
                        budget_of=base_path, train_accuracy=res.train_accuracy, seconds=res.seconds, history=res.history)
-    run.budget["baselines_image_epochs"] = {kind: int(a.meta()["images"]) * int(a.meta()["epochs"]) for kind, a in arts.items()}
+    if arts:  # only then, so that budget.json of runs without baselines stays as it was
+        run.budget["baselines_image_epochs"] = {kind: int(a.meta()["images"]) * int(a.meta()["epochs"]) for kind, a in arts.items()}
     return arts
 
 
