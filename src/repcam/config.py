@@ -14,6 +14,7 @@ import yaml
 
 SELECTION_METHODS = ("random", "rank-a", "rank-b", "s1", "s2", "s3", "s4", "all")
 VARIANTS = ("max", "geomean", "contrast", "with-gradcam")
+BASELINES = ("acol", "cbam")
 
 
 RESOLVED_CONFIG = "config.resolved.yaml"
@@ -121,6 +122,8 @@ class RunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    # Trained baselines of the paper's Table 5 (repcam.baselines), rows "ACoL" / "CBAM (Grad-CAM)"; empty: none.
+    baselines: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -211,10 +214,11 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
             fail(key, f"must be one of {', '.join(allowed)}; got {value!r}")
     if cfg.data.kind != "partsworld" and not cfg.data.root:
         fail("data.root", f"is required for data.kind={cfg.data.kind!r} (the data set folder)")
-    for key, values, allowed in [("selection.methods", cfg.selection.methods, SELECTION_METHODS), ("evaluation.variants", cfg.evaluation.variants, VARIANTS)]:
+    for key, values, allowed in [("selection.methods", cfg.selection.methods, SELECTION_METHODS), ("evaluation.variants", cfg.evaluation.variants, VARIANTS),
+                                 ("baselines", cfg.baselines, BASELINES)]:
         bad = [v for v in values if v not in allowed]
         if bad:
-            fail(key, f"has unknown {key.split('.')[1][:-1]} {bad[0]!r}; choose from {', '.join(allowed)}")
+            fail(key, f"has unknown {key.split('.')[-1].removesuffix('s')} {bad[0]!r}; choose from {', '.join(allowed)}")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         fail("device", f"must be auto, cpu or cuda; got {cfg.device!r}")
     values = dict(_leaves(cfg))

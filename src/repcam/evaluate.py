@@ -25,6 +25,7 @@ MC_METHODS = {  # multi-class model maps: row name -> stored map kind
     "LayerCAM": "layercam",
     "Grad-CAM+A": "fused",
 }
+BASELINE_ROWS = {"acol": "ACoL", "cbam": "CBAM (Grad-CAM)"}  # trained baselines (repcam.baselines): switch -> row
 
 
 VARIANT_ROWS = {  # variant switch -> row suffixes it adds to every selection
@@ -71,11 +72,13 @@ def evaluate_split(
     variants: Sequence[str] = (),
     contrast_records: Mapping[str, MapRecords] | None = None,
     chunk_size: int = 64,
+    baseline_records: Mapping[str, MapRecords] | None = None,
 ) -> SplitResult:
     """Evaluate every method class by class, in chunks of ``chunk_size`` images, so memory does not grow with the data.
 
     ``pair_records(c)`` returns {partner s: maps of the (c, s) pair model}. ``variants`` adds rows per selection
-    (see :data:`VARIANT_ROWS`); ``contrast_records`` holds the multi-class model's contrast maps per selection.
+    (see :data:`VARIANT_ROWS`); ``contrast_records`` holds the multi-class model's contrast maps per selection;
+    ``baseline_records`` {row name: maps of kind "map"} the trained baselines' (:data:`BASELINE_ROWS`).
     """
     C = ds.num_classes
     accs: dict[str, IoUAccumulator] = {}
@@ -94,6 +97,7 @@ def evaluate_split(
     kinds = _computed_kinds(mc_records)
     class_modes = [m for m in ("max", "geomean") if m in variants]
     contrast_records = contrast_records or {}
+    baseline_records = baseline_records or {}
     for c in range(C):
         images = sorted({int(i) for i, k in zip(mc_records["image"], mc_records["cls"]) if k == c})
         chunks = [images[b : b + chunk_size] for b in range(0, len(images), chunk_size)]
@@ -122,12 +126,16 @@ def evaluate_split(
             fused = {s: m["fused"] for s, m in pair_maps.items()}
             masks = {i: _eval_mask(ds, i, protocol) for i in chunk}
             contrast_tables = {n: _by_image(r, c, ["last", "fused"], chunk) for n, r in contrast_records.items() if "contrast" in variants}
+            trained = {n: _by_image(r, c, ["map"], chunk)["map"] for n, r in baseline_records.items()}
             if not topk:
                 score_pairs(chunk, last, masks)
             for i in chunk:
                 for name, kind in MC_METHODS.items():
                     if kind in mc and i in mc[kind]:
                         add(name, i, c, mc[kind][i].astype(np.float32), masks[i])
+                for name, maps in trained.items():
+                    if i in maps:
+                        add(name, i, c, maps[i].astype(np.float32), masks[i])
                 for sel_name, sel in list(selections.items()) + [(n, s) for n, s in topk_sel.items() if c in s]:
                     reps = sel.get(c, [])
                     avail = [s for s in reps if s in last and i in last[s]]
@@ -177,8 +185,9 @@ def _eval_mask(ds: SegDataset, i: int, protocol: str) -> np.ndarray:
 
 
 def strongest_baseline(result: SplitResult) -> str | None:
-    """The multi-class baseline (CAM, Grad-CAM, mean of layers, LayerCAM, Grad-CAM+A) with the highest mIoU."""
-    cands = [(acc.miou(), name) for name, acc in result.accs.items() if name in MC_METHODS and not np.isnan(acc.miou())]
+    """The baseline (CAM, Grad-CAM, mean of layers, LayerCAM, Grad-CAM+A, and ACoL / CBAM when trained) with the highest mIoU."""
+    rows = set(MC_METHODS) | set(BASELINE_ROWS.values())
+    cands = [(acc.miou(), name) for name, acc in result.accs.items() if name in rows and not np.isnan(acc.miou())]
     return max(cands)[1] if cands else None
 
 

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from repcam import selection as S
+from repcam.baselines import baseline_records, train_baselines
 from repcam.cam import ContrastTarget
 from repcam.executor import Executor, ExecutorError, Unit, default_threads
 from repcam.config import RESOLVED_CONFIG, RunConfig
@@ -64,6 +65,7 @@ class Run:
         self._pair_init: dict[str, torch.Tensor] | None = None  # pairs.init: multiclass (see _set_pair_init)
         self._pair_init_key: str | None = None
         self._features: FeatureCache | None = None  # pairs.freeze_until: the shared trunk features (see _feature_cache)
+        self._baseline_arts: dict[str, Artefact] = {}  # config `baselines`: trained ACoL / CBAM models
         self._check_dir()
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -163,6 +165,7 @@ class Run:
             pair_budget = self._pair_budget(pair_arts)
             base_model, base_path = self.train_baseline(mc_model, train, cache, pair_budget)
             self._budget_note(base_path, pair_budget, len(pair_arts))
+            self._baseline_arts = train_baselines(self, train, cache, base_path)
             results = {}
             for split in self.cfg.data.eval_splits:
                 results[split] = self.evaluate(split, base_model, base_path, pair_arts, selections)
@@ -555,6 +558,9 @@ class Run:
             except ExecutorError as e:
                 raise RunError(str(e)) from e
 
+        with self.timed(f"maps {split}"):
+            trained = baseline_records(self, ds.num_classes, cache, jobs, mdir, maps_key, self._baseline_arts)
+
         def pair_records(c: int) -> dict[int, MapRecords]:
             return {(b if a == c else a): RecordFile(art.path) for (a, b), art in pair_arts.items() if c in (a, b)}
 
@@ -562,7 +568,7 @@ class Run:
         with self.timed(f"evaluate {split}"), self.progress(f"evaluate {split}", ds.num_classes) as adv:
             contrast = {n: RecordFile(a.path) for n, a in contrast_arts.items()}
             result = evaluate_split(ds, RecordFile(mc_art.path), pair_records, selections, ev.threshold, ev.protocol, topk, adv,
-                                    variants=ev.variants, contrast_records=contrast)
+                                    variants=ev.variants, contrast_records=contrast, baseline_records=trained)
         rows = summarize(result, seed=self.cfg.seed)
         write_tables(self.dir / "results" / _slug(split), split, result, rows, self.notes, skipped=len(cache.bad))
         write_json_mapping(self.dir / "results" / _slug(split) / "accumulators.json", ((k, v.state_dict) for k, v in result.accs.items()))

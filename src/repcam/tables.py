@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from repcam.evaluate import BASELINE, MC_METHODS, VARIANT_ROWS, SplitResult
+from repcam.evaluate import BASELINE, BASELINE_ROWS, MC_METHODS, VARIANT_ROWS, SplitResult
 from repcam.storage import write_json, write_text
 
 _SELECTION_ORDER = ["Random", "Rank-a", "Rank-b", "S-1", "S-2", "S-3", "S-4", "All", "Top-1", "Top-2", "Top-3", "Top-4"]
@@ -16,7 +16,7 @@ _SELECTION_ORDER = ["Random", "Rank-a", "Rank-b", "S-1", "S-2", "S-3", "S-4", "A
 
 def method_order(names: Sequence[str]) -> list[str]:
     """Baselines first, then the paper's Table 2 order with +F before +A+F, then the variants per selection."""
-    order = [n for n in MC_METHODS if n in names]
+    order = [n for n in [*MC_METHODS, *BASELINE_ROWS.values()] if n in names]
     for sel in _SELECTION_ORDER:
         order += [n for n in (f"{sel}+F", f"{sel}+A+F") if n in names]
     for sel in _SELECTION_ORDER:  # the variants beyond the paper after its rows

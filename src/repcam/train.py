@@ -119,6 +119,7 @@ def fit(
     plateau: tuple[float, int] | None = None,
     progress: Progress | None = None,
     inputs: BatchInputs | None = None,
+    step: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> FitResult:
     """Adam on uint8 ``images`` with random horizontal flips.
 
@@ -127,6 +128,8 @@ def fit(
     ``plateau=(factor, patience)`` halves the learning rate when the loss stops falling (the paper's schedule).
     ``inputs(rows, flip)`` replaces the flipped, normalised images as the model's input (``images`` may then be None):
     :mod:`repcam.featcache` passes cached trunk features, so the batches and flips stay exactly those of the images.
+    ``step(model, x, y) -> (batch loss, logits)`` replaces the plain forward and loss for a model that needs the
+    targets in its forward pass (ACoL erases by the ground-truth classes); the logits only feed the accuracy.
     """
     if len(targets) == 0:
         raise ValueError("no training images")
@@ -154,12 +157,12 @@ def fit(
             else:
                 x = inputs(idx, flips[idx]).to(device, non_blocking=True)
             y = targets[idx].to(device)
-            logits = model(x)
+            step_loss, logits = step(model, x, y) if step is not None else (None, model(x))
             if loss == "ce":
-                batch_loss = F.cross_entropy(logits, y)
+                batch_loss = F.cross_entropy(logits, y) if step_loss is None else step_loss
                 correct += (logits.argmax(1) == y).sum().item()
             else:
-                batch_loss = F.binary_cross_entropy_with_logits(logits, y.float())
+                batch_loss = F.binary_cross_entropy_with_logits(logits, y.float()) if step_loss is None else step_loss
                 correct += ((logits > 0) == (y > 0.5)).float().mean(1).sum().item()
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
