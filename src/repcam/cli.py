@@ -149,13 +149,14 @@ def explain(
 
     layers = [] if layers in (None, ["auto"]) else layers  # typer may pass [] or None for an unused list option
     if (run is None) == (model is None):
-        console.print("[red]error:[/] pass exactly one of --run (a finished run's models) or --model (a stock timm/torchvision model)")
+        console.print("[red]error:[/] pass exactly one of --run (a finished run's models) or --model (a stock timm/torchvision model)",
+                      soft_wrap=True)
         raise typer.Exit(2)
     if model is not None:
         from repcam.stock import explain_files
 
         if min_score is not None:
-            console.print("[red]error:[/] --min-score applies to --run only; with --model use --topk or --class")
+            console.print("[red]error:[/] --min-score applies to --run only; with --model use --topk or --class", soft_wrap=True)
             raise typer.Exit(2)
         try:
             explain_files(images, model, weights=str(weights) if weights else None, classes=cls, method=method or "layercam",
@@ -163,14 +164,14 @@ def explain(
                           topk=3 if topk is None else topk, rivals=3 if rivals is None else rivals,
                           batch_size=8 if batch_size is None else batch_size, fmt=fmt, device=device, console=console, echo=typer.echo)
         except ExplainError as e:
-            console.print(f"[red]error:[/] {e}")
+            console.print(f"[red]error:[/] {e}", soft_wrap=True)
             raise typer.Exit(2) from None
         return
     stock_only = {"--weights": weights, "--layers": layers or None, "--topk": topk, "--rivals": rivals, "--batch-size": batch_size,
                   "--save-npy": save_npy or None}
     given = [k for k, v in stock_only.items() if v is not None]
     if given:
-        console.print(f"[red]error:[/] {', '.join(given)} apply to --model only, not to --run")
+        console.print(f"[red]error:[/] {', '.join(given)} apply to --model only, not to --run", soft_wrap=True)
         raise typer.Exit(2)
     try:
         explainer = Explainer.from_run(run, method, device)

@@ -201,17 +201,21 @@ def load_stock_model(name: str, weights: str | os.PathLike | None = None) -> Sto
 
 def _head_size(model: nn.Module, sd: dict[str, torch.Tensor]) -> int | None:
     """The number of classes the state dict's classification head has (None if it has no recognisable head)."""
-    for key in sorted(_head_keys(model)):
-        if key.endswith("weight") and key in sd and sd[key].dim() == 2:
-            return int(sd[key].shape[0])
-    return None
+    heads = _head_keys(model)
+    # A head can be a Sequential of several Linear layers (torchvision's MobileNetV3): the last one gives the classes.
+    keys = [k for k in model.state_dict() if k in heads and k.endswith("weight") and k in sd and sd[k].dim() == 2]
+    return int(sd[keys[-1]].shape[0]) if keys else None
 
 
 def _num_classes(model: nn.Module) -> int:
     """The model's output count, from one tiny dry run (robust to any head layout)."""
-    with torch.no_grad():
-        p = next(model.parameters())
-        out = model.eval()(torch.zeros(1, 3, 64, 64, device=p.device, dtype=p.dtype))
+    was_training = model.training  # a caller's module is left in the mode it came in
+    try:
+        with torch.no_grad():
+            p = next(model.parameters())
+            out = model.eval()(torch.zeros(1, 3, 64, 64, device=p.device, dtype=p.dtype))
+    finally:
+        model.train(was_training)
     if not torch.is_tensor(out) or out.dim() != 2:
         raise StockError(f"the model must return (B, num_classes) logits, got {getattr(out, 'shape', type(out).__name__)}")
     return int(out.shape[1])
