@@ -238,3 +238,12 @@ def test_cli_bad_arguments_are_refused_before_any_work(tmp_path, monkeypatch, ar
     res = CliRunner().invoke(app, ["explain", "x.png", *args, "--out", str(tmp_path / "out")])
     assert res.exit_code == 2 and match in res.output and "Traceback" not in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "x.png")
+    (tmp_path / "taken").write_text("a file where a folder's parent should be")
+    res = CliRunner().invoke(app, ["explain", "x.png", "--model", LITE0, "--out", "taken/figures"])
+    assert res.exit_code == 2 and "cannot create the output folder --out taken/figures" in res.output
+    assert "Traceback" not in res.output

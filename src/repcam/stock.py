@@ -371,7 +371,8 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 class StockExplainer:
     """A stock model, one method and its layers, ready for batches of images (what ``repcam explain --model`` uses).
 
-    Every argument is validated here, before any image is processed.
+    Every argument is validated here, before any image is processed. A module passed in is moved to ``device``;
+    its train/eval mode and ``requires_grad`` flags are left as they were.
     """
 
     def __init__(
@@ -536,6 +537,10 @@ def explain_files(
         stems[p.stem] = p
     explainer = StockExplainer(model, method, layers or "auto", weights=weights, topk=topk, rivals=rivals, device=device)
     wanted = explainer.resolve_classes(list(classes) if classes else None)
+    try:  # the last check before any map is computed: the output folder must be creatable
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StockError(f"cannot create the output folder --out {out}: {e.strerror or e}") from None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     written: list[Path] = []
