@@ -6,10 +6,10 @@ STAMP := $(VENV)/.repcam-installed
 
 .PHONY: demo test install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"  # ranges in pyproject.toml, tested pins in constraints.txt
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -142,16 +142,23 @@ def report(
 
 @app.command()
 def explain(
-    image: Path = typer.Argument(..., help="Any image PIL reads (any size)."),
-    run: Path = typer.Option(..., "--run", help="A run directory with trained models (from `repcam run` or `repcam demo`)."),
-    cls: Optional[list[str]] = typer.Option(None, "--class", help="Class to explain (repeatable); default: every class scored >= --min-score."),
-    method: Optional[str] = typer.Option(None, help="Selection whose representative classes to use (e.g. S-1); default: the run's best +A+F row."),
-    min_score: float = typer.Option(0.5, help="Without --class: explain the classes the multi-class model scores at least this high."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default: RUN/explain)."),
+    images: list[str] = typer.Argument(..., help="Images PIL reads (any size); with --model also folders and globs."),
+    run: Optional[Path] = typer.Option(None, "--run", help="A run directory with trained models (from `repcam run` or `repcam demo`)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Instead of --run: a stock timm model name or torchvision/<name>."),
+    weights: Optional[Path] = typer.Option(None, help="With --model: a local state-dict file (default: offline ImageNet weights)."),
+    cls: Optional[list[str]] = typer.Option(None, "--class", help="Class to explain (repeatable; with --model a name or index); default: every class scored >= --min-score (--run), the top-k predictions (--model)."),
+    method: Optional[str] = typer.Option(None, help="--run: the selection whose representative classes to use (e.g. S-1; default the run's best +A+F row). --model: gradcam, layercam (default), paper or contrast."),
+    layers: Optional[list[str]] = typer.Option(None, "--layers", help="With --model: target layer names (repeatable), or auto (default)."),
+    min_score: Optional[float] = typer.Option(None, help="With --run and no --class: explain the classes scored at least this high (default 0.5)."),
+    topk: Optional[int] = typer.Option(None, help="With --model and no --class: explain the k top predictions (default 3)."),
+    rivals: Optional[int] = typer.Option(None, help="With --method contrast: contrast against this many top rival classes (default 3)."),
+    save_npy: bool = typer.Option(False, "--save-npy", help="With --model: also save each map as float32 .npy at the image's size."),
+    batch_size: Optional[int] = typer.Option(None, help="With --model: images per batch (default 8)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: RUN/explain, or ./explain with --model)."),
     fmt: str = typer.Option("png", help="png, pdf or svg."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
-    """Overlay figure of one image: each representative class's map, their fusion and Grad-CAM, per class."""
+    """Overlay figures, one per image and class: a finished run's maps (--run) or a stock model's (--model)."""
     from repcam.explain import Explainer, ExplainError
     from repcam.figures import FORMATS
 
@@ -160,6 +167,33 @@ def explain(
     if fmt not in FORMATS:
         console.print(f"[red]error:[/] --fmt {fmt!r} is not a figure format; choose one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
+    layers = [] if layers in (None, ["auto"]) else layers  # typer may pass [] or None for an unused list option
+    if (run is None) == (model is None):
+        console.print("[red]error:[/] pass exactly one of --run (a finished run's models) or --model (a stock timm/torchvision model)",
+                      soft_wrap=True)
+        raise typer.Exit(2)
+    if model is not None:
+        from repcam.stock import explain_files
+
+        if min_score is not None:
+            console.print("[red]error:[/] --min-score applies to --run only; with --model use --topk or --class", soft_wrap=True)
+            raise typer.Exit(2)
+        try:
+            explain_files(images, model, weights=str(weights) if weights else None, classes=cls, method=method or "layercam",
+                          layers=layers or None, out=out or Path("explain"), save_npy=save_npy,
+                          topk=3 if topk is None else topk, rivals=3 if rivals is None else rivals,
+                          batch_size=8 if batch_size is None else batch_size, fmt=fmt, device=device, console=console, echo=typer.echo)
+        except ExplainError as e:
+            console.print(f"[red]error:[/] {e}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        return
+    stock_only = {"--weights": weights, "--layers": layers or None, "--topk": topk, "--rivals": rivals, "--batch-size": batch_size,
+                  "--save-npy": save_npy or None}
+    given = [k for k, v in stock_only.items() if v is not None]
+    if given:
+        console.print(f"[red]error:[/] {', '.join(given)} apply to --model only, not to --run", soft_wrap=True)
+        raise typer.Exit(2)
+    min_score = 0.5 if min_score is None else min_score
     if not 0.0 <= min_score <= 1.0:
         console.print(f"[red]error:[/] --min-score must be in [0, 1], got {min_score}")
         raise typer.Exit(2)
@@ -172,17 +206,18 @@ def explain(
             console.print(f"[red]error:[/] cannot write figures to {folder}: {_os_reason(e)}{hint}")
             raise typer.Exit(2) from None
     try:
-        explanations = Explainer.from_run(run, method, device).explain(image, cls or None, min_score)
+        explainer = Explainer.from_run(run, method, device)
+        for image in map(Path, images):
+            for ex in explainer.explain(image, cls or None, min_score):
+                try:
+                    path = ex.save(folder / f"{slug(image.stem)}_{slug(ex.cls)}.{fmt}", fmt=fmt)
+                except OSError as e:
+                    console.print(f"[red]error:[/] cannot write the figure of {ex.cls!r} to {folder}: {_os_reason(e)}")
+                    raise typer.Exit(2) from None
+                typer.echo(f"{ex.cls}\tp={ex.score:.3f}\t{path}")
     except ExplainError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    for ex in explanations:
-        try:
-            path = ex.save(folder / f"{slug(image.stem)}_{slug(ex.cls)}.{fmt}", fmt=fmt)
-        except OSError as e:
-            console.print(f"[red]error:[/] cannot write the figure of {ex.cls!r} to {folder}: {_os_reason(e)}")
-            raise typer.Exit(2) from None
-        typer.echo(f"{ex.cls}\tp={ex.score:.3f}\t{path}")
 
 
 def _os_reason(e: OSError) -> str:

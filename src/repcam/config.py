@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+    import tomli as tomllib
 
 SELECTION_METHODS = ("random", "rank-a", "rank-b", "s1", "s2", "s3", "s4", "all")
 VARIANTS = ("max", "geomean", "contrast", "with-gradcam")

