@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -12,25 +13,41 @@ from rich.console import Console
 from repcam.config import ConfigError, demo_config, load_config, validate
 from repcam.data.base import DataError
 from repcam.run import Run, RunError
-from repcam.storage import slug
+from repcam.rundir import RunDirLocked, locked
+from repcam.storage import ArtefactError, slug
 
 app = typer.Typer(add_completion=False, help="Class activation maps by representative class selection and multi-layer fusion.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never wrap: an error stays one line in a log or pipe
+
+
+def _note(msg: str) -> None:
+    console.print(f"[yellow]note:[/] {msg}")
+
+
+def _lock(stack: ExitStack, run_dir: Path) -> None:
+    """Hold ``run_dir``'s lock until ``stack`` closes, or exit with the one-line error naming its holder."""
+    try:
+        stack.enter_context(locked(run_dir, _note))
+    except RunDirLocked as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
 
 
 def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
-    try:
-        run = Run(cfg, run_dir, console=console, show_progress=progress)
-        run.run()
-    except (ConfigError, DataError, RunError, ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
-    try:
-        from repcam.report import write_report
+    with ExitStack() as stack:  # one lock over the run and its report: no other writer in between
+        try:
+            run = Run(cfg, run_dir, console=console, show_progress=progress)
+            stack.enter_context(locked(run_dir, _note))
+            run.run()
+        except (ConfigError, DataError, RunError, RunDirLocked, ValueError, FileNotFoundError) as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
+        try:
+            from repcam.report import write_report
 
-        console.print(f"report: {write_report(run_dir)}")
-    except Exception as e:  # noqa: BLE001 - the results are on disk; a failed report must not fail the run
-        console.print(f"[yellow]warning:[/] report not written: {e}")
+            console.print(f"report: {write_report(run_dir)}")
+        except Exception as e:  # noqa: BLE001 - the results are on disk; a failed report must not fail the run
+            console.print(f"[yellow]warning:[/] report not written: {e}")
     return run
 
 
@@ -60,11 +77,13 @@ def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: i
 
     seed_list = [cfg.seed + k for k in range(seeds)]
     dirs = seed_dirs(run_dir, seed_list)
-    for s, c in seed_configs(cfg, seed_list).items():
-        console.print(f"[bold]seed {s}[/] -> {dirs[s]}")
-        _run_one(c, dirs[s], progress)
-    for split in cfg.data.eval_splits:
-        typer.echo(write_seed_tables(run_dir, split, seed_list))
+    with ExitStack() as stack:
+        _lock(stack, run_dir)  # the seed folders get their own locks; this one guards the tables over seeds
+        for s, c in seed_configs(cfg, seed_list).items():
+            console.print(f"[bold]seed {s}[/] -> {dirs[s]}")
+            _run_one(c, dirs[s], progress)
+        for split in cfg.data.eval_splits:
+            typer.echo(write_seed_tables(run_dir, split, seed_list))
     console.print(f"per-seed runs in {run_dir}/seed-*, tables over seeds in {run_dir}/results/<split>/seeds.md")
 
 
@@ -112,11 +131,14 @@ def report(
     from repcam.report import screenshot as take_screenshot
     from repcam.report import write_report
 
-    try:
-        path = write_report(run_dir, figures=figures)
-    except FileNotFoundError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+    with ExitStack() as stack:
+        if run_dir.is_dir():
+            _lock(stack, run_dir)  # it writes figures/ and report.html into the run directory
+        try:
+            path = write_report(run_dir, figures=figures)
+        except (FileNotFoundError, ArtefactError) as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
     console.print(f"report: {path}")
     if screenshot is not None:
         try:
@@ -140,15 +162,20 @@ def explain(
     """Overlay figure of one image: each representative class's map, their fusion and Grad-CAM, per class."""
     from repcam.explain import Explainer, ExplainError
 
-    try:
-        explanations = Explainer.from_run(run, method, device).explain(image, cls or None, min_score)
-    except ExplainError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
     folder = out or run / "explain"
-    for ex in explanations:
-        path = ex.save(folder / f"{slug(image.stem)}_{slug(ex.cls)}.{fmt.lower()}", fmt=fmt)
-        typer.echo(f"{ex.cls}\tp={ex.score:.3f}\t{path}")
+    with ExitStack() as stack:
+        if run.is_dir() and folder.resolve().is_relative_to(run.resolve()):
+            _lock(stack, run)  # the figures go into the run directory
+        try:
+            explainer = Explainer.from_run(run, method, device)
+            explanations = explainer.explain(image, cls or None, min_score)
+        except (ExplainError, ArtefactError) as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
+        for ex in explanations:
+            # The run's class -> file-name mapping: two classes never share a figure (e.g. 'x y' and 'x_y').
+            path = ex.save(folder / f"{slug(image.stem)}_{explainer.files.stem(ex.cls)}.{fmt.lower()}", fmt=fmt)
+            typer.echo(f"{ex.cls}\tp={ex.score:.3f}\t{path}")
 
 
 def main() -> None:  # pragma: no cover

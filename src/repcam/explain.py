@@ -13,13 +13,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image, UnidentifiedImageError
 
 from repcam.backbones import Preprocess
 from repcam.cam import MultiLayerGradCAM
 from repcam.config import ConfigError, load_config
 from repcam.fusion import fuse_classes
-from repcam.storage import read_json
+from repcam.rundir import ClassFiles, stale_reason
+from repcam.storage import read_json, verify
 from repcam.storage import slug as _slug
 from repcam.train import resolve_device
 from repcam.units import ModelSpec
@@ -72,6 +74,10 @@ class Explainer:
             if not (self.dir / needed).is_file():
                 raise ExplainError(f"run directory {self.dir} is unfinished: {needed} is missing; rerun the run to complete it")
         self.classes: list[str] = list(read_json(self.dir / "similarity.json")["classes"])
+        try:
+            self.files = ClassFiles(self.classes)  # the run's class -> file-name mapping (pair models, figures)
+        except ValueError as e:
+            raise ExplainError(f"run directory {self.dir}: {e}") from None
         self.multilabel = read_json(mc_path.with_name("model.pt.meta.json")).get("mode", "multilabel") == "multilabel"
         self.selections: dict[str, dict[str, list[str]]] = read_json(self.dir / "selections.json")["selections"]
         self.selection = self._pick_selection(method)
@@ -96,7 +102,7 @@ class Explainer:
             return name
         for split in self.cfg.data.eval_splits:
             table = self.dir / "results" / _slug(split) / "ablation.json"
-            if table.is_file():
+            if table.is_file() and not stale_reason(yaml.safe_load((self.dir / "config.yaml").read_text()), split, read_json(table)):
                 rows = [r for r in read_json(table)["rows"] if r["method"].endswith("+A+F") and r["method"][:-4] in self.selections]
                 rows = [r for r in rows if r.get("miou") is not None]
                 if rows:
@@ -106,14 +112,14 @@ class Explainer:
     def _load(self, path: Path, num_classes: int) -> tuple[torch.nn.Module, Preprocess]:
         b = self.cfg.backbone
         bb = ModelSpec(b.name, num_classes, b.weights, b.input_size).build(pretrained=False)
-        bb.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        bb.model.load_state_dict(torch.load(verify(path), map_location="cpu", weights_only=True))  # checksum first
         return bb.model.to(self.device).eval(), bb.preprocess
 
     def _pair(self, c: str, s: str) -> tuple[torch.nn.Module, int] | None:
         """The binary model of the unordered pair {c, s} and the logit of ``c`` in it (None if not trained)."""
         a, b = sorted((c, s), key=self.classes.index)
         if (a, b) not in self._pairs:
-            path = self.dir / "pairs" / f"{_slug(a)}__{_slug(b)}.pt"
+            path = self.dir / "pairs" / f"{self.files.pair(a, b)}.pt"
             if not path.is_file():
                 return None
             self._pairs[(a, b)] = self._load(path, 2)[0]

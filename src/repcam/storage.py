@@ -83,6 +83,40 @@ def config_key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class ArtefactError(ValueError):
+    """A run-directory file that fails its checks (checksum, sidecar, content); the message names the file."""
+
+
+_verified: dict[Path, tuple[int, int, int]] = {}  # path -> (inode, size, mtime_ns) at its last successful check
+
+
+def verify(path: Path) -> Path:
+    """``path`` if its ``.meta.json`` sidecar exists and holds its SHA-256, else :class:`ArtefactError`.
+
+    Readers of run-directory artefacts call this before trusting a file (a run directory may come from someone
+    else); a file checked once is not hashed again while its inode, size and mtime are unchanged.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ArtefactError(f"{path}: cannot read it ({e.strerror or e})") from None
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if _verified.get(path) == stamp:
+        return path
+    meta_path = path.with_name(path.name + ".meta.json")
+    try:
+        meta = read_json(meta_path)
+    except (OSError, ValueError) as e:
+        raise ArtefactError(f"{path}: its checksum sidecar {meta_path.name} is missing or unreadable ({type(e).__name__}); "
+                            "rerun `repcam run` on this directory to recompute it") from None
+    if not isinstance(meta, dict) or meta.get("sha256") != sha256(path):
+        raise ArtefactError(f"{path}: checksum does not match {meta_path.name} (damaged or replaced file); "
+                            "rerun `repcam run` on this directory to recompute it")
+    _verified[path] = stamp
+    return path
+
+
 class Artefact:
     """A data file plus a ``.meta.json`` sidecar holding its key and checksum; the sidecar is written last,
     so an artefact is complete exactly when its sidecar exists, matches the key and the file's checksum."""
@@ -123,5 +157,12 @@ class Artefact:
         self.save(write, **info)
 
     def load_npz(self) -> dict[str, np.ndarray]:
-        with np.load(self.path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        from repcam.records import check_dtype  # the allow-list of what repcam writes
+
+        with np.load(verify(self.path), allow_pickle=False) as z:
+            out = {}
+            for k in z.files:
+                arr = z[k]
+                check_dtype(self.path, k, arr.dtype)
+                out[k] = arr
+            return out
