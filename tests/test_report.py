@@ -19,6 +19,7 @@ from repcam.evaluate import evaluate_split, summarize
 from repcam.metrics import IoUAccumulator
 from repcam.report import write_report
 from repcam.run import Run
+from repcam.storage import sha256
 from repcam.storage import slug as _slug
 from repcam.tables import write_tables
 from repcam.tinycnn import TinyCNN
@@ -35,6 +36,13 @@ def _blob(h: int, w: int, box: tuple[int, int, int, int], rng: np.random.Generat
     cy, cx = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     m = np.exp(-(((yy - cy) / (sharp * h)) ** 2 + ((xx - cx) / (sharp * w)) ** 2)) + 0.15 * rng.random((h, w))
     return ((m - m.min()) / (m.max() - m.min())).astype(np.float16)
+
+
+def _seal(path: Path) -> None:
+    """Give ``path`` the checksum sidecar a real run writes (readers refuse artefacts without one)."""
+    meta_path = path.with_name(path.name + ".meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta_path.write_text(json.dumps({**meta, "sha256": sha256(path)}))
 
 
 def make_fake_run(root: Path) -> Path:
@@ -84,6 +92,7 @@ def make_fake_run(root: Path) -> Path:
     (run / "multiclass").mkdir()
     torch.save(TinyCNN(C).state_dict(), run / "multiclass" / "model.pt")
     (run / "multiclass" / "model.pt.meta.json").write_text(json.dumps({"train_accuracy": 0.9, "epochs": 3, "images": 6, "mode": "single", "seconds": 1.5}))
+    _seal(run / "multiclass" / "model.pt")
 
     def box_at_map(iid: str, c: int) -> tuple[int, int, int, int]:
         y0, x0, y1, x1 = boxes[iid][c]
@@ -96,6 +105,7 @@ def make_fake_run(root: Path) -> Path:
     for kind, sharp in (("last", 0.6), ("fused", 0.3), ("mean", 0.5), ("layercam", 0.45), ("cam", 0.55)):
         mc[kind] = np.stack([_blob(MAP, MAP, box_at_map(ds.samples[i].id, c), rng, sharp) for i, c in jobs])
     np.savez(mdir / "multiclass.npz", **mc)
+    _seal(mdir / "multiclass.npz")
 
     pair_maps: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     (run / "pairs").mkdir()
@@ -107,10 +117,12 @@ def make_fake_run(root: Path) -> Path:
             rec["fused"] = np.stack([_blob(MAP, MAP, box_at_map(ds.samples[i].id, c), rng, 0.25 + 0.05 * a) for i, c in pj])
             stem = f"{_slug(CLASSES[a])}__{_slug(CLASSES[b])}"
             np.savez(mdir / f"{stem}.npz", **rec)
+            _seal(mdir / f"{stem}.npz")
             pair_maps[(a, b)] = rec
             torch.save(TinyCNN(2).state_dict(), run / "pairs" / f"{stem}.pt")
             (run / "pairs" / f"{stem}.pt.meta.json").write_text(json.dumps(
                 {"classes": [CLASSES[a], CLASSES[b]], "images": [3, 3], "epochs": 2, "train_accuracy": 0.95, "seconds": 0.4}))
+            _seal(run / "pairs" / f"{stem}.pt")
 
     selections = {"S-1": {0: [1, 2], 1: [0], 2: [0, 1]}, "Random": {0: [2], 1: [2], 2: [1]}}
     named = {n: {CLASSES[c]: [CLASSES[s] for s in reps] for c, reps in sel.items()} for n, sel in selections.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -12,13 +13,27 @@ from rich.markup import escape
 
 from repcam.config import ConfigError, demo_config, load_config, validate
 from repcam.data.base import DataError
-from repcam.storage import check_writable, slug
+from repcam.rundir import RunDirLocked, locked
+from repcam.storage import ArtefactError, check_writable, slug
 
 if TYPE_CHECKING:  # repcam.run (timm, the engine) is imported only once a run starts: config errors come back fast
     from repcam.run import Run
 
 app = typer.Typer(add_completion=False, help="Class activation maps by representative class selection and multi-layer fusion.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never wrap: an error stays one line in a log or pipe
+
+
+def _note(msg: str) -> None:
+    console.print(f"[yellow]note:[/] {msg}")
+
+
+def _lock(stack: ExitStack, run_dir: Path) -> None:
+    """Hold ``run_dir``'s lock until ``stack`` closes, or exit with the one-line error naming its holder."""
+    try:
+        stack.enter_context(locked(run_dir, _note))
+    except RunDirLocked as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
 
 
 def _fail(message: object) -> typer.Exit:
@@ -30,17 +45,19 @@ def _fail(message: object) -> typer.Exit:
 def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
     from repcam.run import Run, RunError
 
-    try:
-        run = Run(cfg, run_dir, console=console, show_progress=progress)
-        run.run()
-    except (ConfigError, DataError, RunError, ValueError, FileNotFoundError) as e:
-        raise _fail(e) from None
-    try:
-        from repcam.report import write_report
+    with ExitStack() as stack:  # one lock over the run and its report: no other writer in between
+        try:
+            run = Run(cfg, run_dir, console=console, show_progress=progress)
+            stack.enter_context(locked(run_dir, _note))
+            run.run()
+        except (ConfigError, DataError, RunError, RunDirLocked, ValueError, FileNotFoundError) as e:
+            raise _fail(e) from None
+        try:
+            from repcam.report import write_report
 
-        console.print(f"report: {write_report(run_dir)}")
-    except Exception as e:  # noqa: BLE001 - the results are on disk; a failed report must not fail the run
-        console.print(f"[yellow]warning:[/] report not written: {e}")
+            console.print(f"report: {write_report(run_dir)}")
+        except Exception as e:  # noqa: BLE001 - the results are on disk; a failed report must not fail the run
+            console.print(f"[yellow]warning:[/] report not written: {e}")
     return run
 
 
@@ -69,11 +86,13 @@ def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: i
 
     seed_list = [cfg.seed + k for k in range(seeds)]
     dirs = seed_dirs(run_dir, seed_list)
-    for s, c in seed_configs(cfg, seed_list).items():
-        console.print(f"[bold]seed {s}[/] -> {dirs[s]}")
-        _run_one(c, dirs[s], progress)
-    for split in cfg.data.eval_splits:
-        typer.echo(write_seed_tables(run_dir, split, seed_list))
+    with ExitStack() as stack:
+        _lock(stack, run_dir)  # the seed folders get their own locks; this one guards the tables over seeds
+        for s, c in seed_configs(cfg, seed_list).items():
+            console.print(f"[bold]seed {s}[/] -> {dirs[s]}")
+            _run_one(c, dirs[s], progress)
+        for split in cfg.data.eval_splits:
+            typer.echo(write_seed_tables(run_dir, split, seed_list))
     console.print(f"per-seed runs in {run_dir}/seed-*, tables over seeds in {run_dir}/results/<split>/seeds.md")
 
 
@@ -120,17 +139,17 @@ def report(
     from repcam.report import screenshot as take_screenshot
     from repcam.report import write_report
 
-    try:
-        if run_dir.is_dir():  # fail before building any figure if nothing can be written (a read-only run directory)
-            check_writable(run_dir)
-        path = write_report(run_dir, figures=figures)
-    except FileNotFoundError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
-    except OSError as e:
-        console.print(f"[red]error:[/] cannot write the report into {run_dir}: {_os_reason(e)}; "
-                      "copy the run directory somewhere writable and report on the copy")
-        raise typer.Exit(2) from None
+    with ExitStack() as stack:
+        try:
+            if run_dir.is_dir():  # fail before building any figure if nothing can be written (a read-only run directory)
+                check_writable(run_dir)
+                _lock(stack, run_dir)  # it writes figures/ and report.html into the run directory
+            path = write_report(run_dir, figures=figures)
+        except (FileNotFoundError, ArtefactError) as e:
+            raise _fail(e) from None
+        except OSError as e:
+            raise _fail(f"cannot write the report into {run_dir}: {_os_reason(e)}; "
+                        "copy the run directory somewhere writable and report on the copy") from None
     console.print(f"report: {path}")
     if screenshot is not None:
         try:
@@ -205,24 +224,28 @@ def explain(
             hint = "" if out is not None else " (a read-only run directory?); pass --out FOLDER to write the figures elsewhere"
             console.print(f"[red]error:[/] cannot write figures to {folder}: {_os_reason(e)}{hint}")
             raise typer.Exit(2) from None
-    try:
-        explainer = Explainer.from_run(run, method, device)
-        for image in map(Path, images):
-            for ex in explainer.explain(image, cls or None, min_score):
-                try:
-                    path = ex.save(folder / f"{slug(image.stem)}_{slug(ex.cls)}.{fmt}", fmt=fmt)
-                except OSError as e:
-                    console.print(f"[red]error:[/] cannot write the figure of {ex.cls!r} to {folder}: {_os_reason(e)}")
-                    raise typer.Exit(2) from None
-                typer.echo(f"{ex.cls}\tp={ex.score:.3f}\t{path}")
-    except ExplainError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+    with ExitStack() as stack:
+        if run.is_dir() and folder.resolve().is_relative_to(run.resolve()):
+            _lock(stack, run)  # the figures go into the run directory
+        try:
+            explainer = Explainer.from_run(run, method, device)
+            for image in map(Path, images):
+                for ex in explainer.explain(image, cls or None, min_score):
+                    # The run's class -> file-name mapping: two classes never share a figure (e.g. 'x y' and 'x_y').
+                    target = folder / f"{slug(image.stem)}_{explainer.files.stem(ex.cls)}.{fmt}"
+                    try:
+                        path = ex.save(target, fmt=fmt)
+                    except OSError as e:
+                        raise _fail(f"cannot write the figure of {ex.cls!r} to {folder}: {_os_reason(e)}") from None
+                    typer.echo(f"{ex.cls}\tp={ex.score:.3f}\t{path}")
+        except (ExplainError, ArtefactError) as e:
+            raise _fail(e) from None
 
 
 def _os_reason(e: OSError) -> str:
     """An OSError in one line: its reason and the file it concerns."""
     return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+
 
 
 def main() -> None:  # pragma: no cover

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
 from repcam.backbones import Preprocess
@@ -22,7 +23,8 @@ from repcam.config import ConfigError, load_config, run_config_path
 from repcam.data.base import DataError
 from repcam.data.images import DISPLAY_SIDE, for_display, read_image, to_rgb8
 from repcam.fusion import fuse_classes
-from repcam.storage import read_json, sidecar_problem
+from repcam.rundir import ClassFiles, stale_reason
+from repcam.storage import ArtefactError, load_error_message, read_json, verify
 from repcam.storage import slug as _slug
 from repcam.train import resolve_device
 from repcam.units import ModelSpec
@@ -85,6 +87,10 @@ class Explainer:
             if not (self.dir / needed).is_file():
                 raise ExplainError(f"run directory {self.dir} is unfinished: {needed} is missing; rerun the run to complete it")
         self.classes: list[str] = list(read_json(self.dir / "similarity.json")["classes"])
+        try:
+            self.files = ClassFiles(self.classes)  # the run's class -> file-name mapping (pair models, figures)
+        except ValueError as e:
+            raise ExplainError(f"run directory {self.dir}: {e}") from None
         self.multilabel = read_json(mc_path.with_name("model.pt.meta.json")).get("mode", "multilabel") == "multilabel"
         self.selections: dict[str, dict[str, list[str]]] = read_json(self.dir / "selections.json")["selections"]
         self.selection = self._pick_selection(method)
@@ -109,7 +115,7 @@ class Explainer:
             return name
         for split in self.cfg.data.eval_splits:
             table = self.dir / "results" / _slug(split) / "ablation.json"
-            if table.is_file():
+            if table.is_file() and not stale_reason(yaml.safe_load(run_config_path(self.dir).read_text()), split, read_json(table)):
                 rows = [r for r in read_json(table)["rows"] if r["method"].endswith("+A+F") and r["method"][:-4] in self.selections]
                 rows = [r for r in rows if r.get("miou") is not None]
                 if rows:
@@ -118,24 +124,20 @@ class Explainer:
 
     def _load(self, path: Path, num_classes: int) -> tuple[torch.nn.Module, Preprocess]:
         b = self.cfg.backbone
-        # Verify the sidecar checksum like the run does: a truncated or swapped model file is refused, not loaded.
-        problem = sidecar_problem(path)
-        if problem:
-            raise ExplainError(f"model {path} {problem}; rerun `repcam run` on {self.dir} to recompute it")
         bb = ModelSpec(b.name, num_classes, b.weights, b.input_size).build(pretrained=False)
         try:
-            bb.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            bb.model.load_state_dict(torch.load(verify(path), map_location="cpu", weights_only=True))  # checksum first
+        except ArtefactError as e:
+            raise ExplainError(str(e)) from None
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError) as e:
-            # weights_only=True refuses code in a pickle; its message is a page long, the first line says why.
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ExplainError(f"model {path} cannot be loaded as a {b.name} state dict: {first}") from None
+            raise ExplainError(f"model {path} cannot be loaded as a {b.name} state dict: {load_error_message(e)}") from None
         return bb.model.to(self.device).eval(), bb.preprocess
 
     def _pair(self, c: str, s: str) -> tuple[torch.nn.Module, int] | None:
         """The binary model of the unordered pair {c, s} and the logit of ``c`` in it (None if not trained)."""
         a, b = sorted((c, s), key=self.classes.index)
         if (a, b) not in self._pairs:
-            path = self.dir / "pairs" / f"{_slug(a)}__{_slug(b)}.pt"
+            path = self.dir / "pairs" / f"{self.files.pair(a, b)}.pt"
             if not path.is_file():
                 return None
             self._pairs[(a, b)] = self._load(path, 2)[0]

@@ -27,6 +27,8 @@ from matplotlib.patches import Rectangle
 
 from repcam.data.images import for_display
 from repcam.records import RecordFile
+from repcam.rundir import ClassFiles
+from repcam.storage import ArtefactError, verify
 from repcam.storage import slug as _slug
 
 log = logging.getLogger(__name__)
@@ -483,7 +485,7 @@ def _stored_map(path: Path, kind: str, image: int, cls: int) -> np.ndarray | Non
     """The stored ``kind`` map of (image, class) from a record file, or None; reads that one row only."""
     if not path.is_file():
         return None
-    rec = RecordFile(path)
+    rec = RecordFile(verify(path))  # checksum, then the dtype allow-list, before a byte is mapped
     rows = np.flatnonzero((rec.image == image) & (rec.cls == cls))
     return rec.rows(kind, rows[:1])[0] if len(rows) and kind in rec else None
 
@@ -556,7 +558,7 @@ class _RunData:
 
         b = self.cfg.backbone
         bb = build_classifier(b.name, num_classes, weights=None, input_size=b.input_size)
-        bb.model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+        bb.model.load_state_dict(torch.load(verify(state_path), map_location="cpu", weights_only=True))
         return bb.model.eval(), bb.preprocess
 
     def layer_maps(self, state_path: Path, num_classes: int, i: int, target: int):
@@ -595,6 +597,8 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
     def attempt(name: str, caption: str, make) -> Any:
         try:
             p = make(out / name)
+        except ArtefactError:  # a damaged or foreign file in the run directory is not a missing figure: refuse
+            raise
         except Exception as e:  # a figure is a convenience: report why it is missing, never fail the run
             log.warning("figure %s skipped: %s", name, e)
             skipped[name] = f"{type(e).__name__}: {e}"
@@ -684,7 +688,7 @@ def _example_caption(label: str, pick: Mapping[str, Any], method: str, classes: 
 def _pair_file(run_dir: Path, sub: str, names: Sequence[str], c: int, s: int, suffix: str) -> tuple[Path, int]:
     """Path of the (c, s) pair artefact and the target logit of class c in it."""
     a, b = sorted((c, s))
-    return run_dir / sub / f"{_slug(names[a])}__{_slug(names[b])}{suffix}", (0 if c == a else 1)
+    return run_dir / sub / f"{ClassFiles(names).pair(names[a], names[b])}{suffix}", (0 if c == a else 1)
 
 
 def _example_figure(data: _RunData, pick: Mapping[str, Any], label: str, method: str, classes: Sequence[str], path: Path, fmt: str,

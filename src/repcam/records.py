@@ -15,7 +15,20 @@ from typing import Sequence
 
 import numpy as np
 
-from repcam.storage import Artefact
+from repcam.storage import Artefact, ArtefactError
+
+# The dtypes repcam writes, per member (older runs: the wider integer and float32 forms). Anything else, above all
+# ``object`` (memory-mapped, its bytes would become object pointers), is refused before a byte is mapped.
+_ALLOWED = {"image": ("int32", "int64"), "cls": ("int16", "int32", "int64")}
+_MAP_DTYPES = ("float16", "float32")
+
+
+def check_dtype(path: Path, name: str, dtype: np.dtype) -> None:
+    """Raise :class:`ArtefactError` unless ``dtype`` is one repcam writes for member ``name`` of a record file."""
+    allowed = _ALLOWED.get(name, _MAP_DTYPES)
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype not in [np.dtype(a) for a in allowed]:
+        raise ArtefactError(f"{path}: member {name!r} has dtype {dtype}, not one repcam writes ({', '.join(allowed)}); "
+                            "the file is damaged or not repcam's")
 
 
 class NpyStream:
@@ -84,23 +97,47 @@ class RecordFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._members: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
-        with zipfile.ZipFile(self.path) as zf, open(self.path, "rb") as f:
+        try:
+            zf = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ArtefactError(f"{self.path}: not a readable record file ({e})") from None
+        size = self.path.stat().st_size
+        with zf, open(self.path, "rb") as f:
             for info in zf.infolist():
                 name = info.filename.removesuffix(".npy")
                 if info.compress_type != zipfile.ZIP_STORED:
-                    raise ValueError(f"{self.path}: member {name} is compressed; record files must be stored uncompressed")
+                    raise ArtefactError(f"{self.path}: member {name} is compressed; record files must be stored uncompressed")
                 f.seek(info.header_offset)
                 local = f.read(30)
                 data = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
                 f.seek(data)
-                version = np.lib.format.read_magic(f)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, fortran, dtype = read_header(f)
+                try:
+                    version = np.lib.format.read_magic(f)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, fortran, dtype = read_header(f)
+                except ValueError as e:
+                    raise ArtefactError(f"{self.path}: member {name} is not a valid .npy array ({e})") from None
                 if fortran:
-                    raise ValueError(f"{self.path}: member {name} is Fortran-ordered")
+                    raise ArtefactError(f"{self.path}: member {name} is Fortran-ordered")
+                check_dtype(self.path, name, dtype)
+                end = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if end > data + info.file_size or end > size:
+                    raise ArtefactError(f"{self.path}: member {name} claims more data than the file holds")
                 self._members[name] = (f.tell(), dtype, shape)
+        self._check_shapes()
         self.image = self.rows("image")
         self.cls = self.rows("cls")
+
+    def _check_shapes(self) -> None:
+        """"image" and "cls" (n,), every map (n, S, S): a file that says otherwise is refused, not misread."""
+        for name in ("image", "cls"):
+            if name not in self._members or len(self._members[name][2]) != 1:
+                raise ArtefactError(f"{self.path}: member {name!r} is missing or not one-dimensional")
+        n = self._members["image"][2][0]
+        for name, (_, _, shape) in self._members.items():
+            if shape[:1] != (n,) or (name not in ("image", "cls") and len(shape) != 3):
+                want = f"({n},)" if name in ("image", "cls") else f"({n}, S, S)"
+                raise ArtefactError(f"{self.path}: member {name!r} has shape {shape}, expected {want}")
 
     def __getitem__(self, key: str) -> np.ndarray:
         """``"image"``, ``"cls"``, or a whole map array (prefer :meth:`rows`)."""

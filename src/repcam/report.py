@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from repcam import __version__ as _version
 from repcam.config import run_config_path
+from repcam.rundir import stale_reason
+from repcam.storage import ArtefactError
 from repcam.storage import slug as _slug
 
 log = logging.getLogger(__name__)
@@ -278,6 +280,8 @@ def _figures_for(run_dir: Path, split: str, build: bool) -> tuple[dict[str, tupl
             from repcam.figures import run_figures
 
             run_figures(run_dir, split, fmt="png")
+        except ArtefactError:  # a damaged or foreign artefact: refuse (one line), never draw from it
+            raise
         except Exception as err:  # the report must still be written
             log.warning("figures for %s failed: %s", split, err)
             return {}, {"all figures": f"{type(err).__name__}: {err}"}
@@ -363,6 +367,10 @@ def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path 
     cfg = _config_dict(run_dir) or {}
     name = str(cfg.get("name") or run_dir.name)
     splits = _splits(run_dir)
+    # Results an earlier config left behind (a split no longer evaluated, other settings) are not this run's:
+    # left out of the page, and listed with the reason.
+    stale = {str(d.relative_to(run_dir)): r for s, d in splits if (r := stale_reason(cfg, s, _read_json(d / "ablation.json") or {}))}
+    splits = [(s, d) for s, d in splits if str(d.relative_to(run_dir)) not in stale]
     notes = _read_json(run_dir / "notes.json") if (run_dir / "notes.json").is_file() else None
     toc = [("notes", "Notes")] if isinstance(notes, list) and notes else []
     toc += [(f"split-{k}", f"Results: {s}") for k, (s, _) in enumerate(splits)]
@@ -379,6 +387,9 @@ def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path 
     if not splits:
         body.append('<p class="warn">No evaluated split found (results/&lt;split&gt;/ablation.json): the run may be unfinished.</p>')
 
+    if stale:
+        body.append('<div class="notebox" id="stale"><b>Stale results left out</b> (not made by this config.yaml; '
+                    "rerun to update or delete them)<ul>" + "".join(f"<li>{e(d)}/: {e(r)}</li>" for d, r in stale.items()) + "</ul></div>")
     if isinstance(notes, list) and notes:
         body.append('<div class="notebox" id="notes"><b>Notes from the run</b><ul class="notes">' + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul></div>")
 

@@ -35,6 +35,7 @@ from repcam.featcache import FeatureCache, FreezeError, build_cache, split_model
 from repcam.maps import MapRecords, extract
 from repcam.preflight import check_eval_split
 from repcam.records import RecordFile, RecordWriter
+from repcam.rundir import ClassFiles, locked, results_key
 from repcam.storage import Artefact, config_key, read_json, write_json, write_json_mapping, write_text
 from repcam.storage import slug as _slug
 from repcam.tables import write_tables
@@ -61,6 +62,7 @@ class Run:
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
         self.budget: dict[str, Any] = {}
+        self.skipped_train = 0  # training images that could not be read (see _skipped_training_note)
         self._mc_images: list[int] | None = None
         self._pair_init: dict[str, torch.Tensor] | None = None  # pairs.init: multiclass (see _set_pair_init)
         self._pair_init_key: str | None = None
@@ -142,6 +144,11 @@ class Run:
 
     # ---- steps ---------------------------------------------------------------------------------
     def run(self) -> dict[str, list[dict]]:
+        """Every step of the run, with the run directory locked against other processes for the whole time."""
+        with locked(self.dir, lambda msg: self.say(f"[yellow]note:[/] {msg}")):
+            return self._run()
+
+    def _run(self) -> dict[str, list[dict]]:
         t0 = time.perf_counter()
         # Not config.yaml: `repcam run RUN/config.yaml --run-dir RUN` must keep the user's file (and its comments).
         write_text(self.dir / RESOLVED_CONFIG, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
@@ -166,6 +173,7 @@ class Run:
             base_model, base_path = self.train_baseline(mc_model, train, cache, pair_budget)
             self._budget_note(base_path, pair_budget, len(pair_arts))
             self._baseline_arts = train_baselines(self, train, cache, base_path)
+            self._skipped_training_note(train, cache)
             results = {}
             for split in self.cfg.data.eval_splits:
                 results[split] = self.evaluate(split, base_model, base_path, pair_arts, selections)
@@ -271,6 +279,26 @@ class Run:
                        seconds=res.seconds, history=res.history)
         return bb.model.eval(), "multiclass/baseline.pt"
 
+    def _skipped_training_note(self, train: SegDataset, cache: ImageCache) -> None:
+        """Count the training images that could not be read, in the notes (hence every table and the report).
+
+        A resumed run reads only the images of what it still trains, so the ids found by earlier runs of the same
+        data are kept in ``train_skipped.json`` and merged: the count does not shrink because work was reused.
+        """
+        path = self.dir / "train_skipped.json"
+        key = config_key({"data": self._data_key(), "train_split": self.cfg.data.train_split})
+        try:
+            old = read_json(path)
+            known = dict(old["images"]) if isinstance(old, dict) and old.get("key") == key else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            known = {}
+        skipped = {**known, **{str(train.samples[i].id): reason for i, reason in cache.bad.items()}}
+        write_json(path, {"key": key, "images": skipped})
+        self.skipped_train = len(skipped)
+        if skipped:
+            first = ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
+            self.note(f"{len(skipped)} training images could not be read and were skipped ({first}; reasons in train_skipped.json)")
+
     def _multiclass_images(self, train: SegDataset) -> list[int]:
         """The multi-class model's training images (chosen, and any shortage noted, once per run)."""
         if self._mc_images is not None:
@@ -362,7 +390,7 @@ class Run:
         if self._pair_init_key:  # the pair model depends on the multi-class weights it starts from
             settings["init_from"] = self._pair_init_key
         key = config_key(settings)
-        return Artefact(self.dir / "pairs" / f"{_slug(names[a])}__{_slug(names[b])}.pt", key)
+        return Artefact(self.dir / "pairs" / f"{ClassFiles(names).pair(names[a], names[b])}.pt", key)
 
     def train_pairs(self, pairs: list[tuple[int, int]], train: SegDataset, cache: ImageCache) -> dict[tuple[int, int], Artefact]:
         """Every pair model not already on disk, trained through the executor and saved as it finishes."""
@@ -530,8 +558,9 @@ class Run:
                 key = config_key({"mc": mc_sha, "contrast": reps, "gamma": ev.contrast_gamma, **maps_key})
                 contrast_arts[sel_name] = Artefact(mdir / f"contrast__{_slug(sel_name)}.npz", key)
         pair_arts = {}
+        files = ClassFiles(names)
         for (a, b), model_art in models.items():
-            pair_arts[(a, b)] = Artefact(mdir / f"{_slug(names[a])}__{_slug(names[b])}.npz", config_key({"pair": model_art.meta()["sha256"], **maps_key}))
+            pair_arts[(a, b)] = Artefact(mdir / f"{files.pair(names[a], names[b])}.npz", config_key({"pair": model_art.meta()["sha256"], **maps_key}))
         todo = [(p, a) for p, a in pair_arts.items() if not a.done()]
         contrast_todo = [(n, a) for n, a in contrast_arts.items() if not a.done()]
         total = len(todo) + 1 + len(contrast_todo)
@@ -570,7 +599,11 @@ class Run:
             result = evaluate_split(ds, RecordFile(mc_art.path), pair_records, selections, ev.threshold, ev.protocol, topk, adv,
                                     variants=ev.variants, contrast_records=contrast, baseline_records=trained)
         rows = summarize(result, seed=self.cfg.seed)
-        write_tables(self.dir / "results" / _slug(split), split, result, rows, self.notes, skipped=len(cache.bad))
+        # The key of the settings behind these numbers: the report shows results whose key differs from the
+        # current config.yaml's (or whose split is no longer evaluated) as stale, not as this run's.
+        key = results_key(yaml.safe_load(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)), split)
+        write_tables(self.dir / "results" / _slug(split), split, result, rows, self.notes, skipped=len(cache.bad),
+                     extra={"settings_key": key, "skipped_train_images": self.skipped_train})
         write_json_mapping(self.dir / "results" / _slug(split) / "accumulators.json", ((k, v.state_dict) for k, v in result.accs.items()))
         return rows
 

@@ -96,23 +96,6 @@ def config_key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def sidecar_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be trusted as a complete artefact (no ``.meta.json`` sidecar, an unreadable one, or a
-    SHA-256 that differs: truncated or modified), or None when its checksum matches. For readers that do not know
-    the artefact's settings key (``repcam explain``); the run itself uses :meth:`Artefact.done`."""
-    meta_path = path.with_name(path.name + ".meta.json")
-    if not meta_path.is_file():
-        return f"has no checksum sidecar {meta_path.name} (the run did not finish writing it)"
-    try:
-        meta = read_json(meta_path)
-        expected = meta.get("sha256") if isinstance(meta, dict) else None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return f"has an unreadable checksum sidecar {meta_path.name} ({e})"
-    if expected != sha256(path):
-        return f"does not match the checksum in {meta_path.name} (truncated or modified)"
-    return None
-
-
 def check_writable(folder: Path) -> None:
     """Prove a file can be written in ``folder`` (or, if it does not exist yet, in its nearest existing parent,
     where it would be created), creating nothing that stays: a read-only run directory fails here, before any work,
@@ -123,6 +106,36 @@ def check_writable(folder: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
     os.close(fd)
     os.unlink(tmp)
+
+
+_verified: dict[Path, tuple[int, int, int]] = {}  # path -> (inode, size, mtime_ns) at its last successful check
+
+
+def verify(path: Path) -> Path:
+    """``path`` if its ``.meta.json`` sidecar exists and holds its SHA-256, else :class:`ArtefactError`.
+
+    Readers of run-directory artefacts call this before trusting a file (a run directory may come from someone
+    else); a file checked once is not hashed again while its inode, size and mtime are unchanged.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ArtefactError(f"{path}: cannot read it ({e.strerror or e})") from None
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if _verified.get(path) == stamp:
+        return path
+    meta_path = path.with_name(path.name + ".meta.json")
+    try:
+        meta = read_json(meta_path)
+    except (OSError, ValueError) as e:
+        raise ArtefactError(f"{path}: its checksum sidecar {meta_path.name} is missing or unreadable ({type(e).__name__}); "
+                            "rerun `repcam run` on this directory to recompute it") from None
+    if not isinstance(meta, dict) or meta.get("sha256") != sha256(path):
+        raise ArtefactError(f"{path}: checksum does not match {meta_path.name} (damaged or replaced file); "
+                            "rerun `repcam run` on this directory to recompute it")
+    _verified[path] = stamp
+    return path
 
 
 class Artefact:
@@ -169,5 +182,12 @@ class Artefact:
         self.save(write, **info)
 
     def load_npz(self) -> dict[str, np.ndarray]:
-        with np.load(self.path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        from repcam.records import check_dtype  # the allow-list of what repcam writes
+
+        with np.load(verify(self.path), allow_pickle=False) as z:
+            out = {}
+            for k in z.files:
+                arr = z[k]
+                check_dtype(self.path, k, arr.dtype)
+                out[k] = arr
+            return out

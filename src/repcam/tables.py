@@ -71,8 +71,9 @@ def ablation_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, out
 
 
-def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict], notes: Sequence[str], skipped: int = 0) -> str:
-    """Write ablation/per-class/sweep/pairwise tables; returns the ablation Markdown."""
+def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict], notes: Sequence[str], skipped: int = 0,
+                 extra: dict | None = None) -> str:
+    """Write ablation/per-class/sweep/pairwise tables; returns the ablation Markdown. ``extra`` goes into ablation.json."""
     header, table = ablation_rows(rows)
     md = f"## Ablation on {split}\n\nmIoU in % at the run's threshold (per class, intersections and unions summed over the split, then averaged); "
     md += "Δ with a paired 95% bootstrap interval over images (n.s.: interval contains 0), against Grad-CAM (the paper's baseline) "
@@ -86,7 +87,7 @@ def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict
         md += f"\n{skipped} evaluation images could not be read and were skipped.\n"
     write_text(out_dir / "ablation.md", md)
     write_text(out_dir / "ablation.csv", _csv(header, table))
-    write_json(out_dir / "ablation.json", {"split": split, "rows": rows, "notes": list(notes), "skipped_images": skipped})
+    write_json(out_dir / "ablation.json", {"split": split, "rows": rows, "notes": list(notes), "skipped_images": skipped, **(extra or {})})
 
     names = method_order(list(result.accs))
     classes = result.classes
