@@ -102,7 +102,9 @@ class MultiLayerGradCAM:
         return CAMResult(self.layer_names, maps, fuse_layers(maps, self.fusion), logits.detach().float())
 
     def _layer_map(self, act: torch.Tensor, grad: torch.Tensor, size) -> torch.Tensor:
-        cam = self.weight_fn(act.float(), grad.float())
+        # Half precision (amp) is lifted to float32 for the map arithmetic; a float64 model keeps float64.
+        dtype = torch.float64 if act.dtype == torch.float64 else torch.float32
+        cam = self.weight_fn(act.to(dtype), grad.to(dtype))
         cam = F.interpolate(cam.clamp_min(0).unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
         return normalize_maps(cam.squeeze(1))
 
