@@ -107,7 +107,8 @@ def vit_layers(model: nn.Module, depths: int = VIT_DEPTHS) -> list[str]:
     hooks ``blocks[-1].norm1``).
     """
     n = len(model.blocks)
-    picks = sorted({max(0, round((i + 1) * n / depths) - 1) for i in range(min(depths, n))})
+    k = min(depths, n)
+    picks = sorted({(i + 1) * n // k - 1 for i in range(k)})  # the last block of each of k equal spans
     return [f"blocks.{k}.norm1" for k in picks]
 
 
