@@ -4,7 +4,10 @@ Times, in the same process and on the same model / input / per-image targets:
 
 * repcam ``MultiLayerGradCAM(model, "auto")`` (ResNet: layer1..layer4, one forward + one backward);
 * pytorch-grad-cam ``GradCAM(model, target_layers=[layer1..layer4])`` (fuses layers by mean);
-* both libraries over the single layer ``layer4``.
+* both libraries over the single layer ``layer4``;
+* for each other weighting (``--weightings``: Grad-CAM++, XGrad-CAM, HiResCAM, EigenGrad-CAM, LayerCAM), repcam's
+  ``MultiLayerGradCAM(model, "auto", weighting=w)`` against pytorch-grad-cam's class of the same method over
+  layer1..layer4 (a ratio in the same run), and their layer4 maps' agreement.
 
 and checks that the maps agree: repcam's per-layer map vs pytorch-grad-cam's single-layer GradCAM of that
 layer (max abs diff must be <= --tol), and repcam's ``fusion="mean"`` fused map vs pytorch-grad-cam's
@@ -14,6 +17,7 @@ Results go to ``benchmarks/results/cam_engine.{md,json}`` (written atomically).
 
     python benchmarks/bench_cam_engine.py                 # resnet50, batch 16, 224x224, CPU, 2 threads
     python benchmarks/bench_cam_engine.py --quick         # smoke test: batch 2, 64x64, 1 repeat
+    python benchmarks/bench_cam_engine.py --weightings    # Grad-CAM only (no weighting rows)
 """
 
 from __future__ import annotations
@@ -41,6 +45,14 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "cam_engine"
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
+# repcam weighting name -> pytorch-grad-cam class name of the same method
+PEER_CLASSES = {
+    "gradcampp": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "hirescam": "HiResCAM",
+    "eigengradcam": "EigenGradCAM",
+    "layercam": "LayerCAM",
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,6 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke test: batch 2, 64x64, 1 repeat (writes to a temp dir unless --out)")
     p.add_argument("--out", default=None, help=f"output path without extension (default {DEFAULT_OUT.relative_to(ROOT.parent)})")
     p.add_argument("--profile", action="store_true", help="also print a torch.profiler op table for one call of each 4-layer method")
+    p.add_argument("--weightings", nargs="*", default=list(PEER_CLASSES), choices=list(PEER_CLASSES), help="other weightings to time against pytorch-grad-cam's same method (4 layers)")
     args = p.parse_args(argv)
     if args.quick:
         args.batch, args.size, args.repeats = 2, 64, 1
@@ -106,8 +119,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def make_methods(model, x, targets, device):
+def make_methods(model, x, targets, device, weightings=()):
     """Each method: a (setup -> call, teardown) pair; only ``call`` is timed."""
+    import pytorch_grad_cam
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -115,16 +129,16 @@ def make_methods(model, x, targets, device):
 
     pgc_targets = [ClassifierOutputTarget(t) for t in targets]
 
-    def repcam(layers):
+    def repcam(layers, weighting="gradcam"):
         def setup():
-            cam = MultiLayerGradCAM(model, layers)
+            cam = MultiLayerGradCAM(model, layers, weighting=weighting)
             return (lambda: cam(x, targets)), (lambda: None)
 
         return setup
 
-    def pgc(layer_names):
+    def pgc(layer_names, cls=GradCAM):
         def setup():
-            cam = GradCAM(model, target_layers=[getattr(model, n) for n in layer_names])
+            cam = cls(model, target_layers=[getattr(model, n) for n in layer_names])
 
             def teardown():
                 cam.activations_and_grads.release()  # remove its hooks so they never fire in other methods' calls
@@ -134,12 +148,26 @@ def make_methods(model, x, targets, device):
 
         return setup
 
-    return {
+    methods = {
         "repcam_4": repcam("auto"),
         "pgc_4": pgc(LAYERS),
         "repcam_1": repcam(["layer4"]),
         "pgc_1": pgc(["layer4"]),
     }
+    for w in weightings:
+        methods[f"repcam_4_{w}"] = repcam("auto", w)
+        methods[f"pgc_4_{w}"] = pgc(LAYERS, getattr(pytorch_grad_cam, PEER_CLASSES[w]))
+    return methods
+
+
+def method_label(key: str) -> tuple[str, int]:
+    """Display label and layer count of a method key (the fixed four, or ``repcam_4_<w>`` / ``pgc_4_<w>``)."""
+    if key in LABELS:
+        return LABELS[key]
+    lib, _, w = key.split("_", 2)
+    if lib == "repcam":
+        return f"repcam `MultiLayerGradCAM(model, 'auto', weighting='{w}')`", 4
+    return f"pytorch-grad-cam `{PEER_CLASSES[w]}(target_layers=[layer1..layer4])`", 4
 
 
 def time_methods(methods: dict[str, Callable], warmup: int, repeats: int, device: str) -> dict[str, list[float]]:
@@ -175,7 +203,7 @@ def renorm(a: np.ndarray) -> np.ndarray:
     return out.reshape(a.shape).astype(np.float32)
 
 
-def check_maps(model, x, targets, tol: float) -> dict:
+def check_maps(model, x, targets, tol: float, weightings=()) -> dict:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -214,13 +242,46 @@ def check_maps(model, x, targets, tol: float) -> dict:
     mean_fused = MultiLayerGradCAM(model, "auto", fusion="mean")(x, targets).fused.detach().float().cpu().numpy()
     ref4 = pgc(LAYERS)
     fused_diff = np.abs(mean_fused - ref4)
+    weighting_diffs = {w: weighting_layer4_diff(model, x, targets, w) for w in weightings}
     return {
         "tol": tol,
         "per_layer": per_layer,
         "repcam_1layer_vs_4layer_layer4_max_abs_diff": one_vs_four,
         "mean_fusion_vs_pgc_4layer": {"max_abs_diff": float(fused_diff.max()), "mean_abs_diff": float(fused_diff.mean())},
         "per_layer_ok": all(r["ok"] for r in per_layer) and one_vs_four <= tol,
+        "weightings_layer4_max_abs_diff_after_renorm": weighting_diffs,
     }
+
+
+def weighting_layer4_diff(model, x, targets, weighting: str) -> float:
+    """Max abs diff between repcam's layer4 map and pytorch-grad-cam's same method (its map min-max re-normalised).
+
+    EigenGrad-CAM: pytorch-grad-cam leaves the SVD's sign to LAPACK and repcam fixes it towards the evidence; the
+    peer's projection gets repcam's sign rule here so that the rest of the computation is compared."""
+    import pytorch_grad_cam
+    import pytorch_grad_cam.eigen_grad_cam as pgc_eigen
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from repcam.cam import MultiLayerGradCAM
+    from repcam.weightings import orient_projection
+
+    original = pgc_eigen.get_2d_projection
+
+    def oriented(batch):
+        proj = torch.from_numpy(original(batch))
+        b = proj.shape[0]
+        evidence = torch.from_numpy(np.nan_to_num(batch)).sum(1).reshape(b, -1).to(proj.dtype)
+        return orient_projection(proj.reshape(b, -1), evidence).reshape(proj.shape).numpy()
+
+    ours = MultiLayerGradCAM(model, ["layer4"], weighting=weighting)(x, targets).last.detach().float().cpu().numpy()
+    pgc_eigen.get_2d_projection = oriented
+    try:
+        with getattr(pytorch_grad_cam, PEER_CLASSES[weighting])(model, target_layers=[model.layer4]) as cam:
+            ref = cam(x, [ClassifierOutputTarget(t) for t in targets])
+    finally:
+        pgc_eigen.get_2d_projection = original
+        model.zero_grad(set_to_none=True)
+    return float(np.abs(ours - renorm(ref)).max())
 
 
 # --------------------------------------------------------------------------------------------- profile
@@ -292,6 +353,20 @@ def to_markdown(r: dict) -> str:
         f"{'met' if sp['4_layers'] >= r['target_speedup_4_layers'] else 'NOT met'})",
         f"- **1 layer (layer4): {sp['1_layer']:.2f}x**",
         "",
+    ]
+    if sp.get("weightings"):
+        wd = ch.get("weightings_layer4_max_abs_diff_after_renorm", {})
+        lines += [
+            "Other weightings, 4 layers each, in the same run (pytorch-grad-cam's class of the same method):",
+            "",
+            "| weighting | repcam s | pytorch-grad-cam s | speed-up | layer4 max abs diff |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for w, ratio in sp["weightings"].items():
+            ours, peer = r["methods"][f"repcam_4_{w}"]["median_s"], r["methods"][f"pgc_4_{w}"]["median_s"]
+            lines.append(f"| {w} | {ours:.3f} | {peer:.3f} | **{ratio:.2f}x** | {wd.get(w, float('nan')):.1e} |")
+        lines.append("")
+    lines += [
         "## Map agreement",
         "",
         f"repcam per-layer map (`layer_maps[:, l]`) vs pytorch-grad-cam single-layer GradCAM of that layer "
@@ -373,13 +448,13 @@ def main(argv=None) -> int:
 
     load_start = os.getloadavg()
     print(f"[bench] {args.arch} batch={args.batch} size={args.size} device={args.device} threads={torch.get_num_threads()}", flush=True)
-    methods = make_methods(model, x, targets, args.device)
+    methods = make_methods(model, x, targets, args.device, args.weightings)
     times = time_methods(methods, args.warmup, args.repeats, args.device)
 
     results_methods = {}
     for key, ts in times.items():
         med = statistics.median(ts)
-        label, n_layers = LABELS[key]
+        label, n_layers = method_label(key)
         results_methods[key] = {
             "label": label,
             "layers": n_layers,
@@ -392,13 +467,18 @@ def main(argv=None) -> int:
     speedup = {
         "4_layers": results_methods["pgc_4"]["median_s"] / results_methods["repcam_4"]["median_s"],
         "1_layer": results_methods["pgc_1"]["median_s"] / results_methods["repcam_1"]["median_s"],
+        "weightings": {w: results_methods[f"pgc_4_{w}"]["median_s"] / results_methods[f"repcam_4_{w}"]["median_s"] for w in args.weightings},
     }
     print(f"[bench] speed-up 4 layers {speedup['4_layers']:.2f}x, 1 layer {speedup['1_layer']:.2f}x", flush=True)
+    for w, ratio in speedup["weightings"].items():
+        print(f"[bench] speed-up {w} (4 layers) {ratio:.2f}x", flush=True)
 
-    checks = check_maps(model, x, targets, args.tol)
+    checks = check_maps(model, x, targets, args.tol, args.weightings)
     for p in checks["per_layer"]:
         print(f"[check] {p['layer']}: max abs diff {p['max_abs_diff']:.2e} ({'ok' if p['ok'] else 'FAIL'})", flush=True)
     print(f"[check] mean fusion vs pgc 4-layer: max abs diff {checks['mean_fusion_vs_pgc_4layer']['max_abs_diff']:.2e}", flush=True)
+    for w, d in checks["weightings_layer4_max_abs_diff_after_renorm"].items():
+        print(f"[check] {w} layer4 vs pgc: max abs diff {d:.2e}", flush=True)
 
     if args.profile:
         profile_methods(methods, args.device)
@@ -418,7 +498,7 @@ def main(argv=None) -> int:
         "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
     }
     report = {
-        "config": {k: getattr(args, k) for k in ("arch", "batch", "size", "repeats", "warmup", "device", "seed", "quick")},
+        "config": {k: getattr(args, k) for k in ("arch", "batch", "size", "repeats", "warmup", "device", "seed", "quick", "weightings")},
         "targets": targets,
         "environment": env,
         "methods": results_methods,

@@ -207,3 +207,126 @@ def test_mixed_precision_maps_stay_close_to_float32(arch):
     assert (full.fused - half.fused).abs().mean() < 0.03
     assert (full.last - half.last).abs().mean() < 0.03
     assert not torch.equal(full.fused, half.fused)  # the option does change the arithmetic
+
+
+# --------------------------------------------------------------------------------------------- transformers
+
+
+def _vit_reshape(t, h=6, w=6):
+    """pytorch-grad-cam's ViT tutorial reshape (class token dropped, 6x6 grid at 96 px), written independently."""
+    return t[:, 1:, :].reshape(t.size(0), h, w, t.size(2)).transpose(2, 3).transpose(1, 2)
+
+
+@pytest.mark.parametrize(
+    "arch,kwargs,size,peer_reshape,expected_layers",
+    [
+        ("vit_tiny_patch16_224", {"img_size": 96}, 96, _vit_reshape, ["blocks.2.norm1", "blocks.5.norm1", "blocks.8.norm1", "blocks.11.norm1"]),
+        ("swin_tiny_patch4_window7_224", {"img_size": 64, "window_size": 2}, 64, lambda t: t.permute(0, 3, 1, 2), ["layers.0", "layers.1", "layers.2", "layers.3"]),
+    ],
+)
+def test_transformer_auto_layers_and_reshape_match_pytorch_grad_cam(arch, kwargs, size, peer_reshape, expected_layers):
+    """float64, and the random head re-drawn with std 1 (timm draws it with std 0.02 or zero): otherwise a random
+    Swin's deepest HiResCAM map is a channel sum of +-1e-6 terms, at float32 rounding and at pytorch-grad-cam's
+    1e-7 normalisation epsilon, and the comparison measures rounding instead of the definitions."""
+    from test_weightings import peer_maps
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=10, **kwargs).eval().double()
+    torch.nn.init.normal_(model.get_classifier().weight, std=1.0)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    assert auto_layers(model) == expected_layers
+    named = dict(model.named_modules())
+    for method in ("gradcam", "layercam", "gradcampp", "xgradcam", "hirescam"):
+        result = MultiLayerGradCAM(model, "auto", weighting=method)(x, [1, 7])  # reshape_transform="auto"
+        assert result.layer_names == expected_layers and result.fused.shape == (2, size, size)
+        refs = peer_maps(method, model, [named[n] for n in expected_layers], x, [1, 7], reshape=peer_reshape)
+        for li, (name, ref) in enumerate(zip(expected_layers, refs)):
+            ours = result.layer_maps[:, li].numpy()
+            assert ours.max() == pytest.approx(1.0)
+            assert np.abs(ours - ref).max() <= 1e-4, (method, name)
+
+
+def test_transformer_layer_without_reshape_is_a_clear_error():
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=3).eval()
+    with pytest.raises(LayerError, match=r"outputs \(1, 5, 192\); Grad-CAM needs a \(B, C, H, W\) feature map: pass reshape_transform="):
+        MultiLayerGradCAM(model, ["blocks.0.norm1"], reshape_transform=None)(torch.randn(1, 3, 32, 32), 0)
+    with pytest.raises(CAMError, match="reshape_transform must be 'auto', None or a callable"):
+        MultiLayerGradCAM(model, ["blocks.0.norm1"], reshape_transform="vit")
+
+
+# --------------------------------------------------------------------------------------------- outputs that are not logits
+
+
+class _Wrapped(torch.nn.Module):
+    """A model whose output is not a logits tensor (as Hugging Face's or a multi-head model's)."""
+
+    def __init__(self, inner, kind):
+        super().__init__()
+        self.inner, self.kind = inner, kind
+
+    def forward(self, x):
+        z = self.inner(x)
+        if self.kind == "dict":
+            return {"logits": z, "aux": z.detach()}
+        if self.kind == "tuple":
+            return (z, x.mean())
+
+        class Out:
+            logits = z
+
+        return Out()
+
+
+@pytest.mark.parametrize(
+    "kind,output_fn,type_name",
+    [("dict", lambda o: o["logits"], "dict"), ("tuple", lambda o: o[0], "tuple"), ("object", lambda o: o.logits, "Out")],
+)
+def test_output_fn_picks_the_logits_and_its_absence_is_a_clear_error(kind, output_fn, type_name):
+    torch.manual_seed(6)
+    inner = TinyCNN(5).eval()
+    model = _Wrapped(inner, kind)
+    x = torch.randn(2, 3, 32, 32)
+    layers = ["inner.layer2", "inner.layer4"]
+    with pytest.raises(CAMError, match=f"the model returned a {type_name}, not a logits tensor; pass output_fn="):
+        MultiLayerGradCAM(model, layers)(x, [0, 1])
+    got = MultiLayerGradCAM(model, layers, output_fn=output_fn)(x, [0, 1])
+    plain = MultiLayerGradCAM(inner, ["layer2", "layer4"])(x, [0, 1])
+    torch.testing.assert_close(got.layer_maps, plain.layer_maps)
+    torch.testing.assert_close(got.logits, plain.logits)
+
+
+# --------------------------------------------------------------------------------------------- hostile inputs (issue 13)
+
+
+def _nan_model():
+    model = TinyCNN(5).eval()
+    with torch.no_grad():
+        model.layer4[0].weight[0, 0, 0, 0] = float("nan")
+    return model
+
+
+@pytest.mark.parametrize(
+    "x,targets,match",
+    [
+        (torch.randn(0, 3, 32, 32), [], r"empty batch \(0 images\)"),
+        (torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8), 0, "input has dtype uint8; convert it to float"),
+        (torch.randint(0, 255, (1, 3, 32, 32)), 0, "input has dtype int64"),
+        (torch.randn(1, 3, 32, 32).index_put_((torch.tensor([0]),), torch.tensor(float("nan"))), 0, "input contains 3072 NaN or Inf values"),
+        (torch.randn(2, 3, 32, 32).index_put_((torch.tensor([1]), torch.tensor([0]), torch.tensor([5])), torch.tensor(float("inf"))), [0, 1], "input contains 32 NaN or Inf values"),
+        (torch.randn(1, 3, 32, 32), [lambda z: torch.tensor(1.0)], "target callable for image 0 returns a score that does not depend on the logits"),
+        (torch.randn(1, 3, 32, 32), [lambda z: z.detach()[1]], "does not depend on the logits"),
+        (torch.randn(1, 3, 32, 32), [lambda z: z[1] * 1e30 * 1e30], r"the gradient at layer 'layer\d' contains NaN or Inf"),
+    ],
+)
+def test_hostile_inputs_give_one_line_cam_errors(x, targets, match):
+    model = TinyCNN(5)
+    model.train()
+    with pytest.raises(CAMError, match=match) as err:
+        MultiLayerGradCAM(model)(x, targets)
+    assert "\n" not in str(err.value)
+    assert model.training and all(not m._forward_hooks for m in model.modules())  # state restored after the error
+
+
+def test_nan_logits_from_the_model_are_an_error():
+    with pytest.raises(CAMError, match=r"the model's output \(logits\) contains NaN or Inf"):
+        MultiLayerGradCAM(_nan_model())(torch.randn(1, 3, 32, 32), 0)

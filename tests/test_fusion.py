@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from repcam.fusion import fuse_classes, fuse_layers, normalize_maps
+from repcam.fusion import fuse_classes, fuse_layers, layercam_fusion, normalize_maps
 
 
 def test_normalize_maps_min_max_per_map_and_zero_stays_zero():
@@ -36,3 +36,23 @@ def test_fuse_classes_modes():
     assert torch.allclose(fuse_classes(maps, "max"), torch.tensor([[0.0, 0.0]]))  # constant -> zero
     geo = fuse_classes(torch.tensor([[[0.25, 1.0, 0.5]], [[1.0, 1.0, 0.5]]]), "geomean")
     assert torch.allclose(geo, torch.tensor([[0.0, 1.0, 0.0]]), atol=1e-5)
+
+
+def test_fuse_layers_layercam_scales_shallow_maps_by_tanh_and_takes_the_max():
+    shallow = torch.tensor([[0.0, 0.2], [0.5, 1.0]])
+    deep = torch.tensor([[1.0, 0.9], [0.0, 0.3]])
+    fused = fuse_layers(torch.stack([shallow, deep])[None], "layercam")[0]
+    raw = torch.maximum(torch.tanh(2 * shallow), deep)  # LayerCAM Eq. 9 with gamma = 2 (max = 1), then max
+    assert torch.allclose(fused, (raw - raw.min()) / (raw.max() - raw.min()))
+    # The deepest map is not scaled: with a single layer the fusion is that map.
+    assert torch.allclose(fuse_layers(deep[None, None], "layercam")[0], normalize_maps(deep))
+    # tanh lifts weak shallow evidence (0.2 -> 0.38): not the mean of the layers.
+    assert not torch.allclose(fused, fuse_layers(torch.stack([shallow, deep])[None], "mean")[0])
+
+
+def test_fuse_layers_layercam_divides_by_each_shallow_maps_max_and_keeps_zero_maps_zero():
+    a = torch.tensor([[0.0, 0.25], [0.5, 0.1]])  # max 0.5, as a map that was not min-max normalised
+    deep = torch.zeros(2, 2)
+    out = layercam_fusion(torch.stack([a, torch.zeros(2, 2), deep])[None])[0]
+    assert torch.allclose(out, torch.tanh(2 * a / 0.5))
+    assert torch.equal(fuse_layers(torch.zeros(1, 3, 2, 2), "layercam"), torch.zeros(1, 2, 2))

@@ -10,10 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from repcam.fusion import LayerFusion, fuse_layers, normalize_maps
-from repcam.layers import LayerError, LayerSpec, resolve_layers
+from repcam.layers import LayerError, LayerSpec, ReshapeTransform, auto_reshape, resolve_layers
+from repcam.weightings import WEIGHTINGS, WeightingFn
 
 Target = Union[int, Callable[[torch.Tensor], torch.Tensor]]
-Weighting = Literal["gradcam", "layercam"]
+Weighting = Literal["gradcam", "layercam", "gradcampp", "xgradcam", "hirescam", "eigengradcam"]
+OutputFn = Callable[[object], torch.Tensor]
 
 
 class CAMError(ValueError):
@@ -48,6 +50,12 @@ class MultiLayerGradCAM:
     One forward and one backward pass serve all layers and all images; gradients are taken only with
     respect to the hooked activations, so no parameter gradients are computed or stored.
 
+    ``weighting`` names a function of :data:`repcam.weightings.WEIGHTINGS` (Grad-CAM, LayerCAM, Grad-CAM++,
+    XGrad-CAM, HiResCAM, EigenGrad-CAM) or is such a function itself. ``reshape_transform`` turns each hooked
+    output (and its gradient) into (B, C, H, W): ``"auto"`` picks the token grid of a timm ViT/DeiT or NHWC -> NCHW
+    for Swin (nothing for CNNs), ``None`` uses outputs as they are. ``output_fn`` picks the logits from a model
+    output that is not a tensor (e.g. ``lambda out: out.logits`` for Hugging Face, ``lambda out: out[0]``).
+
     >>> cam = MultiLayerGradCAM(model, "auto")
     >>> result = cam(images, targets=[3, 7])   # one class index (or callable on the logits) per image
     >>> result.fused.shape                      # (B, H, W)
@@ -58,15 +66,29 @@ class MultiLayerGradCAM:
         model: nn.Module,
         target_layers: Sequence[LayerSpec] | str = "auto",
         fusion: LayerFusion = "paper",
-        weighting: Weighting = "gradcam",
+        weighting: Weighting | str | WeightingFn = "gradcam",
         amp: bool = False,
+        reshape_transform: ReshapeTransform | Literal["auto"] | None = "auto",
+        output_fn: OutputFn | None = None,
     ) -> None:
-        if weighting not in ("gradcam", "layercam"):
-            raise CAMError(f"unknown weighting {weighting!r}; choose 'gradcam' or 'layercam'")
+        if callable(weighting):
+            self.weight_fn = weighting
+        elif weighting in WEIGHTINGS:
+            self.weight_fn = WEIGHTINGS[weighting]
+        else:
+            raise CAMError(f"unknown weighting {weighting!r}; choose one of {', '.join(map(repr, WEIGHTINGS))}")
+        if reshape_transform == "auto":
+            reshape_transform = auto_reshape(model)
+        elif reshape_transform is not None and not callable(reshape_transform):
+            raise CAMError(f"reshape_transform must be 'auto', None or a callable, got {reshape_transform!r}")
+        if output_fn is not None and not callable(output_fn):
+            raise CAMError(f"output_fn must be a callable (model output -> logits), got {type(output_fn).__name__}")
         self.model = model
         self.layers = resolve_layers(model, target_layers)
         self.fusion = fusion
         self.weighting = weighting
+        self.reshape = reshape_transform
+        self.output_fn = output_fn
         self.amp = amp  # mixed-precision forward (float16 on CUDA, bfloat16 on CPU); maps are computed in float32
 
     @property
@@ -80,11 +102,9 @@ class MultiLayerGradCAM:
         return CAMResult(self.layer_names, maps, fuse_layers(maps, self.fusion), logits.detach().float())
 
     def _layer_map(self, act: torch.Tensor, grad: torch.Tensor, size) -> torch.Tensor:
-        act, grad = act.float(), grad.float()
-        if self.weighting == "gradcam":
-            cam = (grad.mean((2, 3), keepdim=True) * act).sum(1)
-        else:  # LayerCAM: element-wise positive gradients as weights
-            cam = (grad.clamp_min(0) * act).sum(1)
+        # Half precision (amp) is lifted to float32 for the map arithmetic; a float64 model keeps float64.
+        dtype = torch.float64 if act.dtype == torch.float64 else torch.float32
+        cam = self.weight_fn(act.to(dtype), grad.to(dtype))
         cam = F.interpolate(cam.clamp_min(0).unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
         return normalize_maps(cam.squeeze(1))
 
@@ -92,11 +112,18 @@ class MultiLayerGradCAM:
         model = self.model
         captured: dict[int, torch.Tensor] = {}
 
+        reshape = self.reshape or (lambda t: t)
+
         def make_hook(idx: int, name: str):
             def hook(_module, _inputs, output):
-                if not torch.is_tensor(output) or output.dim() != 4:
+                shaped = reshape(output.detach()) if torch.is_tensor(output) else None
+                if not torch.is_tensor(shaped) or shaped.dim() != 4:
                     shape = tuple(output.shape) if torch.is_tensor(output) else type(output).__name__
-                    raise LayerError(f"layer {name!r} outputs {shape}; Grad-CAM needs a (B, C, H, W) feature map")
+                    after = f" ({tuple(shaped.shape)} after reshape_transform)" if torch.is_tensor(shaped) and self.reshape else ""
+                    raise LayerError(
+                        f"layer {name!r} outputs {shape}{after}; Grad-CAM needs a (B, C, H, W) feature map"
+                        + ("" if self.reshape else ": pass reshape_transform= (a callable returning one)")
+                    )
                 if not output.requires_grad:
                     # Parameters are frozen during the call, so the lowest hooked activation becomes a leaf:
                     # backward stops there instead of running through the stem.
@@ -118,13 +145,15 @@ class MultiLayerGradCAM:
                 p.requires_grad_(False)
             amp_dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
             with torch.enable_grad(), torch.autocast(x.device.type, dtype=amp_dtype, enabled=self.amp):
-                logits = model(x)
-                if not torch.is_tensor(logits) or logits.dim() != 2:
-                    raise CAMError(f"the model must return (B, num_classes) logits, got {getattr(logits, 'shape', type(logits))}")
+                logits = _logits(model(x), self.output_fn)
                 missing = [self.layers[i][0] for i in range(len(self.layers)) if i not in captured]
                 if missing:
                     raise LayerError(f"layers {missing} were not executed in the model's forward pass")
+                if not torch.isfinite(logits).all():
+                    raise CAMError("the model's output (logits) contains NaN or Inf for this input")
                 score = _target_scores(logits.float(), targets).sum()
+                if not score.requires_grad:
+                    raise CAMError("the model's output does not depend on the hooked layers (was it detached?)")
                 tensors = [captured[i] for i in range(len(self.layers))]
                 grads = torch.autograd.grad(score, tensors, allow_unused=True)
         finally:
@@ -137,8 +166,22 @@ class MultiLayerGradCAM:
         for (name, _), a, g in zip(self.layers, tensors, grads):
             if g is None:
                 raise LayerError(f"the target score does not depend on layer {name!r}")
-            out.append((a.detach(), g))
+            if not torch.isfinite(g).all():
+                raise CAMError(f"the gradient at layer {name!r} contains NaN or Inf (the target score overflows or the model is unstable)")
+            out.append((reshape(a.detach()), reshape(g)))
         return out, logits
+
+
+def _logits(output: object, output_fn: OutputFn | None) -> torch.Tensor:
+    """The (B, num_classes) logits from a model's output, through ``output_fn`` when one is given."""
+    if output_fn is not None:
+        output = output_fn(output)
+    if not torch.is_tensor(output):
+        hint = "" if output_fn is not None else "; pass output_fn= to pick the logits (e.g. lambda out: out.logits, or out[0])"
+        raise CAMError(f"the model returned a {type(output).__name__}, not a logits tensor{hint}")
+    if output.dim() != 2:
+        raise CAMError(f"the model must return (B, num_classes) logits, got shape {tuple(output.shape)}")
+    return output
 
 
 @dataclass(frozen=True)
@@ -173,6 +216,8 @@ def _target_scores(logits: torch.Tensor, targets) -> torch.Tensor:
             s = t(logits[i])
             if not torch.is_tensor(s) or s.numel() != 1:
                 raise CAMError(f"target callable for image {i} must return a scalar tensor")
+            if not s.requires_grad:
+                raise CAMError(f"target callable for image {i} returns a score that does not depend on the logits (no gradient)")
             scores.append(s.reshape(()))
         else:
             if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < k:
@@ -186,6 +231,13 @@ def _check_input(model: nn.Module, x: torch.Tensor) -> None:
         raise CAMError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
         raise CAMError(f"input must be a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise CAMError("input is an empty batch (0 images)")
+    if not x.is_floating_point():
+        raise CAMError(f"input has dtype {str(x.dtype).replace('torch.', '')}; convert it to float and normalise it as the model expects")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise CAMError(f"input contains {bad} NaN or Inf values")
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is not None and x.shape[1] != conv.in_channels:
         raise CAMError(f"input has {x.shape[1]} channels but the model's first convolution expects {conv.in_channels}")

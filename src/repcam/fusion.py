@@ -6,10 +6,11 @@ from typing import Literal
 
 import torch
 
-LayerFusion = Literal["paper", "mean", "sum"]
+LayerFusion = Literal["paper", "mean", "sum", "layercam"]
 ClassFusion = Literal["mean", "max", "geomean"]
 
 _EPS = 1e-7
+LAYERCAM_GAMMA = 2.0  # LayerCAM's scaling factor (Jiang et al. 2021, Eq. 9 and its experiments)
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -31,6 +32,7 @@ def fuse_layers(layer_maps: torch.Tensor, mode: LayerFusion = "paper") -> torch.
     ``paper``: (sum of the layer maps) * deepest layer map (Sec. 4.3 of the paper), re-normalised.
     ``mean``: the mean of the layer maps (pytorch-grad-cam's multi-layer aggregation), re-normalised.
     ``sum``: the plain sum ("Adding" in the paper's Fig. 7), re-normalised.
+    ``layercam``: LayerCAM's combination, see :func:`layercam_fusion`.
     """
     if layer_maps.dim() != 4:
         raise ValueError(f"layer_maps must be (B, L, H, W), got shape {tuple(layer_maps.shape)}")
@@ -40,9 +42,25 @@ def fuse_layers(layer_maps: torch.Tensor, mode: LayerFusion = "paper") -> torch.
         fused = layer_maps.mean(1)
     elif mode == "sum":
         fused = layer_maps.sum(1)
+    elif mode == "layercam":
+        fused = layercam_fusion(layer_maps)
     else:
-        raise ValueError(f"unknown layer fusion {mode!r}; choose one of 'paper', 'mean', 'sum'")
+        raise ValueError(f"unknown layer fusion {mode!r}; choose one of 'paper', 'mean', 'sum', 'layercam'")
     return normalize_maps(fused)
+
+
+def layercam_fusion(layer_maps: torch.Tensor, gamma: float = LAYERCAM_GAMMA) -> torch.Tensor:
+    """LayerCAM's multi-layer combination of (B, L, H, W) maps, shallow to deep, into (B, H, W), not re-normalised.
+
+    Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for Localization", IEEE TIP 2021, Eq. 9:
+    the maps of shallow layers have small values, so each is scaled as ``tanh(gamma * M / max(M))`` (gamma = 2);
+    here that applies to every layer but the deepest, whose map is kept as it is. The layers are then combined by
+    the element-wise maximum, as torchcam's ``LayerCAM.fuse_cams`` does. The maps are already min-max normalised
+    (max 1, or all zero), so ``M / max(M)`` is ``M`` itself.
+    """
+    peak = layer_maps[:, :-1].flatten(2).amax(-1)[..., None, None].clamp_min(_EPS)
+    shallow = torch.tanh(gamma * layer_maps[:, :-1] / peak)
+    return torch.cat([shallow, layer_maps[:, -1:]], 1).amax(1)
 
 
 def fuse_classes(maps: torch.Tensor, mode: ClassFusion = "mean") -> torch.Tensor:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 LayerSpec = Union[str, nn.Module]
+ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
+VIT_DEPTHS = 4  # how many evenly spaced ViT blocks "auto" hooks
 
 
 class LayerError(ValueError):
@@ -59,6 +63,10 @@ def auto_layers(model: nn.Module) -> list[str]:
         mods = list(features.named_children())
         return [f"features.{mods[k - 1][0]}" for k, (_, m) in enumerate(mods) if isinstance(m, nn.MaxPool2d) and k > 0]
     info = getattr(model, "feature_info", None)
+    if _is_vit(model):
+        return vit_layers(model)
+    if _is_swin(model):
+        return [f"layers.{i}" for i in range(len(model.layers))]
     if info is not None:
         names = _from_timm_feature_info(model, info)
         if names:
@@ -70,8 +78,74 @@ def auto_layers(model: nn.Module) -> list[str]:
     raise LayerError(
         f"could not find convolutional stages in {type(model).__name__} (no ResNet stages, VGG max-pools, timm "
         "feature_info or `features` blocks); pass the layers explicitly, e.g. target_layers=['blocks.3', 'blocks.5'], "
-        "each producing a (B, C, H, W) feature map"
+        "each producing a (B, C, H, W) feature map (for a transformer also a reshape_transform= that makes one)"
     )
+
+
+def _is_vit(model: nn.Module) -> bool:
+    """timm's VisionTransformer family (ViT, DeiT, with or without register tokens): tokens in, a patch grid."""
+    pe = getattr(model, "patch_embed", None)
+    return (
+        isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList))
+        and isinstance(getattr(model, "num_prefix_tokens", None), int)
+        and pe is not None
+        and len(getattr(pe, "grid_size", ()) or ()) == 2
+    )
+
+
+def _is_swin(model: nn.Module) -> bool:
+    """timm's Swin Transformer (v1 and v2): stages of NHWC feature maps in ``layers``."""
+    layers = getattr(model, "layers", None)
+    return type(model).__name__.startswith("SwinTransformer") and isinstance(layers, (nn.Sequential, nn.ModuleList))
+
+
+def vit_layers(model: nn.Module, depths: int = VIT_DEPTHS) -> list[str]:
+    """``blocks.k.norm1`` for ``depths`` evenly spaced blocks, the last block included.
+
+    The input of a block's first norm, not a block's output: after the last block only the class token reaches the
+    head, so the patch tokens of the last block's output get no gradient (the reason pytorch-grad-cam's ViT example
+    hooks ``blocks[-1].norm1``).
+    """
+    n = len(model.blocks)
+    k = min(depths, n)
+    picks = sorted({(i + 1) * n // k - 1 for i in range(k)})  # the last block of each of k equal spans
+    return [f"blocks.{k}.norm1" for k in picks]
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """(B, N, C) ViT tokens -> (B, C, h, w): drop the ``prefix`` tokens (class, distillation, registers) and lay the
+    patch tokens out on the ``grid``. 4-D tensors (e.g. the patch embedding's convolution) pass unchanged."""
+
+    prefix: int
+    grid: tuple[int, int]
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        if t.dim() != 3:
+            return t
+        b, n, c = t.shape
+        h, w = self.grid
+        if n - self.prefix != h * w:
+            side = math.isqrt(n - self.prefix) if n > self.prefix else 0
+            if side * side != n - self.prefix or side == 0:
+                raise LayerError(f"{n} tokens minus {self.prefix} prefix tokens do not fill the {h}x{w} patch grid")
+            h = w = side  # a ViT run at another input size (dynamic_img_size): a square grid
+        return t[:, self.prefix :].reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def nhwc_to_nchw(t: torch.Tensor) -> torch.Tensor:
+    """Swin's (B, H, W, C) stage outputs -> (B, C, H, W)."""
+    return t.permute(0, 3, 1, 2) if t.dim() == 4 else t
+
+
+def auto_reshape(model: nn.Module) -> Optional[ReshapeTransform]:
+    """The reshape a model's hooked outputs need to become (B, C, H, W) maps: token grid for timm ViT/DeiT,
+    NHWC -> NCHW for timm Swin, none for CNNs."""
+    if _is_vit(model):
+        return TokenGrid(int(model.num_prefix_tokens), tuple(int(g) for g in model.patch_embed.grid_size))
+    if _is_swin(model):
+        return nhwc_to_nchw
+    return None
 
 
 def _from_timm_feature_info(model: nn.Module, info) -> list[str]:
