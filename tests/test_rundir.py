@@ -19,6 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from repcam.config import RESOLVED_CONFIG
 from repcam.records import RecordFile
 from repcam.rundir import LOCK_NAME, ClassFiles, RunDirLocked, locked, remove_stale_temp
 from repcam.storage import Artefact, ArtefactError, sha256, slug
@@ -95,7 +96,7 @@ def test_report_on_a_crafted_map_file_is_a_one_line_error_not_a_segfault(run_cop
     res = repcam("report", run_copy)
     assert res.returncode == 2 and "member 'image' has dtype object" in error_line(res)
     cfg = run_copy.parent / "cfg.yaml"
-    shutil.copy(run_copy / "config.yaml", cfg)
+    shutil.copy(run_copy / RESOLVED_CONFIG, cfg)
     res = repcam("run", cfg, "--run-dir", run_copy, "--no-progress", "--device", "cpu")
     assert res.returncode == 2 and f"{target}: member 'image' has dtype object" in error_line(res)
 
@@ -138,7 +139,7 @@ def test_second_writer_fails_at_once_naming_the_holder_and_a_killed_holder_is_ta
     temp.write_text("half a table")
     try:
         cfg = run_copy.parent / "cfg.yaml"
-        shutil.copy(run_copy / "config.yaml", cfg)
+        shutil.copy(run_copy / RESOLVED_CONFIG, cfg)
         t0 = time.monotonic()
         res = repcam("run", cfg, "--run-dir", run_copy, "--no-progress", "--device", "cpu")
         assert time.monotonic() - t0 < 30  # at once: before any data is loaded or model trained
@@ -308,9 +309,9 @@ def test_results_of_an_earlier_config_are_left_out_of_the_report(run_copy: Path)
     assert res.returncode == 0 and "Results: train" not in page
     assert "Stale results left out" in page and "results/train/: split &#x27;train&#x27; is not in this config" in page
     # The config now asks for another threshold: val's numbers are from the earlier one.
-    cfg = yaml.safe_load((run_copy / "config.yaml").read_text())
+    cfg = yaml.safe_load((run_copy / RESOLVED_CONFIG).read_text())
     cfg["evaluation"]["threshold"] = 0.3
-    (run_copy / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (run_copy / RESOLVED_CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
     res = repcam("report", run_copy, "--no-figures")
     page = (run_copy / "report.html").read_text()
     assert res.returncode == 0 and "Results: val" not in page and "results/val/: made with other settings" in page
