@@ -141,7 +141,7 @@ def test_cli_truncated_model(run_copy, photo, tmp_path):
     model = baseline_model(run_copy)
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
     res = repcam("explain", str(photo), "--run", str(run_copy), "--device", "cpu", "--out", str(tmp_path / "o"))
-    assert_one_line_error(res, str(model), "does not match the checksum")
+    assert_one_line_error(res, str(model), "checksum does not match")
 
 
 class _Exploit:
