@@ -195,7 +195,7 @@ def test_cli_score_writes_a_table_and_rejects_bad_arguments(tmp_path):
 
     torch.save(build_classifier("tiny_cnn", 2, None).model.state_dict(), tmp_path / "tiny.pt")
     r = _repcam("score", "--folder", str(data), "--model", "tiny_cnn", "--weights", str(tmp_path / "tiny.pt"),
-                "--method", "gradcam", "--method", "layercam", "--max-images", "2", "--steps", "4",
+                "--method", "gradcam", "--method", "layercam", "--max-images", "2", "--input-size", "32", "--steps", "4",
                 "--road-percentile", "50", "--out", str(tmp_path / "t.json"), "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "| gradcam |" in r.stdout and "| layercam |" in r.stdout

@@ -251,6 +251,7 @@ def score(
     model: Optional[str] = typer.Option(None, help="A stock timm name or torchvision/<name> (offline weights)."),
     weights: Optional[Path] = typer.Option(None, help="With --model: a local state-dict file."),
     run: Optional[Path] = typer.Option(None, "--run", help="Instead of --model: a run directory's multi-class model."),
+    input_size: Optional[int] = typer.Option(None, help="With --model: the input size in pixels (default: the model's data config)."),
     max_images: Optional[int] = typer.Option(None, help="Score only the first N images."),
     steps: int = typer.Option(20, help="Deletion / insertion steps."),
     road_percentiles: Optional[list[float]] = typer.Option(None, "--road-percentile", help="Repeatable (default 10, 20, ..., 90)."),
@@ -275,7 +276,8 @@ def score(
             raise _fail(f"cannot write {out}: {_os_reason(e)}") from None
     try:
         dev = resolve_device(device)
-        inputs = resolve_inputs(config=config, folder=folder, split=split, model=model, weights=weights, run=run)
+        inputs = resolve_inputs(config=config, folder=folder, split=split, model=model, weights=weights, run=run,
+                                input_size=input_size)
         extractors = {m: make_extractor(m, inputs.model.to(dev)) for m in dict.fromkeys(method)}
         result = score_maps(extractors, inputs.dataset, inputs.model, inputs.transform, class_map=inputs.class_map,
                             max_images=max_images, batch_size=batch_size, steps=steps,

@@ -166,7 +166,7 @@ class ScoreResult:
             text = buf.getvalue()
         else:
             text = self.markdown()
-        atomic_write(path, text.encode())
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         return path
 
 
@@ -296,6 +296,7 @@ def resolve_inputs(
     model: str | None = None,
     weights: Path | None = None,
     run: Path | None = None,
+    input_size: int | None = None,
 ) -> ScoreInputs:
     """The data set (a run config's ``data`` section, the run's own config, or a folder data set) and the model (a
     stock timm/torchvision name with offline weights, or a run's multi-class model). Errors are one-line
@@ -307,6 +308,8 @@ def resolve_inputs(
         raise ScoreError("pass exactly one of --model (a stock timm/torchvision model) or --run (a run's multi-class model)")
     if weights is not None and model is None:
         raise ScoreError("--weights applies to --model only")
+    if input_size is not None and (model is None or input_size < 8):
+        raise ScoreError(f"--input-size applies to --model only and must be >= 8, got {input_size}")
     if config is not None and folder is not None:
         raise ScoreError("pass at most one of --config and --folder")
     if config is None and folder is None and run is not None:
@@ -333,6 +336,8 @@ def resolve_inputs(
     from repcam.stock import load_stock_model
 
     sm = load_stock_model(str(model), str(weights) if weights is not None else None)
+    if input_size is not None:  # e.g. a small model on small images: the maps and every perturbation get cheaper
+        sm.data_config = {**sm.data_config, "input_size": (3, int(input_size), int(input_size))}
     if len(sm.class_names) == dataset.num_classes and sm.class_names[0] == "class 0":
         cmap = list(range(dataset.num_classes))  # an unnamed head of the data set's size: output k is class k
     else:
