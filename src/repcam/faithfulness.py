@@ -193,7 +193,7 @@ def _imputer(noise: float) -> Any:
     try:
         from pytorch_grad_cam.metrics.road import NoisyLinearImputer
     except ImportError as e:
-        raise FaithfulnessError(f"ROAD needs pytorch-grad-cam's imputer: pip install 'repcam[faith]' (or grad-cam); {e}") from None
+        raise FaithfulnessError(f"ROAD needs pytorch-grad-cam's imputer: pip install grad-cam (or 'repcam[test]'); {e}") from None
     return NoisyLinearImputer(noise=noise)
 
 
@@ -261,7 +261,7 @@ def _label(binary: np.ndarray) -> Any:
     try:
         from scipy import ndimage
     except ImportError:
-        raise FaithfulnessError("MaxBoxAccV2 needs scipy (connected components): pip install 'repcam[faith]'") from None
+        raise FaithfulnessError("MaxBoxAccV2 needs scipy (connected components): pip install scipy (or 'repcam[test]')") from None
     return ndimage.label(binary, structure=np.ones((3, 3), dtype=bool))
 
 
