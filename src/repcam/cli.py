@@ -242,6 +242,53 @@ def explain(
             raise _fail(e) from None
 
 
+@app.command()
+def score(
+    method: list[str] = typer.Option(..., "--method", help="Repeatable: gradcam, layercam, gradcampp, xgradcam, hirescam, paper, or pgc:<pytorch-grad-cam class>; the first is the reference."),
+    folder: Optional[Path] = typer.Option(None, help="A folder data set (classes.txt, images/, masks/)."),
+    config: Optional[Path] = typer.Option(None, help="A run config whose data section is scored (default with --run: the run's)."),
+    split: Optional[str] = typer.Option(None, help="The split (default: the config's first eval split; a folder: every image)."),
+    model: Optional[str] = typer.Option(None, help="A stock timm name or torchvision/<name> (offline weights)."),
+    weights: Optional[Path] = typer.Option(None, help="With --model: a local state-dict file."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Instead of --model: a run directory's multi-class model."),
+    input_size: Optional[int] = typer.Option(None, help="With --model: the input size in pixels (default: the model's data config)."),
+    max_images: Optional[int] = typer.Option(None, help="Score only the first N images."),
+    steps: int = typer.Option(20, help="Deletion / insertion steps."),
+    road_percentiles: Optional[list[float]] = typer.Option(None, "--road-percentile", help="Repeatable (default 10, 20, ..., 90)."),
+    batch_size: int = typer.Option(8, help="Records per batch."),
+    out: Optional[Path] = typer.Option(None, help="Also write the table to a .md, .csv or .json file."),
+    device: str = typer.Option("cpu", help="auto, cpu or cuda."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Score CAM methods against a data set's masks and the model: mIoU, PxAP, deletion/insertion, ROAD, Average Drop, MaxBoxAccV2."""
+    from repcam.score import make_extractor, resolve_inputs, score_maps
+    from repcam.train import resolve_device
+
+    for key, value in (("--steps", steps), ("--batch-size", batch_size), ("--max-images", max_images)):
+        if value is not None and value < 1:
+            raise _fail(f"{key} must be >= 1, got {value}")
+    if out is not None and out.suffix.lower() not in (".md", ".csv", ".json"):
+        raise _fail(f"--out {out}: the file must end in .md, .csv or .json")
+    if out is not None:
+        try:
+            check_writable(out.parent if str(out.parent) else Path("."))
+        except OSError as e:
+            raise _fail(f"cannot write {out}: {_os_reason(e)}") from None
+    try:
+        dev = resolve_device(device)
+        inputs = resolve_inputs(config=config, folder=folder, split=split, model=model, weights=weights, run=run,
+                                input_size=input_size)
+        extractors = {m: make_extractor(m, inputs.model.to(dev)) for m in dict.fromkeys(method)}
+        result = score_maps(extractors, inputs.dataset, inputs.model, inputs.transform, class_map=inputs.class_map,
+                            max_images=max_images, batch_size=batch_size, steps=steps,
+                            road_percentiles=road_percentiles or (10, 20, 30, 40, 50, 60, 70, 80, 90), device=dev, progress=progress)
+    except (ConfigError, DataError, ValueError, FileNotFoundError, ArtefactError) as e:
+        raise _fail(e) from None
+    typer.echo(result.markdown())
+    if out is not None:
+        console.print(f"table: {result.write(out)}")
+
+
 def _os_reason(e: OSError) -> str:
     """An OSError in one line: its reason and the file it concerns."""
     return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
