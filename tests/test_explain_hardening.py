@@ -170,5 +170,5 @@ def test_api_damaged_pair_model_is_refused(run_copy, photo):
     explainer = Explainer.from_run(run_copy, device="cpu")
     by_slug = {slug(c): c for c in explainer.classes}
     a, b = (by_slug[s] for s in pair.stem.split("__"))
-    with pytest.raises(ExplainError, match="has no checksum sidecar"):
+    with pytest.raises(ExplainError, match="checksum sidecar .* is missing"):
         explainer._pair(a, b)
