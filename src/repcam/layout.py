@@ -35,6 +35,13 @@ META_SUFFIX = ".meta.json"  # storage.Artefact's checksum sidecar: <file>.meta.j
 MULTICLASS_MODEL = "multiclass/model.pt"  # relative names, as budget.json's "baseline_model" records them
 MULTICLASS_BASELINE = "multiclass/baseline.pt"
 REPORT_NAME = "report.html"
+# Files of results/<split>/ that readers open by name (tables.write_tables writes them).
+ABLATION_JSON = "ablation.json"
+ACCUMULATORS_JSON = "accumulators.json"
+PAIRWISE_JSON = "pairwise.json"
+PER_CLASS_CSV = "per_class.csv"
+SWEEP_CSV = "sweep.csv"
+FIGURE_INDEX = "index.json"  # figures/<split>/index.json
 
 
 class RunDir:
@@ -120,6 +127,12 @@ class RunDir:
         """The binary model of classes ``a`` and ``b`` (either order)."""
         return self.pairs_dir / f"{files.pair(a, b)}.pt"
 
+    def pair_model_metas(self) -> list[tuple[str, Path]]:
+        """(pair stem, sidecar path) of every stored pair model, sorted by file name."""
+        suffix = ".pt" + META_SUFFIX
+        metas = sorted(self.pairs_dir.glob("*" + suffix)) if self.pairs_dir.is_dir() else []
+        return [(p.name[: -len(suffix)], p) for p in metas]
+
     @property
     def baselines_dir(self) -> Path:
         return self.root / "baselines"
@@ -164,19 +177,19 @@ class RunDir:
         return self.results_dir(split) / name
 
     def ablation(self, split: str) -> Path:
-        return self.result(split, "ablation.json")
+        return self.result(split, ABLATION_JSON)
 
     def accumulators(self, split: str) -> Path:
-        return self.result(split, "accumulators.json")
+        return self.result(split, ACCUMULATORS_JSON)
 
     def pairwise(self, split: str) -> Path:
-        return self.result(split, "pairwise.json")
+        return self.result(split, PAIRWISE_JSON)
 
     def figures_dir(self, split: str) -> Path:
         return self.root / "figures" / slug(split)
 
     def figure_index(self, split: str) -> Path:
-        return self.figures_dir(split) / "index.json"
+        return self.figures_dir(split) / FIGURE_INDEX
 
     def seed(self, seed: int) -> "RunDir":
         """The run directory of one seed of ``--seeds``."""
