@@ -37,6 +37,7 @@ MULTICLASS_BASELINE = "multiclass/baseline.pt"
 REPORT_NAME = "report.html"
 # Files of results/<split>/ that readers open by name (tables.write_tables writes them).
 ABLATION_JSON = "ablation.json"
+ABLATION_MD = "ablation.md"
 ACCUMULATORS_JSON = "accumulators.json"
 PAIRWISE_JSON = "pairwise.json"
 PER_CLASS_CSV = "per_class.csv"
