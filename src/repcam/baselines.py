@@ -30,6 +30,7 @@ from repcam.cam import MultiLayerGradCAM
 from repcam.evaluate import BASELINE_ROWS
 from repcam.fusion import normalize_maps
 from repcam.layers import auto_layers, resolve_layers
+from repcam.layout import RunDir
 from repcam.maps import _shrink
 from repcam.records import RecordFile, RecordWriter
 from repcam.storage import Artefact, config_key, read_json
@@ -297,7 +298,7 @@ def _model_art(run: "Run", kind: str, epochs: int) -> Artefact:
     mc = {k: v for k, v in asdict(run.cfg.multiclass).items() if k != "match_pair_budget"}
     design = {"delta": ACOL_DELTA} if kind == "acol" else {"reduction": CBAM_REDUCTION, "kernel": CBAM_KERNEL}
     key = config_key({"model": run._model_key(), "multiclass": mc, "baseline": kind, "design": design, "epochs": epochs})
-    return Artefact(run.dir / "baselines" / f"{kind}.pt", key)
+    return Artefact(run.paths.baseline_model(kind), key)
 
 
 def train_baselines(run: "Run", train: "SegDataset", cache: ImageCache, base_path: str) -> dict[str, Artefact]:
@@ -305,7 +306,7 @@ def train_baselines(run: "Run", train: "SegDataset", cache: ImageCache, base_pat
     multi-class model's images with its loss, learning rate, batch size and schedule, for as many epochs as the
     multi-class baseline at ``base_path`` saw in total (the same image-epochs: budget matched like Grad-CAM's)."""
     mc = run.cfg.multiclass
-    epochs = int(read_json(run.dir / (base_path + ".meta.json"))["epochs"])
+    epochs = int(read_json(RunDir.meta(run.paths / base_path))["epochs"])
     arts = {kind: _model_art(run, kind, epochs) for kind in run.cfg.baselines}
     for kind, art in arts.items():
         if art.done():
@@ -325,13 +326,13 @@ def train_baselines(run: "Run", train: "SegDataset", cache: ImageCache, base_pat
     return arts
 
 
-def baseline_records(run: "Run", num_classes: int, cache: ImageCache, jobs: list, mdir, maps_key: dict,
+def baseline_records(run: "Run", num_classes: int, cache: ImageCache, jobs: list, split: str, maps_key: dict,
                      models: dict[str, Artefact]) -> dict[str, RecordFile]:
     """{row name: stored maps (kind "map")} of every trained baseline on one split, extracting what is missing."""
     ev = run.cfg.evaluation
     out = {}
     for kind, model_art in models.items():
-        art = Artefact(mdir / f"baseline__{kind}.npz", config_key({"baseline": kind, "model": model_art.meta()["sha256"], **maps_key}))
+        art = Artefact(run.paths.baseline_maps(split, kind), config_key({"baseline": kind, "model": model_art.meta()["sha256"], **maps_key}))
         if not art.done():
             bb = build_baseline(kind, run._model_spec(num_classes), pretrained=False)
             bb.model.load_state_dict(model_art.load_torch())

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from repcam.config import ConfigError, demo_config, load_config, validate
 from repcam.data.base import DataError
+from repcam.layout import ABLATION_MD, RunDir
 from repcam.rundir import RunDirLocked, locked
 from repcam.storage import ArtefactError, check_writable, slug
 
@@ -79,7 +80,7 @@ def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: i
     if seeds == 1:
         run = _run_one(cfg, run_dir, progress)
         for split in cfg.data.eval_splits:
-            typer.echo((run_dir / "results" / slug(split) / "ablation.md").read_text())
+            typer.echo(RunDir(run_dir).result(split, ABLATION_MD).read_text())
         console.print(f"results in {run_dir}/results, total {run.timings.get('total', 0):.0f} s")
         return
     from repcam.seeds import seed_configs, seed_dirs, write_seed_tables
@@ -216,7 +217,7 @@ def explain(
     if not 0.0 <= min_score <= 1.0:
         console.print(f"[red]error:[/] --min-score must be in [0, 1], got {min_score}")
         raise typer.Exit(2)
-    folder = out or run / "explain"
+    folder = out or RunDir(run).explain_dir
     if run.is_dir() or out is not None:
         try:
             check_writable(folder)

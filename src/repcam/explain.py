@@ -19,13 +19,13 @@ from PIL import Image
 
 from repcam.backbones import Preprocess
 from repcam.cam import MultiLayerGradCAM
-from repcam.config import ConfigError, load_config, run_config_path
+from repcam.config import ConfigError, load_config
 from repcam.data.base import DataError
 from repcam.data.images import DISPLAY_SIDE, for_display, read_image, to_rgb8
 from repcam.fusion import fuse_classes
+from repcam.layout import MULTICLASS_MODEL, RunDir
 from repcam.rundir import ClassFiles, stale_reason
 from repcam.storage import ArtefactError, load_error_message, read_json, verify
-from repcam.storage import slug as _slug
 from repcam.train import resolve_device
 from repcam.units import ModelSpec
 
@@ -75,29 +75,31 @@ class Explainer:
 
     def __init__(self, run_dir: str | Path, method: str | None = None, device: str = "auto") -> None:
         self.dir = Path(run_dir)
-        mc_path = self.dir / "multiclass" / "model.pt"
+        self.paths = RunDir(self.dir)
+        mc_path = self.paths.multiclass_model
         if not mc_path.is_file():
             raise ExplainError(f"run directory {self.dir} has no trained multi-class model ({mc_path} is missing); "
                                "run `repcam run CONFIG --run-dir ...` (or `repcam demo`) first")
         try:
-            self.cfg = load_config(run_config_path(self.dir))
+            self.cfg = load_config(self.paths.config)
         except ConfigError as e:
             raise ExplainError(f"run directory {self.dir}: {e}") from e
-        for needed in ("similarity.json", "selections.json", "multiclass/model.pt.meta.json"):
-            if not (self.dir / needed).is_file():
-                raise ExplainError(f"run directory {self.dir} is unfinished: {needed} is missing; rerun the run to complete it")
-        self.classes: list[str] = list(read_json(self.dir / "similarity.json")["classes"])
+        for needed in (self.paths.similarity, self.paths.selections, RunDir.meta(mc_path)):
+            if not needed.is_file():
+                raise ExplainError(f"run directory {self.dir} is unfinished: {needed.relative_to(self.dir).as_posix()} is missing; "
+                                   "rerun the run to complete it")
+        self.classes: list[str] = list(self.paths.read_similarity()["classes"])
         try:
             self.files = ClassFiles(self.classes)  # the run's class -> file-name mapping (pair models, figures)
         except ValueError as e:
             raise ExplainError(f"run directory {self.dir}: {e}") from None
-        self.multilabel = read_json(mc_path.with_name("model.pt.meta.json")).get("mode", "multilabel") == "multilabel"
-        self.selections: dict[str, dict[str, list[str]]] = read_json(self.dir / "selections.json")["selections"]
+        self.multilabel = read_json(RunDir.meta(mc_path)).get("mode", "multilabel") == "multilabel"
+        self.selections: dict[str, dict[str, list[str]]] = self.paths.read_selections()
         self.selection = self._pick_selection(method)
         self.device = resolve_device(device)
         # Grad-CAM from the model the run's baseline rows used (trained further to match the pair budget, if it was).
-        budget = read_json(self.dir / "budget.json") if (self.dir / "budget.json").is_file() else {}
-        base = self.dir / budget.get("baseline_model", "multiclass/model.pt")
+        budget = read_json(self.paths.budget) if self.paths.budget.is_file() else {}
+        base = self.paths / budget.get("baseline_model", MULTICLASS_MODEL)
         self.mc_model, self.preprocess = self._load(base if base.is_file() else mc_path, len(self.classes))
         self._pairs: dict[tuple[str, str], torch.nn.Module] = {}
 
@@ -114,8 +116,8 @@ class Explainer:
                 raise ExplainError(f"method {method!r} is not in this run; choose one of {', '.join(self.selections)}")
             return name
         for split in self.cfg.data.eval_splits:
-            table = self.dir / "results" / _slug(split) / "ablation.json"
-            if table.is_file() and not stale_reason(yaml.safe_load(run_config_path(self.dir).read_text()), split, read_json(table)):
+            table = self.paths.ablation(split)
+            if table.is_file() and not stale_reason(yaml.safe_load(self.paths.config.read_text()), split, read_json(table)):
                 rows = [r for r in read_json(table)["rows"] if r["method"].endswith("+A+F") and r["method"][:-4] in self.selections]
                 rows = [r for r in rows if r.get("miou") is not None]
                 if rows:
@@ -137,7 +139,7 @@ class Explainer:
         """The binary model of the unordered pair {c, s} and the logit of ``c`` in it (None if not trained)."""
         a, b = sorted((c, s), key=self.classes.index)
         if (a, b) not in self._pairs:
-            path = self.dir / "pairs" / f"{self.files.pair(a, b)}.pt"
+            path = self.paths.pair_model(self.files, a, b)
             if not path.is_file():
                 return None
             self._pairs[(a, b)] = self._load(path, 2)[0]

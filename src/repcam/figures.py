@@ -16,7 +16,7 @@ import logging
 import math
 import textwrap
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -26,10 +26,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from repcam.data.images import for_display
+from repcam.layout import RunDir
 from repcam.records import RecordFile
 from repcam.rundir import ClassFiles
 from repcam.storage import ArtefactError, verify
-from repcam.storage import slug as _slug
 
 log = logging.getLogger(__name__)
 
@@ -490,14 +490,14 @@ def _stored_map(path: Path, kind: str, image: int, cls: int) -> np.ndarray | Non
     return rec.rows(kind, rows[:1])[0] if len(rows) and kind in rec else None
 
 
-def _selection_for(sel_name: str, run_dir: Path, sdir: str, classes: Sequence[str]) -> dict[str, list[str]]:
-    sels = _read_json(run_dir / "selections.json").get("selections", {}) if (run_dir / "selections.json").is_file() else {}
+def _selection_for(sel_name: str, paths: RunDir, split: str, classes: Sequence[str]) -> dict[str, list[str]]:
+    sels = _read_json(paths.selections).get("selections", {}) if paths.selections.is_file() else {}
     if sel_name in sels:
         return sels[sel_name]
-    if sel_name.startswith("Top-") and (run_dir / "results" / sdir / "pairwise.json").is_file():
+    if sel_name.startswith("Top-") and paths.pairwise(split).is_file():
         from repcam.selection import topk_select
 
-        pw = _read_json(run_dir / "results" / sdir / "pairwise.json")
+        pw = _read_json(paths.pairwise(split))
         M = np.array([[np.nan if v is None else v for v in row] for row in pw["miou"]], dtype=float)
         np.fill_diagonal(M, np.nan)
         k = int(sel_name.split("-", 1)[1])
@@ -515,12 +515,12 @@ class _RunData:
     """Lazy access to what the example figures need from a run directory."""
 
     def __init__(self, run_dir: Path, split: str) -> None:
-        from repcam.config import load_config, run_config_path
+        from repcam.config import load_config
 
         self.dir = run_dir
+        self.paths = RunDir(run_dir)
         self.split = split
-        self.sdir = _slug(split)
-        self.cfg = load_config(run_config_path(run_dir))
+        self.cfg = load_config(self.paths.config)
         self.cfg.device = "cpu"
         self._ds = None
 
@@ -585,10 +585,9 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
     from repcam.tables import method_order
 
     run_dir = Path(run_dir)
-    sdir = _slug(split)
-    out = run_dir / "figures" / sdir
+    paths = RunDir(run_dir)
+    out = paths.figures_dir(split)
     out.mkdir(parents=True, exist_ok=True)
-    res_dir = run_dir / "results" / sdir
     figs: dict[str, Path] = {}
     captions: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -608,11 +607,11 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
             captions[name] = caption
         return p
 
-    sim = _read_json(run_dir / "similarity.json") if (run_dir / "similarity.json").is_file() else None
+    sim = _read_json(paths.similarity) if paths.similarity.is_file() else None
     classes: list[str] = list(sim["classes"]) if sim else []
     clusters = None
-    if (run_dir / "selections.json").is_file():
-        clusters = _read_json(run_dir / "selections.json").get("clusters")
+    if paths.selections.is_file():
+        clusters = _read_json(paths.selections).get("clusters")
     if sim:
         attempt("similarity", "Similarity matrix B, rows and columns grouped by cluster (red borders); diagonal masked, log colour scale.",
                 lambda p: similarity_heatmap(sim["B"], classes, clusters, p, fmt=fmt))
@@ -620,15 +619,15 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
         skipped["similarity"] = "similarity.json not found"
 
     accs: dict[str, IoUAccumulator] = {}
-    if (res_dir / "accumulators.json").is_file():
-        accs = {m: IoUAccumulator.from_state_dict(s) for m, s in _read_json(res_dir / "accumulators.json").items()}
-    rows = _read_json(res_dir / "ablation.json")["rows"] if (res_dir / "ablation.json").is_file() else []
+    if paths.accumulators(split).is_file():
+        accs = {m: IoUAccumulator.from_state_dict(s) for m, s in _read_json(paths.accumulators(split)).items()}
+    rows = _read_json(paths.ablation(split))["rows"] if paths.ablation(split).is_file() else []
     if not rows and accs:
         rows = [{"method": m, "miou": a.miou()} for m, a in accs.items()]
     best = best_method(rows)
     best_f = best_method(rows, "+F")
-    if not classes and (res_dir / "pairwise.json").is_file():
-        classes = list(_read_json(res_dir / "pairwise.json")["classes"])
+    if not classes and paths.pairwise(split).is_file():
+        classes = list(_read_json(paths.pairwise(split))["classes"])
 
     if accs and classes:
         order = method_order(list(accs))
@@ -644,8 +643,8 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
     else:
         skipped["per_class"] = skipped["thresholds"] = "accumulators.json not found"
 
-    if (res_dir / "pairwise.json").is_file():
-        pw = _read_json(res_dir / "pairwise.json")
+    if paths.pairwise(split).is_file():
+        pw = _read_json(paths.pairwise(split))
         if any(v is not None and math.isfinite(v) for row in pw["miou"] for v in row):
             attempt("pairwise", "Grad-CAM mIoU of each class (row) from its binary model against each other class (column); grey: no model.",
                     lambda p: pairwise_heatmap(pw["miou"], pw["classes"], p, fmt=fmt))
@@ -674,7 +673,7 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
 
     index = {"split": split, "figures": {n: {"file": figs[n].name, "caption": captions[n]} for n in figs}, "skipped": skipped,
              "warnings": warnings}
-    write_json(out / "index.json", index)
+    write_json(paths.figure_index(split), index)
     return figs
 
 
@@ -685,10 +684,10 @@ def _example_caption(label: str, pick: Mapping[str, Any], method: str, classes: 
             f"Panels: the map from each representative class's binary model, their fusion, Grad-CAM, ground truth.")
 
 
-def _pair_file(run_dir: Path, sub: str, names: Sequence[str], c: int, s: int, suffix: str) -> tuple[Path, int]:
-    """Path of the (c, s) pair artefact and the target logit of class c in it."""
+def _pair_file(path_of: Callable[[ClassFiles, str, str], Path], names: Sequence[str], c: int, s: int) -> tuple[Path, int]:
+    """Path of the (c, s) pair artefact (``path_of``: a RunDir method) and the target logit of class c in it."""
     a, b = sorted((c, s))
-    return run_dir / sub / f"{ClassFiles(names).pair(names[a], names[b])}{suffix}", (0 if c == a else 1)
+    return path_of(ClassFiles(names), names[a], names[b]), (0 if c == a else 1)
 
 
 def _example_figure(data: _RunData, pick: Mapping[str, Any], label: str, method: str, classes: Sequence[str], path: Path, fmt: str,
@@ -704,16 +703,15 @@ def _example_figure(data: _RunData, pick: Mapping[str, Any], label: str, method:
     if pick["image_id"] not in ids:
         raise KeyError(f"image {pick['image_id']!r} is not in the reloaded {data.split} split")
     i, c = ids[pick["image_id"]], int(pick["cls"])
-    mdir = data.dir / "maps" / data.sdir
-    gradcam = _stored_map(mdir / "multiclass.npz", "last", i, c)
-    sel = _selection_for(method[: -len("+A+F")], data.dir, data.sdir, names)
+    gradcam = _stored_map(data.paths.multiclass_maps(data.split), "last", i, c)
+    sel = _selection_for(method[: -len("+A+F")], data.paths, data.split, names)
     reps = sel.get(names[c], [])
     panels: dict[str, Any] = {}
     avail = []
     for sname in reps:
         if sname not in names:
             continue
-        f, _ = _pair_file(data.dir, f"maps/{data.sdir}", names, c, names.index(sname), ".npz")
+        f, _ = _pair_file(lambda files, a, b: data.paths.pair_maps(data.split, files, a, b), names, c, names.index(sname))
         m = _stored_map(f, "fused", i, c)
         panels[f"vs {sname}"] = m
         if m is not None:
@@ -739,18 +737,18 @@ def _layer_figure(data: _RunData, pick: Mapping[str, Any], label: str, method: s
     names = list(ds.class_names)
     i = {s.id: k for k, s in enumerate(ds.samples)}[pick["image_id"]]
     c = int(pick["cls"])
-    sel = _selection_for(method[: -len("+A+F")], data.dir, data.sdir, names)
+    sel = _selection_for(method[: -len("+A+F")], data.paths, data.split, names)
     model_desc, state, n_out, target = None, None, 0, 0
     for sname in sel.get(names[c], []):
         if sname in names:
-            f, t = _pair_file(data.dir, "pairs", names, c, names.index(sname), ".pt")
+            f, t = _pair_file(data.paths.pair_model, names, c, names.index(sname))
             if f.is_file():
                 model_desc, state, n_out, target = f"binary model {names[c]} vs {sname}", f, 2, t
                 break
     if state is None:  # no pair model: the multi-class model's layers
-        state, n_out, target, model_desc = data.dir / "multiclass" / "model.pt", len(names), c, "multi-class model"
+        state, n_out, target, model_desc = data.paths.multiclass_model, len(names), c, "multi-class model"
     layer_names, layer_maps, fused, _ = data.layer_maps(state, n_out, i, target)
-    gradcam = _stored_map(data.dir / "maps" / data.sdir / "multiclass.npz", "last", i, c)
+    gradcam = _stored_map(data.paths.multiclass_maps(data.split), "last", i, c)
     img, mask = data.image_and_mask(i)
     title = f"{label}: image {pick['image_id']}, class {names[c]}; layers of the {model_desc}"
     return layer_grid(img, layer_maps, layer_names, fused, path, extra={"Grad-CAM (multi-class)": gradcam},

@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from repcam import __version__ as _version
-from repcam.config import run_config_path
+from repcam.layout import ABLATION_JSON, FIGURE_INDEX, PAIRWISE_JSON, PER_CLASS_CSV, SWEEP_CSV, RunDir
+from repcam.layout import REPORT_NAME  # noqa: F401 - re-exported: report.REPORT_NAME was defined here
 from repcam.rundir import stale_reason
 from repcam.storage import ArtefactError
-from repcam.storage import slug as _slug
 
 log = logging.getLogger(__name__)
 
-REPORT_NAME = "report.html"
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
 
 _CSS = """
@@ -109,15 +108,15 @@ def _seconds(s: Any) -> str:
 def _splits(run_dir: Path) -> list[tuple[str, Path]]:
     """(split name, results folder) for every evaluated split, in the config's order first."""
     found: dict[Path, str] = {}
-    res = run_dir / "results"
+    res = RunDir(run_dir).results_root
     if res.is_dir():
-        for d in sorted(p for p in res.iterdir() if (p / "ablation.json").is_file()):
-            data = _read_json(d / "ablation.json") or {}
+        for d in sorted(p for p in res.iterdir() if (p / ABLATION_JSON).is_file()):
+            data = _read_json(d / ABLATION_JSON) or {}
             found[d] = str(data.get("split", d.name))
     order: list[Path] = []
     cfg = _config_dict(run_dir)
     for s in ((cfg or {}).get("data") or {}).get("eval_splits") or []:
-        d = res / _slug(str(s))
+        d = RunDir(run_dir).results_dir(str(s))
         if d in found and d not in order:
             order.append(d)
     order += [d for d in found if d not in order]
@@ -128,7 +127,7 @@ def _config_dict(run_dir: Path) -> dict | None:
     import yaml
 
     try:
-        data = yaml.safe_load(run_config_path(run_dir).read_text())
+        data = yaml.safe_load(RunDir(run_dir).config.read_text())
     except (OSError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None
@@ -230,7 +229,7 @@ def _ablation_section(split: str, abl: Mapping[str, Any]) -> str:
 
 
 def _per_class_section(res: Path) -> str:
-    rows = _read_csv(res / "per_class.csv")
+    rows = _read_csv(res / PER_CLASS_CSV)
     if not rows or len(rows) < 2:
         return '<p class="muted">per_class.csv not found.</p>'
     header, body = rows[0], rows[1:]
@@ -249,7 +248,7 @@ def _per_class_section(res: Path) -> str:
 
 
 def _pairwise_section(res: Path) -> str:
-    pw = _read_json(res / "pairwise.json") if (res / "pairwise.json").is_file() else None
+    pw = _read_json(res / PAIRWISE_JSON) if (res / PAIRWISE_JSON).is_file() else None
     if not pw:
         return '<p class="muted">pairwise.json not found.</p>'
     classes = pw["classes"]
@@ -265,7 +264,7 @@ def _pairwise_section(res: Path) -> str:
 
 
 def _sweep_section(res: Path) -> str:
-    rows = _read_csv(res / "sweep.csv")
+    rows = _read_csv(res / SWEEP_CSV)
     if not rows or len(rows) < 2:
         return ""
     return ("<details><summary>mIoU (%) at every threshold (sweep.csv)</summary>"
@@ -274,7 +273,7 @@ def _sweep_section(res: Path) -> str:
 
 def _figures_for(run_dir: Path, split: str, build: bool) -> tuple[dict[str, tuple[Path, str]], dict[str, str]]:
     """{name: (path, caption)} and {name: reason skipped} for a split's figures, building them if asked."""
-    fdir = run_dir / "figures" / _slug(split)
+    fdir = RunDir(run_dir).figures_dir(split)
     if build:
         try:
             from repcam.figures import run_figures
@@ -285,7 +284,7 @@ def _figures_for(run_dir: Path, split: str, build: bool) -> tuple[dict[str, tupl
         except Exception as err:  # the report must still be written
             log.warning("figures for %s failed: %s", split, err)
             return {}, {"all figures": f"{type(err).__name__}: {err}"}
-    index = _read_json(fdir / "index.json") if (fdir / "index.json").is_file() else None
+    index = _read_json(fdir / FIGURE_INDEX) if (fdir / FIGURE_INDEX).is_file() else None
     if not index:
         return {}, {}
     for w in index.get("warnings") or []:
@@ -303,8 +302,9 @@ def _fig(figs: Mapping[str, tuple[Path, str]], *names: str) -> str:
 
 
 def _selection_section(run_dir: Path) -> str:
-    sel = _read_json(run_dir / "selections.json") if (run_dir / "selections.json").is_file() else None
-    sim = _read_json(run_dir / "similarity.json") if (run_dir / "similarity.json").is_file() else None
+    paths = RunDir(run_dir)
+    sel = _read_json(paths.selections) if paths.selections.is_file() else None
+    sim = _read_json(paths.similarity) if paths.similarity.is_file() else None
     parts = []
     if sim:
         parts.append(f'<p class="muted">{e(sim.get("definition", ""))}'
@@ -325,16 +325,18 @@ def _selection_section(run_dir: Path) -> str:
 
 def _models_section(run_dir: Path) -> str:
     parts = []
-    mc = _read_json(run_dir / "multiclass" / "model.pt.meta.json") if (run_dir / "multiclass" / "model.pt.meta.json").is_file() else None
+    mc_meta = RunDir.meta(RunDir(run_dir).multiclass_model)
+    mc = _read_json(mc_meta) if mc_meta.is_file() else None
     if mc:
         keys = [k for k in ("mode", "images", "epochs", "train_accuracy", "seconds") if k in mc]
         vals = [(_pct(mc[k], 1) + " %") if k == "train_accuracy" and _finite(mc[k]) else (_seconds(mc[k]) if k == "seconds" else mc[k]) for k in keys]
         parts.append("<h3>Multi-class model</h3>" + table(keys, [vals], left=1))
-    metas = sorted((run_dir / "pairs").glob("*.pt.meta.json")) if (run_dir / "pairs").is_dir() else []
+    stems = RunDir(run_dir).pair_model_metas()
+    metas = [p for _, p in stems]
     body = []
-    for p in metas:
+    for stem, p in stems:
         m = _read_json(p) or {}
-        cls = m.get("classes") or [p.name[: -len(".pt.meta.json")]]
+        cls = m.get("classes") or [stem]
         imgs = m.get("images") or []
         body.append([" vs ".join(map(str, cls)), " / ".join(map(str, imgs)), m.get("epochs", ""),
                      _pct(m.get("train_accuracy"), 1), _seconds(m.get("seconds")) if "seconds" in m else ""])
@@ -369,9 +371,10 @@ def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path 
     splits = _splits(run_dir)
     # Results an earlier config left behind (a split no longer evaluated, other settings) are not this run's:
     # left out of the page, and listed with the reason.
-    stale = {str(d.relative_to(run_dir)): r for s, d in splits if (r := stale_reason(cfg, s, _read_json(d / "ablation.json") or {}))}
+    stale = {str(d.relative_to(run_dir)): r for s, d in splits if (r := stale_reason(cfg, s, _read_json(d / ABLATION_JSON) or {}))}
     splits = [(s, d) for s, d in splits if str(d.relative_to(run_dir)) not in stale]
-    notes = _read_json(run_dir / "notes.json") if (run_dir / "notes.json").is_file() else None
+    paths = RunDir(run_dir)
+    notes = _read_json(paths.notes) if paths.notes.is_file() else None
     toc = [("notes", "Notes")] if isinstance(notes, list) and notes else []
     toc += [(f"split-{k}", f"Results: {s}") for k, (s, _) in enumerate(splits)]
     toc += [("selection", "Class selection"), ("models", "Models"), ("config", "Configuration"), ("timings", "Timings"),
@@ -395,7 +398,7 @@ def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path 
 
     shared_figs: dict[str, tuple[Path, str]] = {}
     for k, (split, res) in enumerate(splits):
-        abl = _read_json(res / "ablation.json") or {}
+        abl = _read_json(res / ABLATION_JSON) or {}
         figs, skipped = _figures_for(run_dir, split, figures)
         if "similarity" in figs:
             shared_figs.setdefault("similarity", figs["similarity"])
@@ -408,7 +411,7 @@ def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path 
         if ex:
             body.append("<h3>Examples</h3>" + _fig(figs, *ex))
         body.append("<h3>Pairwise</h3>" + _fig(figs, "pairwise") + _pairwise_section(res))
-        fdir_index = _read_json(run_dir / "figures" / _slug(split) / "index.json") if (run_dir / "figures" / _slug(split) / "index.json").is_file() else None
+        fdir_index = _read_json(paths.figure_index(split)) if paths.figure_index(split).is_file() else None
         for w in (fdir_index or {}).get("warnings") or []:
             body.append(f'<p class="warn">Warning: {e(w)}</p>')
         if skipped:
@@ -417,14 +420,14 @@ def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path 
 
     body.append('<h2 id="selection">Class selection</h2>' + _fig(shared_figs, "similarity") + _selection_section(run_dir))
     body.append('<h2 id="models">Models</h2>' + (_models_section(run_dir) or '<p class="muted">no model metadata found.</p>'))
-    cfg_path = run_config_path(run_dir)
+    cfg_path = paths.config
     cfg_text = cfg_path.read_text() if cfg_path.is_file() else "config.yaml not found"
     body.append(f'<h2 id="config">Configuration</h2><pre>{e(cfg_text)}</pre>')
 
-    timings = _read_json(run_dir / "timings.json") if (run_dir / "timings.json").is_file() else None
+    timings = _read_json(paths.timings) if paths.timings.is_file() else None
     body.append('<h2 id="timings">Timings</h2>'
                 + (_kv_table(timings, ["step", "time"], _seconds) if isinstance(timings, dict) else '<p class="muted">timings.json not found (unfinished run?).</p>'))
-    env = _read_json(run_dir / "environment.json") if (run_dir / "environment.json").is_file() else None
+    env = _read_json(paths.environment) if paths.environment.is_file() else None
     body.append('<h2 id="environment">Environment</h2>'
                 + (_kv_table(env, ["", "value"]) if isinstance(env, dict) else '<p class="muted">environment.json not found.</p>'))
 
@@ -437,7 +440,7 @@ def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path 
         + "\n".join(b for b in body if b)
         + "\n</body></html>\n"
     )
-    out = Path(path) if path is not None else run_dir / REPORT_NAME
+    out = Path(path) if path is not None else paths.report
     write_text(out, page)
     return out
 

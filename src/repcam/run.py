@@ -28,16 +28,16 @@ from repcam import selection as S
 from repcam.baselines import baseline_records, train_baselines
 from repcam.cam import ContrastTarget
 from repcam.executor import Executor, ExecutorError, Unit, default_threads
-from repcam.config import RESOLVED_CONFIG, RunConfig
+from repcam.config import RunConfig
 from repcam.data import DataError, SegDataset, load_dataset
 from repcam.evaluate import evaluate_split, summarize
 from repcam.featcache import FeatureCache, FreezeError, build_cache, split_model
+from repcam.layout import MULTICLASS_BASELINE, MULTICLASS_MODEL, RunDir
 from repcam.maps import MapRecords, extract
 from repcam.preflight import check_eval_split
 from repcam.records import RecordFile, RecordWriter
 from repcam.rundir import ClassFiles, locked, results_key
 from repcam.storage import Artefact, config_key, read_json, write_json, write_json_mapping, write_text
-from repcam.storage import slug as _slug
 from repcam.tables import write_tables
 from repcam.train import ImageCache, fit, predict, resolve_device
 from repcam.units import MapExtraction, ModelSpec, PairTraining, backbone_state, extract_maps
@@ -56,6 +56,7 @@ class Run:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, console: Console | None = None, show_progress: bool = True) -> None:
         self.cfg = cfg
         self.dir = Path(run_dir)
+        self.paths = RunDir(self.dir)  # every artefact's path (repcam.layout)
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress
         self.device = resolve_device(cfg.device)
@@ -151,7 +152,7 @@ class Run:
     def _run(self) -> dict[str, list[dict]]:
         t0 = time.perf_counter()
         # Not config.yaml: `repcam run RUN/config.yaml --run-dir RUN` must keep the user's file (and its comments).
-        write_text(self.dir / RESOLVED_CONFIG, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        write_text(self.paths.resolved_config, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         with self.timed("load data"):
             train = self.load_split(self.cfg.data.train_split)
         self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
@@ -182,10 +183,10 @@ class Run:
                 self.executor.close()
                 del self.__dict__["executor"]
         self.timings["total"] = time.perf_counter() - t0
-        write_json(self.dir / "timings.json", self.timings)
-        write_json(self.dir / "environment.json", _environment(self.device))
-        write_json(self.dir / "notes.json", self.notes)
-        write_json(self.dir / "budget.json", self.budget)
+        write_json(self.paths.timings, self.timings)
+        write_json(self.paths.environment, _environment(self.device))
+        write_json(self.paths.notes, self.notes)
+        write_json(self.paths.budget, self.budget)
         return results
 
     @cached_property
@@ -219,7 +220,7 @@ class Run:
         mc = self.cfg.multiclass
         settings = {k: v for k, v in asdict(mc).items() if k != "match_pair_budget"}  # the first model does not depend on it
         key = config_key({"model": self._model_key(), "multiclass": settings})
-        art = Artefact(self.dir / "multiclass" / "model.pt", key)
+        art = Artefact(self.paths.multiclass_model, key)
         if art.done():
             bb = self._new_model(train.num_classes, pretrained=False)
             bb.model.load_state_dict(art.load_torch())
@@ -262,13 +263,13 @@ class Run:
         done = _image_epochs(meta)
         target = self._method_budget(pair_budget)
         if not mc.match_pair_budget or done >= target:
-            return mc_model, "multiclass/model.pt"
+            return mc_model, MULTICLASS_MODEL
         extra = math.ceil((target - done) / int(meta["images"]))
-        art = Artefact(self.dir / "multiclass" / "baseline.pt", config_key({"mc": meta["sha256"], "extra_epochs": extra}))
+        art = Artefact(self.paths.multiclass_baseline, config_key({"mc": meta["sha256"], "extra_epochs": extra}))
         bb = self._new_model(train.num_classes, pretrained=False)  # its state comes from the first model or the artefact
         if art.done():
             bb.model.load_state_dict(art.load_torch())
-            return bb.model.to(self.device).eval(), "multiclass/baseline.pt"
+            return bb.model.to(self.device).eval(), MULTICLASS_BASELINE
         bb.model.load_state_dict({k: v.cpu() for k, v in mc_model.state_dict().items()})
         idx, x, y, loss = self._multiclass_data(train, cache)
         with self.timed("train baseline"), self.progress(f"baseline: {extra} more epochs to match the pair models' budget", extra) as adv:
@@ -277,7 +278,7 @@ class Run:
         art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, images=len(idx), mode=mc.mode,
                        epochs=int(meta["epochs"]) + res.epochs, extra_epochs=res.epochs, train_accuracy=res.train_accuracy,
                        seconds=res.seconds, history=res.history)
-        return bb.model.eval(), "multiclass/baseline.pt"
+        return bb.model.eval(), MULTICLASS_BASELINE
 
     def _skipped_training_note(self, train: SegDataset, cache: ImageCache) -> None:
         """Count the training images that could not be read, in the notes (hence every table and the report).
@@ -285,7 +286,7 @@ class Run:
         A resumed run reads only the images of what it still trains, so the ids found by earlier runs of the same
         data are kept in ``train_skipped.json`` and merged: the count does not shrink because work was reused.
         """
-        path = self.dir / "train_skipped.json"
+        path = self.paths.train_skipped
         key = config_key({"data": self._data_key(), "train_split": self.cfg.data.train_split})
         try:
             old = read_json(path)
@@ -321,7 +322,7 @@ class Run:
         return idx
 
     def similarity(self, model, train: SegDataset, cache: ImageCache) -> np.ndarray:
-        path = self.dir / "similarity.json"
+        path = self.paths.similarity
         idx = cache.ok(self._multiclass_images(train))
         with self.timed("similarity"):
             logits = predict(model, cache.stack(idx), self.preprocess, self.device)
@@ -365,7 +366,7 @@ class Run:
         if clusters is not None:
             payload["clusters"] = [[classes[c] for c in range(C) if clusters[c] == g] for g in sorted(set(clusters.tolist()))]
             self.say("clusters: " + " | ".join(", ".join(g) for g in payload["clusters"]))
-        write_json(self.dir / "selections.json", payload)
+        write_json(self.paths.selections, payload)
         return out
 
     def needed_pairs(self, selections: dict[str, S.Selection], C: int) -> list[tuple[int, int]]:
@@ -390,7 +391,7 @@ class Run:
         if self._pair_init_key:  # the pair model depends on the multi-class weights it starts from
             settings["init_from"] = self._pair_init_key
         key = config_key(settings)
-        return Artefact(self.dir / "pairs" / f"{ClassFiles(names).pair(names[a], names[b])}.pt", key)
+        return Artefact(self.paths.pair_model(ClassFiles(names), names[a], names[b]), key)
 
     def train_pairs(self, pairs: list[tuple[int, int]], train: SegDataset, cache: ImageCache) -> dict[tuple[int, int], Artefact]:
         """Every pair model not already on disk, trained through the executor and saved as it finishes."""
@@ -475,7 +476,7 @@ class Run:
         key = {"data": self._data_key(), "train_split": self.cfg.data.train_split, "backbone": asdict(self.cfg.backbone), "crop": True}
         try:
             with self.timed("feature cache"):
-                fc = build_cache(self.dir / "features" / f"{_slug(stage)}.npy", split_model(bb.model, stage, check_size=bb.preprocess.input_size),
+                fc = build_cache(self.paths.feature_cache(stage), split_model(bb.model, stage, check_size=bb.preprocess.input_size),
                                  bb.preprocess, ids, cache.stack, key, batch_size=self.cfg.pairs.batch_size, device=self.device)
         except FreezeError as e:
             raise RunError(str(e)) from e
@@ -506,7 +507,7 @@ class Run:
 
     def _first_model_meta(self) -> dict[str, Any]:
         """The metadata of the multi-class model behind B (and the pair models' start with ``pairs.init: multiclass``)."""
-        return read_json(self.dir / "multiclass" / "model.pt.meta.json")
+        return read_json(RunDir.meta(self.paths.multiclass_model))
 
     def _method_budget(self, pair_budget: int) -> int:
         """Image-epochs behind the method's maps: the pair models', plus the first multi-class model's when they start from it."""
@@ -516,7 +517,7 @@ class Run:
 
     def _budget_note(self, base_path: str, pair_budget: int, n_pairs: int) -> None:
         """Say how the baseline's training budget compares with the pair models' (image-epochs actually run)."""
-        mc_budget = _image_epochs(read_json(self.dir / (base_path + ".meta.json")))
+        mc_budget = _image_epochs(read_json(RunDir.meta(self.paths / base_path)))
         method = self._method_budget(pair_budget)
         ratio = mc_budget / method if method else float("inf")
         self.budget = {"baseline_model": base_path, "multiclass_image_epochs": mc_budget, "pairs_image_epochs": pair_budget,
@@ -537,7 +538,7 @@ class Run:
         ds = self._eval_dataset(split)
         names = ds.class_names
         pre = self.preprocess
-        mdir = self.dir / "maps" / _slug(split)
+        mdir = self.paths.maps_dir(split)
         # Evaluation images can be many: spilled to disk so memory stays flat (training images stay in memory).
         cache = ImageCache(ds, pre, crop=ev.protocol == "crop", spill_dir=mdir)
         # Only what changes a map goes into its key: thresholds and variants reuse the stored maps.
@@ -549,18 +550,18 @@ class Run:
         jobs = [(i, c, c) for i, s in enumerate(ds.samples) for c in sorted(s.labels)]
         ok = set(cache.ok(sorted({j[0] for j in jobs})))
         jobs = [j for j in jobs if j[0] in ok]
-        mc_sha = read_json(self.dir / (mc_path + ".meta.json"))["sha256"]
-        mc_art = Artefact(mdir / "multiclass.npz", config_key({"mc": mc_sha, **maps_key}))
+        mc_sha = read_json(RunDir.meta(self.paths / mc_path))["sha256"]
+        mc_art = Artefact(self.paths.multiclass_maps(split), config_key({"mc": mc_sha, **maps_key}))
         contrast_arts = {}
         if "contrast" in ev.variants:
             for sel_name, sel in selections.items():
                 reps = {names[c]: [names[r] for r in sel[c]] for c in sorted(sel)}
                 key = config_key({"mc": mc_sha, "contrast": reps, "gamma": ev.contrast_gamma, **maps_key})
-                contrast_arts[sel_name] = Artefact(mdir / f"contrast__{_slug(sel_name)}.npz", key)
+                contrast_arts[sel_name] = Artefact(self.paths.contrast_maps(split, sel_name), key)
         pair_arts = {}
         files = ClassFiles(names)
         for (a, b), model_art in models.items():
-            pair_arts[(a, b)] = Artefact(mdir / f"{files.pair(names[a], names[b])}.npz", config_key({"pair": model_art.meta()["sha256"], **maps_key}))
+            pair_arts[(a, b)] = Artefact(self.paths.pair_maps(split, files, names[a], names[b]), config_key({"pair": model_art.meta()["sha256"], **maps_key}))
         todo = [(p, a) for p, a in pair_arts.items() if not a.done()]
         contrast_todo = [(n, a) for n, a in contrast_arts.items() if not a.done()]
         total = len(todo) + 1 + len(contrast_todo)
@@ -588,7 +589,7 @@ class Run:
                 raise RunError(str(e)) from e
 
         with self.timed(f"maps {split}"):
-            trained = baseline_records(self, ds.num_classes, cache, jobs, mdir, maps_key, self._baseline_arts)
+            trained = baseline_records(self, ds.num_classes, cache, jobs, split, maps_key, self._baseline_arts)
 
         def pair_records(c: int) -> dict[int, MapRecords]:
             return {(b if a == c else a): RecordFile(art.path) for (a, b), art in pair_arts.items() if c in (a, b)}
@@ -602,9 +603,9 @@ class Run:
         # The key of the settings behind these numbers: the report shows results whose key differs from the
         # current config.yaml's (or whose split is no longer evaluated) as stale, not as this run's.
         key = results_key(yaml.safe_load(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)), split)
-        write_tables(self.dir / "results" / _slug(split), split, result, rows, self.notes, skipped=len(cache.bad),
+        write_tables(self.paths.results_dir(split), split, result, rows, self.notes, skipped=len(cache.bad),
                      extra={"settings_key": key, "skipped_train_images": self.skipped_train})
-        write_json_mapping(self.dir / "results" / _slug(split) / "accumulators.json", ((k, v.state_dict) for k, v in result.accs.items()))
+        write_json_mapping(self.paths.accumulators(split), ((k, v.state_dict) for k, v in result.accs.items()))
         return rows
 
 

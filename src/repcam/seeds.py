@@ -10,12 +10,13 @@ from typing import Sequence
 import numpy as np
 
 from repcam.config import RunConfig
-from repcam.storage import read_json, slug, write_json, write_text
+from repcam.layout import RunDir
+from repcam.storage import read_json, write_json, write_text
 from repcam.tables import _csv, markdown_table, method_order
 
 
 def seed_dirs(run_dir: Path, seeds: Sequence[int]) -> dict[int, Path]:
-    return {s: Path(run_dir) / f"seed-{s}" for s in seeds}
+    return {s: RunDir(run_dir).seed(s).root for s in seeds}
 
 
 def seed_configs(cfg: RunConfig, seeds: Sequence[int]) -> dict[int, RunConfig]:
@@ -53,7 +54,7 @@ def write_seed_tables(run_dir: Path, split: str, seeds: Sequence[int]) -> str:
     """Read every seed's ablation.json for ``split`` and write RUN_DIR/results/<split>/seeds.{md,csv,json}."""
     rows_by_seed = {}
     for s, d in seed_dirs(run_dir, seeds).items():
-        f = d / "results" / slug(split) / "ablation.json"
+        f = RunDir(d).ablation(split)
         if f.is_file():
             rows_by_seed[s] = read_json(f)["rows"]
     summary = summarize_seeds(rows_by_seed)
@@ -69,7 +70,7 @@ def write_seed_tables(run_dir: Path, split: str, seeds: Sequence[int]) -> str:
           "mIoU in % at the run's threshold, mean ± sample standard deviation over seeds; each seed retrains every model "
           "(and, for the built-in data, regenerates the images). Last column: in how many seeds the 95% bootstrap "
           "interval of the difference to Grad-CAM lay above / below zero.\n\n" + markdown_table(header, table))
-    out = Path(run_dir) / "results" / slug(split)
+    out = RunDir(run_dir).results_dir(split)
     write_text(out / "seeds.md", md)
     write_text(out / "seeds.csv", _csv(header, table))
     write_json(out / "seeds.json", {"split": split, "seeds": list(rows_by_seed), "rows": summary})

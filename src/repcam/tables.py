@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from repcam.evaluate import BASELINE, BASELINE_ROWS, MC_METHODS, VARIANT_ROWS, SplitResult
+from repcam.layout import ABLATION_JSON, ABLATION_MD, PAIRWISE_JSON, PER_CLASS_CSV, SWEEP_CSV
 from repcam.storage import write_json, write_text
 
 _SELECTION_ORDER = ["Random", "Rank-a", "Rank-b", "S-1", "S-2", "S-3", "S-4", "All", "Top-1", "Top-2", "Top-3", "Top-4"]
@@ -85,9 +86,9 @@ def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict
         md += "\nNotes:\n" + "".join(f"- {n}\n" for n in notes)
     if skipped:
         md += f"\n{skipped} evaluation images could not be read and were skipped.\n"
-    write_text(out_dir / "ablation.md", md)
+    write_text(out_dir / ABLATION_MD, md)  # the names readers open come from repcam.layout
     write_text(out_dir / "ablation.csv", _csv(header, table))
-    write_json(out_dir / "ablation.json", {"split": split, "rows": rows, "notes": list(notes), "skipped_images": skipped, **(extra or {})})
+    write_json(out_dir / ABLATION_JSON, {"split": split, "rows": rows, "notes": list(notes), "skipped_images": skipped, **(extra or {})})
 
     names = method_order(list(result.accs))
     classes = result.classes
@@ -97,7 +98,7 @@ def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict
         ious = result.accs[n].per_class_iou()
         pc_rows.append([n] + [_pct(v) for v in ious] + [_pct(result.accs[n].miou())])
     write_text(out_dir / "per_class.md", markdown_table(pc_header, pc_rows))
-    write_text(out_dir / "per_class.csv", _csv(pc_header, pc_rows))
+    write_text(out_dir / PER_CLASS_CSV, _csv(pc_header, pc_rows))
 
     strongest = next((r["strongest_baseline"] for r in rows if "strongest_baseline" in r), None)
     pcd = {r["method"]: r["per_class_strongest"] for r in rows if "per_class_strongest" in r}
@@ -114,10 +115,10 @@ def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict
 
     thresholds = result.accs[names[0]].thresholds if names else []
     sweep_rows = [[n] + [_pct(result.accs[n].miou(t)) for t in thresholds] for n in names]
-    write_text(out_dir / "sweep.csv", _csv(["Method"] + [f"{t:.2f}" for t in thresholds], sweep_rows))
+    write_text(out_dir / SWEEP_CSV, _csv(["Method"] + [f"{t:.2f}" for t in thresholds], sweep_rows))
 
     pw_rows = [[classes[c]] + [("-" if c == s else _pct(result.pairwise[c, s])) for s in range(len(classes))] for c in range(len(classes))]
     write_text(out_dir / "pairwise.md", "Grad-CAM mIoU of class (row) from the binary model against class (column).\n\n" + markdown_table(["class"] + classes, pw_rows))
     write_text(out_dir / "pairwise.csv", _csv(["class"] + classes, pw_rows))
-    write_json(out_dir / "pairwise.json", {"classes": classes, "miou": [[None if math.isnan(v) else v for v in row] for row in result.pairwise.tolist()]})
+    write_json(out_dir / PAIRWISE_JSON, {"classes": classes, "miou": [[None if math.isnan(v) else v for v in row] for row in result.pairwise.tolist()]})
     return md
