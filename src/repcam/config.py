@@ -94,6 +94,15 @@ class SelectionConfig:
 
 
 @dataclass
+class GridConfig:
+    """The evaluation grid (repcam.grid): every map source x weighting x layer fusion as one row of grid.csv."""
+
+    weightings: list[str] = field(default_factory=lambda: ["gradcam", "layercam", "gradcampp", "xgradcam"])
+    fusions: list[str] = field(default_factory=lambda: ["last", "paper", "mean", "layercam"])
+    sources: list[str] = field(default_factory=lambda: ["multiclass", "contrast", "topk-contrast"])
+
+
+@dataclass
 class EvalConfig:
     threshold: float = 0.15
     protocol: str = "whole"  # whole: resize the whole image; crop: the paper's centre crop
@@ -105,6 +114,7 @@ class EvalConfig:
     variants: list[str] = field(default_factory=lambda: ["max", "geomean", "contrast", "with-gradcam"])
     contrast_gamma: float = 1.0
     amp: bool = False  # mixed-precision forward for the maps (CUDA float16 / CPU bfloat16); see the README for the tolerance
+    grid: GridConfig | None = None  # null: off; a mapping (may be {}): the grid's rows in results/<split>/grid.*
 
 
 @dataclass
@@ -131,7 +141,24 @@ class RunConfig:
     baselines: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The normalised config; settings added after run directories existed are left out while they are off
+        (:data:`ADDED_OFF`), so a config from before them keeps its key and its run directory resumes."""
+        d = dataclasses.asdict(self)
+        for path, off in ADDED_OFF.items():
+            *parents, leaf = path
+            section = d
+            for p in parents:
+                section = section[p]
+            if section[leaf] == off:
+                del section[leaf]
+        return d
+
+
+ADDED_OFF: dict[tuple[str, ...], Any] = {  # setting -> its "off" value (what every older config means by omitting it)
+    ("baselines",): [],
+    ("pairs", "freeze_until"): None,
+    ("evaluation", "grid"): None,
+}
 
 
 def _build(cls: type, values: Any, where: str, source: str) -> Any:
@@ -146,6 +173,9 @@ def _build(cls: type, values: Any, where: str, source: str) -> Any:
     for name, value in values.items():
         hint = hints[name]
         key = _join(where, name)
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is not None and len(options) == 1 and dataclasses.is_dataclass(options[0]):  # an optional section
+            hint = options[0]
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, key, source)
         else:
@@ -224,6 +254,10 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         bad = [v for v in values if v not in allowed]
         if bad:
             fail(key, f"has unknown {key.split('.')[-1].removesuffix('s')} {bad[0]!r}; choose from {', '.join(allowed)}")
+    if cfg.evaluation.grid is not None:
+        from repcam.grid import check_grid  # lazy: it imports torch
+
+        check_grid(cfg.evaluation.grid, fail)
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         fail("device", f"must be auto, cpu or cuda; got {cfg.device!r}")
     values = dict(_leaves(cfg))

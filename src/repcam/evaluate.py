@@ -73,12 +73,14 @@ def evaluate_split(
     contrast_records: Mapping[str, MapRecords] | None = None,
     chunk_size: int = 64,
     baseline_records: Mapping[str, MapRecords] | None = None,
+    extra_records: Sequence[tuple[MapRecords, Mapping[str, str]]] = (),
 ) -> SplitResult:
     """Evaluate every method class by class, in chunks of ``chunk_size`` images, so memory does not grow with the data.
 
     ``pair_records(c)`` returns {partner s: maps of the (c, s) pair model}. ``variants`` adds rows per selection
     (see :data:`VARIANT_ROWS`); ``contrast_records`` holds the multi-class model's contrast maps per selection;
-    ``baseline_records`` {row name: maps of kind "map"} the trained baselines' (:data:`BASELINE_ROWS`).
+    ``baseline_records`` {row name: maps of kind "map"} the trained baselines' (:data:`BASELINE_ROWS`);
+    ``extra_records`` (records, {row name: map kind}) pairs add one row per named kind (the grid, repcam.grid).
     """
     C = ds.num_classes
     accs: dict[str, IoUAccumulator] = {}
@@ -127,6 +129,7 @@ def evaluate_split(
             masks = {i: _eval_mask(ds, i, protocol) for i in chunk}
             contrast_tables = {n: _by_image(r, c, ["last", "fused"], chunk) for n, r in contrast_records.items() if "contrast" in variants}
             trained = {n: _by_image(r, c, ["map"], chunk)["map"] for n, r in baseline_records.items()}
+            extra = [(_by_image(r, c, list(named.values()), chunk), named) for r, named in extra_records]
             if not topk:
                 score_pairs(chunk, last, masks)
             for i in chunk:
@@ -157,6 +160,10 @@ def evaluate_split(
                     for suffix, kind in ((" contrast", "last"), (" contrast+A", "fused")):
                         if i in records[kind]:
                             add(sel_name + suffix, i, c, records[kind][i].astype(np.float32), masks[i])
+                for tables, named in extra:  # after every other row: the others' order in accs stays as without them
+                    for name, kind in named.items():
+                        if i in tables[kind]:
+                            add(name, i, c, tables[kind][i].astype(np.float32), masks[i])
         if not topk:
             for s in partners:
                 pairwise[c, s] = pair_acc[s].per_class_iou()[c]

@@ -32,6 +32,7 @@ from repcam.config import RunConfig
 from repcam.data import DataError, SegDataset, load_dataset
 from repcam.evaluate import evaluate_split, summarize
 from repcam.featcache import FeatureCache, FreezeError, build_cache, split_model
+from repcam.grid import Grid, write_grid
 from repcam.layout import MULTICLASS_BASELINE, MULTICLASS_MODEL, RunDir
 from repcam.maps import MapRecords, extract
 from repcam.preflight import check_eval_split
@@ -562,6 +563,7 @@ class Run:
         files = ClassFiles(names)
         for (a, b), model_art in models.items():
             pair_arts[(a, b)] = Artefact(self.paths.pair_maps(split, files, names[a], names[b]), config_key({"pair": model_art.meta()["sha256"], **maps_key}))
+        grid = Grid.plan(ev.grid, mdir, selections, names, self.cfg.selection.n, ev.contrast_gamma, {"mc": mc_sha, **maps_key}) if ev.grid else None
         todo = [(p, a) for p, a in pair_arts.items() if not a.done()]
         contrast_todo = [(n, a) for n, a in contrast_arts.items() if not a.done()]
         total = len(todo) + 1 + len(contrast_todo)
@@ -588,6 +590,10 @@ class Run:
             except ExecutorError as e:
                 raise RunError(str(e)) from e
 
+        if grid is not None:  # evaluation.grid: the multi-class model's maps per (source, weighting), reused when stored
+            with self.timed(f"grid maps {split}"), self.progress(f"grid maps on {split}", len(grid.cells)) as adv:
+                adv(len(grid.cells) - len(grid.todo()))
+                grid.extract(mc_model, cache, pre, jobs, self.device, ev.map_size, ev.batch_size, ev.amp, adv)
         with self.timed(f"maps {split}"):
             trained = baseline_records(self, ds.num_classes, cache, jobs, split, maps_key, self._baseline_arts)
 
@@ -598,8 +604,12 @@ class Run:
         with self.timed(f"evaluate {split}"), self.progress(f"evaluate {split}", ds.num_classes) as adv:
             contrast = {n: RecordFile(a.path) for n, a in contrast_arts.items()}
             result = evaluate_split(ds, RecordFile(mc_art.path), pair_records, selections, ev.threshold, ev.protocol, topk, adv,
-                                    variants=ev.variants, contrast_records=contrast, baseline_records=trained)
+                                    variants=ev.variants, contrast_records=contrast, baseline_records=trained,
+                                    extra_records=grid.records() if grid is not None else ())
         rows = summarize(result, seed=self.cfg.seed)
+        if grid is not None:  # the grid's rows go to grid.*; the ablation's tables stay as without the grid
+            result, rows, grid_rows = grid.split_off(result, rows)
+            write_grid(self.dir / "results" / _slug(split), split, grid_rows, grid)
         # The key of the settings behind these numbers: the report shows results whose key differs from the
         # current config.yaml's (or whose split is no longer evaluated) as stale, not as this run's.
         key = results_key(yaml.safe_load(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)), split)
