@@ -21,7 +21,7 @@ from PIL import Image
 
 from repcam.config import RESOLVED_CONFIG
 from repcam.records import RecordFile
-from repcam.rundir import LOCK_NAME, ClassFiles, RunDirLocked, locked, remove_stale_temp
+from repcam.rundir import LOCK_NAME, ClassFiles, locked, remove_stale_temp
 from repcam.storage import Artefact, ArtefactError, sha256, slug
 
 REPCAM = Path(sys.executable).with_name("repcam")

@@ -223,7 +223,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, match):
         (["--run", "somewhere", "--weights", "w.pt", "--topk", "2"], "--weights, --topk apply to --model only"),
         (["--model", LITE0, "--min-score", "0.3"], "--min-score applies to --run only"),
         (["--model", LITE0, "--method", "S-1"], "unknown --method 'S-1'; with --model choose one of gradcam"),
-        (["--model", LITE0, "--fmt", "gif"], "unknown --fmt 'gif'"),
+        (["--model", LITE0, "--fmt", "gif"], "--fmt 'gif' is not a figure format"),
         ([], "pass exactly one of --run"),
         (["--model", LITE0, "--class", "dragon"], "unknown class 'dragon'"),
         (["missing.png", "--model", LITE0], "image missing.png does not exist"),

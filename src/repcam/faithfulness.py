@@ -44,7 +44,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from repcam.metrics import bootstrap_diff_ci

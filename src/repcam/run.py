@@ -609,7 +609,7 @@ class Run:
         rows = summarize(result, seed=self.cfg.seed)
         if grid is not None:  # the grid's rows go to grid.*; the ablation's tables stay as without the grid
             result, rows, grid_rows = grid.split_off(result, rows)
-            write_grid(self.dir / "results" / _slug(split), split, grid_rows, grid)
+            write_grid(self.paths.results_dir(split), split, grid_rows, grid)
         # The key of the settings behind these numbers: the report shows results whose key differs from the
         # current config.yaml's (or whose split is no longer evaluated) as stale, not as this run's.
         key = results_key(yaml.safe_load(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)), split)

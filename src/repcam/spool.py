@@ -7,7 +7,6 @@ import shutil
 import tempfile
 from array import array
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
