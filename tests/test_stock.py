@@ -247,3 +247,15 @@ def test_cli_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["explain", "x.png", "--model", LITE0, "--out", "taken/figures"])
     assert res.exit_code == 2 and "cannot create the output folder --out taken/figures" in res.output
     assert "Traceback" not in res.output
+
+
+def test_load_image_scales_16_bit_images_instead_of_clipping_them_white(tmp_path):
+    """The stock path reads pixels through repcam.data.images like every loader (Image.convert("RGB") clips I;16)."""
+    ramp = (np.arange(64 * 32, dtype=np.uint32).reshape(32, 64) * 31).astype(np.uint16)  # 0 .. 63,457
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    from repcam.stock import load_image
+
+    a = load_image(tmp_path / "deep.png")
+    assert a.dtype == np.uint8 and a.shape == (32, 64, 3)
+    assert a.min() == 0 and 240 <= a.max() <= 247 and len(np.unique(a)) > 200  # a ramp, not a white sheet

@@ -26,6 +26,8 @@ from torch import nn
 
 from repcam.backbones import IMAGENET_MEAN, IMAGENET_STD, WeightsError, _head_keys, _read_state_dict, build_classifier
 from repcam.cam import CAMError, ContrastTarget, MultiLayerGradCAM, Target
+from repcam.data.base import DataError
+from repcam.data.images import read_image, to_rgb8
 from repcam.explain import ExplainError
 from repcam.layers import LayerError, LayerSpec, resolve_layers
 from repcam.storage import atomic_write, slug
@@ -266,17 +268,17 @@ def load_image(image: ImageInput) -> np.ndarray:
                 a = a * 255.0  # float images in [0, 1], as skimage returns them
             a = np.clip(a, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(a[..., :3])
+    # The one image reader (repcam.data.images): 16-bit and float images are scaled, not clipped to white.
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(to_rgb8(image))
     if not isinstance(image, (str, os.PathLike)):
         raise StockError(f"an image must be a path, a PIL image or an array, got {type(image).__name__}")
     path = Path(image)
     if not path.is_file():
         raise StockError(f"image {path} does not exist")
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+        return np.asarray(read_image(path, exif=True))
+    except DataError as e:
         raise StockError(f"{path} is not an image PIL can read: {e}") from None
 
 
