@@ -75,3 +75,16 @@ def test_unknown_backbone_and_preprocess():
 def test_gap_fc_parts_for_cam():
     assert gap_fc_parts(build_classifier("tiny_cnn", 3, weights=None).model) is not None
     assert gap_fc_parts(build_classifier("resnet18", 3, weights=None).model) is not None
+
+
+def test_preprocess_scales_a_16_bit_image_instead_of_clipping_it_white():
+    """Preprocess.to_uint8 (behind to_tensor, the README engine example) converts through repcam.data.images.to_rgb8."""
+    import numpy as np
+    from PIL import Image
+
+    from repcam.backbones import build_classifier
+
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 15).astype(np.uint16)  # 0 .. 61,425
+    x = build_classifier("tiny_cnn", 3, weights=None, input_size=32).preprocess.to_uint8(Image.fromarray(ramp))
+    assert x.dtype == torch.uint8 and x.shape == (3, 32, 32)
+    assert x.max() < 250 and len(torch.unique(x)) > 100  # Image.convert("RGB") gave 255 almost everywhere

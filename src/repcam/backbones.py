@@ -19,6 +19,8 @@ import timm
 import torch
 import torchvision
 from PIL import Image
+
+from repcam.data.images import to_rgb8
 from torch import nn
 
 from repcam.storage import load_error_message
@@ -51,8 +53,7 @@ class Preprocess:
         ``crop=True`` is the paper's protocol: shorter side to S, then the central S x S crop.
         """
         s = self.input_size
-        if image.mode != "RGB":  # convert() copies even an RGB image: 192 MB for an 8000 x 8000 photo
-            image = image.convert("RGB")
+        image = to_rgb8(image)  # the one conversion (16-bit and float scaled, not clipped); an RGB image is not copied
         if crop:
             image = image.crop(centre_crop_box(image.size))
         image = image.resize((s, s), Image.BILINEAR)
