@@ -18,7 +18,6 @@ ablation table (config switch ``baselines: [acol, cbam]``).
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
@@ -27,6 +26,7 @@ from torch import nn
 
 from repcam.backbones import Backbone, Preprocess
 from repcam.cam import MultiLayerGradCAM
+from repcam.config import multiclass_training
 from repcam.evaluate import BASELINE_ROWS
 from repcam.fusion import normalize_maps
 from repcam.layers import auto_layers, resolve_layers
@@ -295,7 +295,7 @@ def extract_baseline_maps(model: nn.Module, fn: MapFn, cache: ImageCache, pre: P
 
 def _model_art(run: "Run", kind: str, epochs: int) -> Artefact:
     """The artefact of a trained baseline, keyed by what it depends on: data, backbone, multi-class settings, epochs."""
-    mc = {k: v for k, v in asdict(run.cfg.multiclass).items() if k != "match_pair_budget"}
+    mc = multiclass_training(run.cfg.multiclass)
     design = {"delta": ACOL_DELTA} if kind == "acol" else {"reduction": CBAM_REDUCTION, "kernel": CBAM_KERNEL}
     key = config_key({"model": run._model_key(), "multiclass": mc, "baseline": kind, "design": design, "epochs": epochs})
     return Artefact(run.paths.baseline_model(kind), key)

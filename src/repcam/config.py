@@ -65,8 +65,16 @@ class MultiClassConfig:
     patience: int = 5
     factor: float = 0.5
     max_images: int | None = None
-    # Train the baseline further until it has seen as many image-epochs as all pair models together (fair default).
+    # Train the baseline further until it has had as much training as all pair models together (fair default),
     match_pair_budget: bool = True
+    # counted in budget_unit: image-epochs, or flops (fair when pairs.freeze_until makes a pair image-epoch cheaper).
+    budget_unit: str = "image-epochs"
+
+
+def multiclass_training(mc: MultiClassConfig) -> dict[str, Any]:
+    """The multi-class settings a trained multi-class model depends on: all but how the baseline's budget is matched
+    (a model's artefact key; changing the matching must not retrain the first model)."""
+    return {k: v for k, v in dataclasses.asdict(mc).items() if k not in ("match_pair_budget", "budget_unit")}
 
 
 @dataclass
@@ -157,6 +165,7 @@ class RunConfig:
 ADDED_OFF: dict[tuple[str, ...], Any] = {  # setting -> its "off" value (what every older config means by omitting it)
     ("baselines",): [],
     ("pairs", "freeze_until"): None,
+    ("multiclass", "budget_unit"): "image-epochs",
     ("evaluation", "grid"): None,
 }
 
@@ -241,6 +250,7 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
     for key, value, allowed in [
         ("data.kind", cfg.data.kind, ("partsworld", "voc", "coco", "folder")),
         ("multiclass.mode", cfg.multiclass.mode, ("single", "multilabel")),
+        ("multiclass.budget_unit", cfg.multiclass.budget_unit, ("image-epochs", "flops")),
         ("pairs.init", cfg.pairs.init, ("pretrained", "multiclass")),
         ("evaluation.protocol", cfg.evaluation.protocol, ("whole", "crop")),
         ("execution.kind", cfg.execution.kind, ("inprocess", "process", "ray")),

@@ -7,7 +7,6 @@ what is complete, and a kill at any moment loses at most the artefact being writ
 from __future__ import annotations
 
 import hashlib
-import math
 import logging
 import os
 import platform
@@ -26,12 +25,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from repcam import selection as S
 from repcam.baselines import baseline_records, train_baselines
+from repcam.budget import Costs, extra_epochs, forward_flops, step_flops
 from repcam.cam import ContrastTarget
 from repcam.executor import Executor, ExecutorError, Unit, default_threads
-from repcam.config import RunConfig
+from repcam.config import RunConfig, multiclass_training
 from repcam.data import DataError, SegDataset, load_dataset
 from repcam.evaluate import evaluate_split, summarize
-from repcam.featcache import FeatureCache, FreezeError, build_cache, split_model
+from repcam.featcache import FeatureCache, FreezeError, PartialModel, build_cache, split_model
 from repcam.grid import Grid, write_grid
 from repcam.layout import MULTICLASS_BASELINE, MULTICLASS_MODEL, RunDir
 from repcam.maps import MapRecords, extract
@@ -66,6 +66,7 @@ class Run:
         self.budget: dict[str, Any] = {}
         self.skipped_train = 0  # training images that could not be read (see _skipped_training_note)
         self._mc_images: list[int] | None = None
+        self._num_classes = 0  # set once the training split is loaded
         self._pair_init: dict[str, torch.Tensor] | None = None  # pairs.init: multiclass (see _set_pair_init)
         self._pair_init_key: str | None = None
         self._features: FeatureCache | None = None  # pairs.freeze_until: the shared trunk features (see _feature_cache)
@@ -158,6 +159,7 @@ class Run:
             train = self.load_split(self.cfg.data.train_split)
         self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
         classes = list(train.class_names)
+        self._num_classes = train.num_classes
         self._check_classes(train)
         self._check_freeze()
         with self.timed("load data"):
@@ -172,8 +174,9 @@ class Run:
         try:
             pair_arts = self.train_pairs(pairs, train, cache)
             pair_budget = self._pair_budget(pair_arts)
-            base_model, base_path = self.train_baseline(mc_model, train, cache, pair_budget)
-            self._budget_note(base_path, pair_budget, len(pair_arts))
+            pair_compute = self._pair_compute(pair_arts, train, cache)
+            base_model, base_path = self.train_baseline(mc_model, train, cache, pair_compute)
+            self._budget_note(base_path, pair_budget, pair_compute, len(pair_arts))
             self._baseline_arts = train_baselines(self, train, cache, base_path)
             self._skipped_training_note(train, cache)
             results = {}
@@ -219,8 +222,7 @@ class Run:
 
     def train_multiclass(self, train: SegDataset, cache: ImageCache):
         mc = self.cfg.multiclass
-        settings = {k: v for k, v in asdict(mc).items() if k != "match_pair_budget"}  # the first model does not depend on it
-        key = config_key({"model": self._model_key(), "multiclass": settings})
+        key = config_key({"model": self._model_key(), "multiclass": multiclass_training(mc)})
         art = Artefact(self.paths.multiclass_model, key)
         if art.done():
             bb = self._new_model(train.num_classes, pretrained=False)
@@ -250,22 +252,21 @@ class Run:
             y[r, list(train.samples[i].labels)] = 1
         return idx, cache.stack(idx), y, "bce"
 
-    def train_baseline(self, mc_model, train: SegDataset, cache: ImageCache, pair_budget: int) -> tuple[Any, str]:
+    def train_baseline(self, mc_model, train: SegDataset, cache: ImageCache, pair_compute: float) -> tuple[Any, str]:
         """The multi-class model every baseline row uses, and the path of its artefact.
 
-        With ``multiclass.match_pair_budget`` (default), a model that saw fewer image-epochs than all pair models
-        together is trained further, on the same images, until it has seen at least as many: the paper's baseline
-        gets no less training than the method it is compared with. With ``pairs.init: multiclass`` the pair models
-        build on the first model's training, so the baseline gets that plus as many as all pair models together.
-        B and the selections keep the first model.
+        With ``multiclass.match_pair_budget`` (default), a model that had less training than all pair models together
+        is trained further, on the same images, until it has had at least as much, counted in
+        ``multiclass.budget_unit`` (:mod:`repcam.budget`): the paper's baseline gets no less training than the method
+        it is compared with. With ``pairs.init: multiclass`` the pair models build on the first model's training, so
+        the baseline gets that plus as much as all pair models together. B and the selections keep the first model.
         """
         mc = self.cfg.multiclass
         meta = self._first_model_meta()
-        done = _image_epochs(meta)
-        target = self._method_budget(pair_budget)
-        if not mc.match_pair_budget or done >= target:
+        per_epoch = int(meta["images"]) * self.costs.multiclass
+        extra = extra_epochs(_image_epochs(meta) * self.costs.multiclass, self._method_compute(pair_compute), per_epoch)
+        if not mc.match_pair_budget or extra == 0:
             return mc_model, MULTICLASS_MODEL
-        extra = math.ceil((target - done) / int(meta["images"]))
         art = Artefact(self.paths.multiclass_baseline, config_key({"mc": meta["sha256"], "extra_epochs": extra}))
         bb = self._new_model(train.num_classes, pretrained=False)  # its state comes from the first model or the artefact
         if art.done():
@@ -506,30 +507,63 @@ class Run:
         """Image-epochs all pair models were trained for."""
         return sum(sum(m["images"]) * int(m["epochs"]) for m in (a.meta() for a in pair_arts.values()))
 
+    @cached_property
+    def costs(self) -> Costs:
+        """What an image-epoch of each kind of training costs in ``multiclass.budget_unit`` (:mod:`repcam.budget`)."""
+        if self.cfg.multiclass.budget_unit == "image-epochs":
+            return Costs()
+        size = self.preprocess.input_size
+        x = torch.randn(2, 3, size, size)
+        mc = step_flops(self._new_model(self._num_classes, pretrained=False).model, x)
+        pair = self._new_model(2, pretrained=False).model
+        stage = self.cfg.pairs.freeze_until
+        if stage is None:
+            return Costs("flops", mc, step_flops(pair, x))
+        split = split_model(pair, stage, check_size=size)
+        features = torch.zeros(split.trunk(x).shape)  # a plain tensor (the trunk's is an inference tensor)
+        return Costs("flops", mc, step_flops(PartialModel(split, from_features=True), features), 2 * forward_flops(split.trunk, x))
+
+    def _pair_compute(self, pair_arts: dict[tuple[int, int], Artefact], train: SegDataset, cache: ImageCache) -> float:
+        """The pair models' training compute in the budget unit, with the shared feature cache counted once."""
+        cache_images = 0
+        if self.costs.cache_image:
+            cache_images = len({i for p in pair_arts for side in self._pair_sides(p, train, cache) for i in side})
+        return self.costs.pairs(self._pair_budget(pair_arts), cache_images)
+
     def _first_model_meta(self) -> dict[str, Any]:
         """The metadata of the multi-class model behind B (and the pair models' start with ``pairs.init: multiclass``)."""
         return read_json(RunDir.meta(self.paths.multiclass_model))
 
-    def _method_budget(self, pair_budget: int) -> int:
-        """Image-epochs behind the method's maps: the pair models', plus the first multi-class model's when they start from it."""
+    def _method_compute(self, pair_compute: float) -> float:
+        """Training behind the method's maps: the pair models', plus the first multi-class model's when they start from it."""
         if self.cfg.pairs.init != "multiclass":
-            return pair_budget
-        return pair_budget + _image_epochs(self._first_model_meta())
+            return pair_compute
+        return pair_compute + _image_epochs(self._first_model_meta()) * self.costs.multiclass
 
-    def _budget_note(self, base_path: str, pair_budget: int, n_pairs: int) -> None:
+    def _budget_note(self, base_path: str, pair_budget: int, pair_compute: float, n_pairs: int) -> None:
         """Say how the baseline's training budget compares with the pair models' (image-epochs actually run)."""
         mc_budget = _image_epochs(read_json(RunDir.meta(self.paths / base_path)))
-        method = self._method_budget(pair_budget)
-        ratio = mc_budget / method if method else float("inf")
+        first = _image_epochs(self._first_model_meta()) if self.cfg.pairs.init == "multiclass" else 0
+        method = pair_budget + first  # image-epochs, every run's record; the ratio is in the unit that was matched
+        method_compute = self._method_compute(pair_compute)
+        ratio = mc_budget * self.costs.multiclass / method_compute if method_compute else float("inf")
         self.budget = {"baseline_model": base_path, "multiclass_image_epochs": mc_budget, "pairs_image_epochs": pair_budget,
                        "pair_models": n_pairs, "pairs_start_from_multiclass": method != pair_budget,
                        "method_image_epochs": method, "ratio": ratio}
+        if self.costs.unit != "image-epochs":
+            self.budget.update({"unit": self.costs.unit, "multiclass_flops": mc_budget * self.costs.multiclass,
+                                "pairs_flops": pair_compute, "method_flops": method_compute,
+                                "flops_per_image_epoch": {"multiclass": self.costs.multiclass, "pair": self.costs.pair,
+                                                          "feature_cache_per_image": self.costs.cache_image}})
         msg = (f"training budget: the multi-class baseline ({base_path}) saw {mc_budget} image-epochs, the {n_pairs} pair models "
                f"{pair_budget} in total")
         if method != pair_budget:
-            msg += f" on top of the {method - pair_budget} of the multi-class model they start from (baseline/method = {ratio:.2f})"
+            msg += f" on top of the {method - pair_budget} of the multi-class model they start from"
+        if self.costs.unit == "image-epochs":
+            msg += f" (baseline/method = {ratio:.2f})" if method != pair_budget else f" (baseline/pairs = {ratio:.2f})"
         else:
-            msg += f" (baseline/pairs = {ratio:.2f})"
+            msg += (f"; in training FLOPs (multiclass.budget_unit: flops) the baseline had {mc_budget * self.costs.multiclass:.3g}, "
+                    f"the method {method_compute:.3g} (baseline/method = {ratio:.2f})")
         if ratio < 1:
             msg += "; the baseline had less training than the method (multiclass.match_pair_budget is off)"
         self.note(msg)
