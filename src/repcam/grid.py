@@ -10,7 +10,7 @@ rerun reuses it). The rows are evaluated by :func:`repcam.evaluate.evaluate_spli
 Sources: ``multiclass`` (the class's own logit), ``contrast`` (:class:`~repcam.cam.ContrastTarget` against each
 selection's representative classes, as the ``contrast`` variant), ``topk-contrast`` (against the k classes the
 model itself scores highest on that image, target excluded; k = ``selection.n``; needs no B).
-The pair-model source (each pair model's maps fused over the representatives) is not part of the grid yet.
+The pair-model source (``pairs``: each pair model's maps fused over the representatives) is :mod:`repcam.grid_pairs`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from repcam.storage import Artefact, config_key, slug, write_json, write_text
 from repcam.train import ImageCache
 
 GRID_FUSIONS = ("last", "paper", "mean", "sum", "layercam")  # "last": the deepest layer alone
-GRID_SOURCES = ("multiclass", "contrast", "topk-contrast")
+GRID_SOURCES = ("multiclass", "contrast", "topk-contrast", "pairs")  # "pairs": repcam.grid_pairs
 
 
 def check_grid(grid: Any, fail: Callable[[str, str], None]) -> None:
@@ -151,12 +151,12 @@ class Grid:
     rows_meta: dict[str, dict[str, str]] = field(default_factory=dict)  # row name -> source / selection / weighting / fusion
 
     @classmethod
-    def plan(cls, grid_cfg: Any, mdir: Path, selections: dict, class_names: Sequence[str], n: int, gamma: float,
+    def plan(cls, grid_cfg: Any, paths: Any, split: str, selections: dict, class_names: Sequence[str], n: int, gamma: float,
              maps_key: dict[str, Any]) -> "Grid":
-        """The cells of ``evaluation.grid`` for one split; ``maps_key`` is what every map of the split depends on
+        """The multi-class cells of ``evaluation.grid`` for one split (``paths``: the run's RunDir); ``maps_key`` is what every map of the split depends on
         (the model's checksum included). The fusions are not part of a file's key: a file holding every requested
         fusion is reused, whatever else it holds."""
-        cells = [GridCell(src, w, Artefact(mdir / f"grid__{src.stem}__{slug(w)}.npz",
+        cells = [GridCell(src, w, Artefact(paths.grid_maps(split, src.stem, w),
                                            config_key({"grid": src.key, "weighting": w, **maps_key})))
                  for src in grid_sources(grid_cfg.sources, selections, class_names, n, gamma) for w in grid_cfg.weightings]
         g = cls(cells, list(grid_cfg.fusions))

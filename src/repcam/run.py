@@ -33,6 +33,7 @@ from repcam.data import DataError, SegDataset, load_dataset
 from repcam.evaluate import evaluate_split, summarize
 from repcam.featcache import FeatureCache, FreezeError, PartialModel, build_cache, split_model
 from repcam.grid import Grid, write_grid
+from repcam.grid_pairs import PairGrid
 from repcam.layout import MULTICLASS_BASELINE, MULTICLASS_MODEL, RunDir
 from repcam.maps import MapRecords, extract
 from repcam.preflight import check_eval_split
@@ -486,6 +487,12 @@ class Run:
                  + ("reused" if fc.reused else f"built in {fc.seconds:.1f} s") + f" ({fc.path})")
         return fc
 
+    def _load_model(self, num_classes: int, art: Artefact):
+        """A stored model of the run (checksum verified, weights only), in eval mode."""
+        bb = self._new_model(num_classes, pretrained=False)
+        bb.model.load_state_dict(art.load_torch())
+        return bb.model.eval()
+
     def _stream_maps(self, art: Artefact, model, cache: ImageCache, jobs: list, kinds: list[str]) -> None:
         ev = self.cfg.evaluation
         writer = RecordWriter(art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size)
@@ -597,7 +604,12 @@ class Run:
         files = ClassFiles(names)
         for (a, b), model_art in models.items():
             pair_arts[(a, b)] = Artefact(self.paths.pair_maps(split, files, names[a], names[b]), config_key({"pair": model_art.meta()["sha256"], **maps_key}))
-        grid = Grid.plan(ev.grid, mdir, selections, names, self.cfg.selection.n, ev.contrast_gamma, {"mc": mc_sha, **maps_key}) if ev.grid else None
+        grid = Grid.plan(ev.grid, self.paths, split, selections, names, self.cfg.selection.n, ev.contrast_gamma, {"mc": mc_sha, **maps_key}) if ev.grid else None
+        pair_grid = None
+        if ev.grid and "pairs" in ev.grid.sources:  # the pair models' maps under every weighting and layer fusion
+            shas = {p: art.meta()["sha256"] for p, art in models.items()}
+            pair_grid = PairGrid.plan(ev.grid, self.paths, split, names, shas, selections, maps_key)
+            grid.rows_meta.update(pair_grid.rows_meta)
         todo = [(p, a) for p, a in pair_arts.items() if not a.done()]
         contrast_todo = [(n, a) for n, a in contrast_arts.items() if not a.done()]
         total = len(todo) + 1 + len(contrast_todo)
@@ -628,6 +640,10 @@ class Run:
             with self.timed(f"grid maps {split}"), self.progress(f"grid maps on {split}", len(grid.cells)) as adv:
                 adv(len(grid.cells) - len(grid.todo()))
                 grid.extract(mc_model, cache, pre, jobs, self.device, ev.map_size, ev.batch_size, ev.amp, adv)
+            if pair_grid is not None:
+                with self.progress(f"grid pair maps on {split}", len(pair_grid.pair_arts) + len(pair_grid.fused_arts)) as adv:
+                    pair_grid.extract(lambda p: self._load_model(2, models[p]), cache, pre, jobs, self.device, ev.map_size,
+                                      ev.batch_size, ev.amp, adv)
         with self.timed(f"maps {split}"):
             trained = baseline_records(self, ds.num_classes, cache, jobs, split, maps_key, self._baseline_arts)
 
@@ -639,11 +655,12 @@ class Run:
             contrast = {n: RecordFile(a.path) for n, a in contrast_arts.items()}
             result = evaluate_split(ds, RecordFile(mc_art.path), pair_records, selections, ev.threshold, ev.protocol, topk, adv,
                                     variants=ev.variants, contrast_records=contrast, baseline_records=trained,
-                                    extra_records=grid.records() if grid is not None else ())
+                                    extra_records=(grid.records() if grid is not None else []) + (pair_grid.records() if pair_grid else []))
         rows = summarize(result, seed=self.cfg.seed)
         if grid is not None:  # the grid's rows go to grid.*; the ablation's tables stay as without the grid
             result, rows, grid_rows = grid.split_off(result, rows)
-            write_grid(self.paths.results_dir(split), split, grid_rows, grid)
+            write_grid(self.paths.results_dir(split), split, grid_rows, grid,
+                       {"pair_map_seconds": pair_grid.seconds} if pair_grid is not None else None)
         # The key of the settings behind these numbers: the report shows results whose key differs from the
         # current config.yaml's (or whose split is no longer evaluated) as stale, not as this run's.
         key = results_key(yaml.safe_load(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)), split)
