@@ -6,14 +6,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from repcam.backbones import centre_crop_box
 from repcam.data.base import SegDataset
-from repcam.fusion import fuse_classes
 from repcam.maps import MapRecords
 from repcam.methods import MAP_KINDS, TRAINED_BASELINES, Method
 from repcam.records import RecordFile, record_rows
+from repcam.representative import fuse_stored
 from repcam.metrics import DEFAULT_SWEEP, IoUAccumulator, IRNSweep, paired_bootstrap
 from repcam.selection import Selection, topk_select
 from repcam.spool import MapSpool
@@ -133,16 +132,15 @@ def evaluate_split(
                         missing[sel_name] = missing.get(sel_name, 0) + 1
                     if not avail:
                         continue
-                    f_stack = torch.from_numpy(np.stack([last[s][i] for s in avail]).astype(np.float32))
-                    add(Method(sel_name, "last").name, i, c, fuse_classes(f_stack, "mean").numpy(), masks[i])
-                    af_stack = torch.from_numpy(np.stack([fused[s][i] for s in avail]).astype(np.float32))
-                    af_map = fuse_classes(af_stack, "mean")
-                    add(Method(sel_name, "A").name, i, c, af_map.numpy(), masks[i])
+                    # F over the representatives' stored maps: the paper's fusion (repcam.representative)
+                    add(Method(sel_name, "last").name, i, c, fuse_stored([last[s][i] for s in avail]), masks[i])
+                    af_stack = np.stack([fused[s][i] for s in avail])  # stacked once for the mean and the variants
+                    af_map = fuse_stored(af_stack)
+                    add(Method(sel_name, "A").name, i, c, af_map, masks[i])
                     for mode in class_modes:
-                        add(Method(sel_name, "A", mode).name, i, c, fuse_classes(af_stack, mode).numpy(), masks[i])
+                        add(Method(sel_name, "A", mode).name, i, c, fuse_stored(af_stack, mode), masks[i])
                     if "with-gradcam" in variants and "last" in mc:
-                        both = torch.stack([af_map, torch.from_numpy(mc["last"][i].astype(np.float32))])
-                        add(Method(sel_name, "A", with_gradcam=True).name, i, c, fuse_classes(both, "mean").numpy(), masks[i])
+                        add(Method(sel_name, "A", with_gradcam=True).name, i, c, fuse_stored([af_map, mc["last"][i]]), masks[i])
                 for sel_name, records in contrast_tables.items():
                     for layers, kind in (("last", "last"), ("A", "fused")):
                         if i in records[kind]:

@@ -22,9 +22,9 @@ from repcam.cam import MultiLayerGradCAM
 from repcam.config import ConfigError, load_config
 from repcam.data.base import DataError
 from repcam.data.images import DISPLAY_SIDE, for_display, read_image, to_rgb8
-from repcam.fusion import fuse_classes
 from repcam.layout import MULTICLASS_MODEL, RunDir
 from repcam.methods import Method, paper_rows
+from repcam.representative import RepresentativeCAM
 from repcam.rundir import ClassFiles, stale_reason
 from repcam.storage import ArtefactError, load_error_message, read_json, verify
 from repcam.train import resolve_device
@@ -198,14 +198,11 @@ class Explainer:
             if unknown:
                 raise ExplainError(f"unknown class {', '.join(map(repr, unknown))}; this run's classes: {', '.join(self.classes)}")
         gradcam = MultiLayerGradCAM(self.mc_model, "auto")(x.expand(len(wanted), -1, -1, -1), [self.classes.index(c) for c in wanted])
+        method = RepresentativeCAM(self._pair, self.selections[self.selection])  # the paper's method: F over A maps
         out = []
         for k, c in enumerate(wanted):
-            reps = {}
-            for s in self.selections[self.selection].get(c, []):
-                pair = self._pair(c, s)
-                if pair is not None:
-                    reps[s] = MultiLayerGradCAM(pair[0], "auto")(x, [pair[1]]).fused[0].cpu()
-            fused = fuse_classes(torch.stack(list(reps.values())), "mean").numpy() if reps else None
-            out.append(Explanation(arr, c, scores[c], Method(self.selection, "A").name, {s: m.numpy() for s, m in reps.items()}, fused,
+            rep = method(x, c)
+            fused = rep.fused.numpy() if rep.fused is not None else None
+            out.append(Explanation(arr, c, scores[c], Method(self.selection, "A").name, {s: m.numpy() for s, m in rep.maps.items()}, fused,
                                    gradcam.last[k].cpu().numpy(), image_size=size))
         return out

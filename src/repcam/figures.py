@@ -698,10 +698,8 @@ def _pair_file(path_of: Callable[[ClassFiles, str, str], Path], names: Sequence[
 
 def _example_figure(data: _RunData, pick: Mapping[str, Any], label: str, method: str, classes: Sequence[str], path: Path, fmt: str,
                     warnings: list[str] | None = None) -> Path:
-    import torch
-
-    from repcam.fusion import fuse_classes
     from repcam.metrics import IoUAccumulator
+    from repcam.representative import fuse_stored
 
     ds = data.ds
     names = list(ds.class_names)
@@ -722,7 +720,7 @@ def _example_figure(data: _RunData, pick: Mapping[str, Any], label: str, method:
         panels[f"vs {sname}"] = m
         if m is not None:
             avail.append(m)
-    fused = fuse_classes(torch.from_numpy(np.stack(avail).astype(np.float32)), "mean").numpy() if avail else None
+    fused = fuse_stored(avail) if avail else None  # the paper's F over the stored representative maps
     panels[f"{method} (IoU {pick['iou']:.2f})"] = fused
     panels[f"Grad-CAM (IoU {pick['base_iou']:.2f})"] = gradcam
     img, mask = data.image_and_mask(i)
