@@ -94,15 +94,6 @@ class Method:
         fusion = "" if self.class_fusion == "mean" else f"[{self.class_fusion}]"
         return f"{self.selection}{a}+F{fusion}" + (" & Grad-CAM" if self.with_gradcam else "")
 
-    @property
-    def is_baseline(self) -> bool:
-        return self.baseline is not None
-
-    @property
-    def is_paper_row(self) -> bool:
-        """The paper's Table 2 rows: a selection's +F or +A+F from the pair models, mean over the representatives."""
-        return self.source == "pairs" and self.class_fusion == "mean" and not self.with_gradcam
-
     @classmethod
     def parse(cls, name: str) -> "Method":
         """The method of a row name; ``ValueError`` for a name no method writes (e.g. an evaluation grid row)."""
