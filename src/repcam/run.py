@@ -36,6 +36,7 @@ from repcam.grid import Grid, write_grid
 from repcam.grid_pairs import PairGrid
 from repcam.layout import MULTICLASS_BASELINE, MULTICLASS_MODEL, RunDir
 from repcam.maps import MapRecords, extract
+from repcam.methods import SELECTIONS, SelectionInput
 from repcam.preflight import check_eval_split
 from repcam.records import RecordFile, RecordWriter
 from repcam.rundir import ClassFiles, locked, results_key
@@ -47,7 +48,6 @@ from repcam.units import train_pair as train_pair_unit
 
 log = logging.getLogger(__name__)
 
-SELECTION_NAMES = {"random": "Random", "rank-a": "Rank-a", "rank-b": "Rank-b", "s1": "S-1", "s2": "S-2", "s3": "S-3", "s4": "S-4", "all": "All"}
 
 
 class RunError(RuntimeError):
@@ -343,25 +343,17 @@ class Run:
         sc = self.cfg.selection
         C = len(classes)
         out: dict[str, S.Selection] = {}
-        clusters = None
+        inp = SelectionInput(B, sc.n, sc.min_cluster_size, self._seed)
         for m in sc.methods:
-            name = SELECTION_NAMES[m]
+            method = SELECTIONS[m]
             try:
-                if m == "random":
-                    out[name] = S.random_select(C, sc.n, self._seed("random") % (2**32))
-                elif m in ("rank-a", "rank-b"):
-                    sel, note = S.rank_select(B, S.RANK_A if m == "rank-a" else S.RANK_B)
-                    out[name] = sel
-                    if note:
-                        self.note(note)
-                elif m == "all":
-                    out[name] = S.all_select(C)
-                else:
-                    if clusters is None:
-                        clusters = S.improved_kmeans(S.affinity(B), sc.n, sc.min_cluster_size, seed=self._seed("kmeans") % (2**32))
-                    out[name] = S.cluster_select(B, clusters, int(m[1]))
+                out[method.display] = method.select(inp)
             except ValueError as e:
-                raise RunError(f"selection {name}: {e}") from e
+                raise RunError(f"selection {method.display}: {e}") from e
+            for note in inp.notes:
+                self.note(note)
+            inp.notes.clear()
+        clusters = inp.clusters
         if sc.pairwise:
             out.setdefault("All", S.all_select(C))
         named = {n: {classes[c]: [classes[s] for s in reps] for c, reps in sel.items()} for n, sel in out.items()}
