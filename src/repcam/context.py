@@ -22,6 +22,7 @@ from repcam.config import RunConfig
 from repcam.data import DataError, SegDataset, load_dataset
 from repcam.executor import Executor, ExecutorError, default_threads
 from repcam.layout import RunDir
+from repcam.storage import Artefact
 from repcam.train import resolve_device
 from repcam.units import ModelSpec
 
@@ -121,6 +122,12 @@ class RunContext:
     def new_model(self, num_classes: int, pretrained: bool = True):
         """The configured backbone; ``pretrained=False`` when a stored state is loaded into it right after."""
         return self.model_spec(num_classes).build(pretrained)
+
+    def stored_model(self, num_classes: int, art: Artefact):
+        """A model of this run stored in ``art`` (checksum verified, weights only), on the run's device, in eval mode."""
+        bb = self.new_model(num_classes, pretrained=False)
+        bb.model.load_state_dict(art.load_torch())
+        return bb.model.to(self.device).eval()
 
     @cached_property
     def preprocess(self):

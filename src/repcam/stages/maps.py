@@ -107,16 +107,9 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
             grid.extract(mc_model, cache, ctx.preprocess, jobs, ctx.device, ev.map_size, ev.batch_size, ev.amp, adv)
         if pair_grid is not None:
             with ctx.progress(f"grid pair maps on {split}", len(pair_grid.pair_arts) + len(pair_grid.fused_arts)) as adv:
-                pair_grid.extract(lambda p: load_model(ctx, 2, models[p]), cache, ctx.preprocess, jobs, ctx.device,
+                pair_grid.extract(lambda p: ctx.stored_model(2, models[p]), cache, ctx.preprocess, jobs, ctx.device,
                                   ev.map_size, ev.batch_size, ev.amp, adv)
     return SplitMaps(ds, cache, jobs, maps_key, mc_art, contrast_arts, pair_arts, grid, pair_grid)
-
-
-def load_model(ctx: RunContext, num_classes: int, art: Artefact):
-    """A stored model of the run (checksum verified, weights only), in eval mode."""
-    bb = ctx.model_spec(num_classes).build(pretrained=False)
-    bb.model.load_state_dict(art.load_torch())
-    return bb.model.eval()
 
 
 def stream_maps(ctx: RunContext, art: Artefact, model, cache: ImageCache, jobs: list, kinds: list[str]) -> None:

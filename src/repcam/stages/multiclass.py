@@ -36,10 +36,9 @@ class MultiClassStage:
         key = config_key({"model": ctx.model_key(), "multiclass": multiclass_training(mc)})
         art = Artefact(ctx.paths.multiclass_model, key)
         if art.done():
-            bb = ctx.new_model(train.num_classes, pretrained=False)
-            bb.model.load_state_dict(art.load_torch())
+            model = ctx.stored_model(train.num_classes, art)
             ctx.say("multi-class model: reused")
-            return bb.model.to(ctx.device).eval()
+            return model
         idx, x, y, loss = self.data(train, cache)
         C = train.num_classes
         torch.manual_seed(ctx.seed("multiclass"))
