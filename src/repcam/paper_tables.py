@@ -30,6 +30,7 @@ import yaml
 
 from repcam.config import run_config_path
 from repcam.layout import RunDir
+from repcam.methods import SELECTIONS
 from repcam.storage import ArtefactError, read_json
 
 GRAD_CAM = "Grad-CAM"  # the paper's baseline row (repcam.evaluate.BASELINE)
@@ -47,7 +48,8 @@ _HINTS = {  # why a row may be missing, by row name
     ACOL: "train it with `baselines: [acol, cbam]` in the run's config",
     CBAM: "train it with `baselines: [acol, cbam]` in the run's config",
 }
-_SELECTION_KEYS = {"Random": "random", "Rank-a": "rank-a", "Rank-b": "rank-b", "S-1": "s1", "S-2": "s2", "S-3": "s3", "S-4": "s4"}
+# Table 4's selections -> their ``selection.methods`` key, from the selection registry (repcam.methods).
+_SELECTION_KEYS = {m.display: m.key for m in SELECTIONS.values() if m.display in TABLE4_SELECTIONS}
 
 
 class PaperTableError(ValueError):
