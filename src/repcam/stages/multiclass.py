@@ -29,6 +29,7 @@ class MultiClassStage:
         self.ctx = ctx
         self.num_classes = 0  # set once the training split is loaded
         self._images: list[int] | None = None
+        self._first_meta: dict[str, Any] | None = None
 
     def train(self, train: SegDataset, cache: ImageCache):
         """The multi-class model, trained or reused."""
@@ -100,8 +101,11 @@ class MultiClassStage:
         return B
 
     def first_model_meta(self) -> dict[str, Any]:
-        """The metadata of the multi-class model behind B (and the pair models' start with ``pairs.init: multiclass``)."""
-        return read_json(RunDir.meta(self.ctx.paths.multiclass_model))
+        """The metadata of the multi-class model behind B (and the pair models' start with ``pairs.init: multiclass``),
+        read once per run: the model is trained or reused before anything asks, and is not written again."""
+        if self._first_meta is None:
+            self._first_meta = read_json(RunDir.meta(self.ctx.paths.multiclass_model))
+        return self._first_meta
 
     # ---- the baseline's budget -------------------------------------------------------------------
     def train_baseline(self, mc_model, train: SegDataset, cache: ImageCache, pair_compute: float) -> tuple[Any, str]:
@@ -158,18 +162,26 @@ class MultiClassStage:
             cache_images = len({i for p in pair_arts for side in pair_sides(p) for i in side})
         return self.costs.pairs(pair_budget(pair_arts.values()), cache_images)
 
+    def first_model_share(self) -> int:
+        """Image-epochs of the first multi-class model that the method's maps build on: all of them with
+        ``pairs.init: multiclass`` (the pair models start from it), none otherwise."""
+        if self.ctx.cfg.pairs.init != "multiclass":
+            return 0
+        return image_epochs(self.first_model_meta())
+
     def method_compute(self, pair_compute: float) -> float:
         """Training behind the method's maps: the pair models', plus the first multi-class model's when they start from it."""
-        if self.ctx.cfg.pairs.init != "multiclass":
+        first = self.first_model_share()
+        if not first:
             return pair_compute
-        return pair_compute + image_epochs(self.first_model_meta()) * self.costs.multiclass
+        return pair_compute + first * self.costs.multiclass
 
     def budget_note(self, base_path: str, pair_budget: int, pair_compute: float, n_pairs: int) -> None:
         """Say how the baseline's training budget compares with the pair models' (image-epochs actually run)."""
         ctx, costs = self.ctx, self.costs
-        mc_budget = image_epochs(read_json(RunDir.meta(ctx.paths / base_path)))
-        first = image_epochs(self.first_model_meta()) if ctx.cfg.pairs.init == "multiclass" else 0
-        method = pair_budget + first  # image-epochs, every run's record; the ratio is in the unit that was matched
+        base_meta = self.first_model_meta() if base_path == MULTICLASS_MODEL else read_json(RunDir.meta(ctx.paths / base_path))
+        mc_budget = image_epochs(base_meta)
+        method = pair_budget + self.first_model_share()  # image-epochs, every run's record; the ratio is in the unit that was matched
         method_compute = self.method_compute(pair_compute)
         ratio = mc_budget * costs.multiclass / method_compute if method_compute else float("inf")
         ctx.budget = {"baseline_model": base_path, "multiclass_image_epochs": mc_budget, "pairs_image_epochs": pair_budget,
