@@ -156,7 +156,11 @@ class MultiClassStage:
         return Costs("flops", mc, step_flops(PartialModel(split, from_features=True), features), 2 * forward_flops(split.trunk, x))
 
     def pair_compute(self, pair_arts: dict[tuple[int, int], Artefact], pair_sides: PairSides) -> float:
-        """The pair models' training compute in the budget unit, with the shared feature cache counted once."""
+        """The pair models' training compute in the budget unit, with the shared feature cache counted once.
+
+        The cache's images are counted from the pairs' sides, not from the feature cache's recorded ``ids``: a resumed
+        run whose pair models are all on disk never opens the cache (it may be gone), and the budget must not depend on it.
+        """
         cache_images = 0
         if self.costs.cache_image:
             cache_images = len({i for p in pair_arts for side in pair_sides(p) for i in side})
