@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from repcam import figures as F
+from repcam import run_figures as R
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -103,14 +104,14 @@ def test_similarity_heatmap_orders_by_cluster(tmp_path):
 def test_best_method_and_pick_examples():
     rows = [{"method": "Grad-CAM", "miou": 0.5}, {"method": "S-1+A+F", "miou": 0.6}, {"method": "Rank-a+A+F", "miou": 0.7},
             {"method": "Rank-a+F", "miou": 0.65}, {"method": "S-2+A+F", "miou": float("nan")}]
-    assert F.best_method(rows) == "Rank-a+A+F"
-    assert F.best_method(rows, "+F") == "Rank-a+F"
-    assert F.best_method([{"method": "Grad-CAM", "miou": 0.5}]) is None
+    assert R.best_method(rows) == "Rank-a+A+F"
+    assert R.best_method(rows, "+F") == "Rank-a+F"
+    assert R.best_method([{"method": "Grad-CAM", "miou": 0.5}]) is None
     base = [("i1", 0, 0.5), ("i2", 0, 0.5), ("i3", 1, 0.5), ("i4", 1, math.nan)]
     meth = [("i1", 0, 0.9), ("i2", 0, 0.4), ("i3", 1, 0.6), ("i4", 1, 0.9)]
-    picks = F.pick_examples(meth, base)
+    picks = R.pick_examples(meth, base)
     assert picks["best"]["image_id"] == "i1" and picks["worst"]["image_id"] == "i2" and picks["median"]["image_id"] == "i3"
     assert picks["best"]["gain"] == pytest.approx(0.4)
-    one = F.pick_examples(meth[:1], base)
+    one = R.pick_examples(meth[:1], base)
     assert list(one) == ["best"]  # the same record is not drawn three times
-    assert F.pick_examples([], base) == {}
+    assert R.pick_examples([], base) == {}

@@ -227,7 +227,7 @@ def test_report_without_figures_and_for_an_unfinished_run(tmp_path, fake_run):
 
 
 def test_accumulator_records_match_the_example_choice(fake_run):
-    from repcam.figures import best_method, pick_examples
+    from repcam.run_figures import best_method, pick_examples
 
     rows = json.loads((fake_run / "results" / "val" / "ablation.json").read_text())["rows"]
     best = best_method(rows)

@@ -182,7 +182,7 @@ def figure_html(path: Path, caption: str, alt: str | None = None) -> str:
 
 def _ablation_section(split: str, abl: Mapping[str, Any]) -> str:
     from repcam.evaluate import BASELINE
-    from repcam.figures import best_method
+    from repcam.run_figures import best_method
     from repcam.tables import ablation_rows
 
     rows = abl.get("rows") or []
@@ -276,7 +276,7 @@ def _figures_for(run_dir: Path, split: str, build: bool) -> tuple[dict[str, tupl
     fdir = RunDir(run_dir).figures_dir(split)
     if build:
         try:
-            from repcam.figures import run_figures
+            from repcam.run_figures import run_figures
 
             run_figures(run_dir, split, fmt="png")
         except ArtefactError:  # a damaged or foreign artefact: refuse (one line), never draw from it
@@ -358,7 +358,7 @@ def _kv_table(d: Mapping[str, Any], header: Sequence[str], fmt=lambda v: v) -> s
 def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path | None = None) -> Path:
     """Write ``run_dir/report.html`` (or ``path``) and return its path.
 
-    ``figures=True`` (re)builds the figures with :func:`repcam.figures.run_figures` first; ``False`` embeds the
+    ``figures=True`` (re)builds the figures with :func:`repcam.run_figures.run_figures` first; ``False`` embeds the
     ones already in ``run_dir/figures``. Missing pieces of a run are reported in the page, never fatal.
     """
     from repcam.storage import write_text
