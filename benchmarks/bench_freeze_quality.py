@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from repcam.layout import RunDir
-from repcam.metrics import paired_bootstrap
+from repcam.bootstrap import paired_bootstrap
 from repcam.storage import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent

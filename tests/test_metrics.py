@@ -9,20 +9,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from repcam.bootstrap import bootstrap_diff_ci, paired_bootstrap
+from repcam.irn import ConfusionAccumulator, irn_sweep, semantic_prediction
 from repcam.metrics import (
     DEFAULT_SWEEP,
     DEFAULT_THRESHOLD,
-    ConfusionAccumulator,
     IoUAccumulator,
     PixelAPAccumulator,
-    bootstrap_diff_ci,
-    irn_sweep,
     normalize_map,
-    paired_bootstrap,
     pixel_average_precision,
     prepare_map,
     resize_map,
-    semantic_prediction,
 )
 
 # Values are already in [0, 1] with min 0 and max 1, so normalisation leaves them unchanged.

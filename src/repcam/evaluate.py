@@ -8,12 +8,14 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from repcam.backbones import centre_crop_box
+from repcam.bootstrap import paired_bootstrap
 from repcam.data.base import SegDataset
+from repcam.irn import IRNSweep
 from repcam.maps import MapRecords
 from repcam.methods import MAP_KINDS, TRAINED_BASELINES, Method
+from repcam.metrics import DEFAULT_SWEEP, IoUAccumulator
 from repcam.records import RecordFile, record_rows
 from repcam.representative import fuse_stored
-from repcam.metrics import DEFAULT_SWEEP, IoUAccumulator, IRNSweep, paired_bootstrap
 from repcam.selection import Selection, topk_select
 from repcam.spool import MapSpool
 

@@ -2,7 +2,7 @@
 
 Every metric returns one value per (image, class) record, so two methods scored on the same records get a mean
 difference with a paired bootstrap interval from :func:`paired_difference` (the bootstrap of
-:func:`repcam.metrics.bootstrap_diff_ci`, which resamples images). Inputs:
+:func:`repcam.bootstrap.bootstrap_diff_ci`, which resamples images). Inputs:
 
 - ``model``: a classifier returning (B, K) logits; it is run in eval mode under ``torch.no_grad`` (its train/eval
   mode is restored afterwards);
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from repcam.metrics import bootstrap_diff_ci
+from repcam.bootstrap import bootstrap_diff_ci
 
 DEFAULT_STEPS = 20
 """Deletion / insertion steps: 5% of the pixels per step (21 forward passes per image)."""
@@ -337,7 +337,7 @@ def paired_difference(
 ) -> tuple[float, float, float]:
     """(mean(a) - mean(b), low, high): a paired percentile bootstrap over images of per-record values of two methods
     on the same records (``image_ids`` groups records of one image; default: each record its own image). Uses
-    :func:`repcam.metrics.bootstrap_diff_ci` with every record as class 0, value as intersection and 1 as union, so a
+    :func:`repcam.bootstrap.bootstrap_diff_ci` with every record as class 0, value as intersection and 1 as union, so a
     replicate's "mIoU" is exactly the mean of the resampled values. NaN values are an error."""
     va = np.asarray(a, dtype=np.float64).reshape(-1)
     vb = np.asarray(b, dtype=np.float64).reshape(-1)

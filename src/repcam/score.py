@@ -30,8 +30,9 @@ from PIL import Image
 from torch import nn
 
 from repcam import faithfulness as fm
+from repcam.bootstrap import paired_bootstrap
 from repcam.data.base import IGNORE_INDEX, SegDataset
-from repcam.metrics import DEFAULT_THRESHOLD, IoUAccumulator, paired_bootstrap
+from repcam.metrics import DEFAULT_THRESHOLD, IoUAccumulator
 
 Extractor = Callable[[torch.Tensor, torch.Tensor], Any]
 
