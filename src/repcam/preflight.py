@@ -4,7 +4,7 @@ reported in the first seconds of a run, not after hours of training."""
 from __future__ import annotations
 
 from repcam.data.base import DataError, SegDataset
-from repcam.data.voc import image_size
+from repcam.data.common import image_size
 
 
 def check_eval_split(ds: SegDataset, split: str) -> None:

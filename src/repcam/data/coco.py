@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from .base import IGNORE_INDEX, DataError, Sample
-from .voc import NO_CHOSEN_CLASS, SkipLog, _ReportMixin, image_size, load_rgb, select_classes, subset_lut
+from .common import NO_CHOSEN_CLASS, SkipLog, _ReportMixin, image_size, load_rgb, select_classes, subset_lut
 
 
 class COCOSegmentation(_ReportMixin):

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from .base import DataError, Sample
-from .voc import (
+from .common import (
     SkipLog,
     _ReportMixin,
     check_mask_size,
