@@ -25,7 +25,8 @@ from repcam.backbones import IMAGENET_MEAN, IMAGENET_STD
 from repcam.cam import ContrastTarget, MultiLayerGradCAM
 from repcam.cli import app
 from repcam.layers import resolve_layers
-from repcam.stock import METHODS, StockError, StockExplainer, load_stock_model
+from repcam.stock import METHODS, StockExplainer
+from repcam.stock_model import StockError, load_stock_model
 from repcam.tinycnn import TinyCNN
 
 LITE0 = "tf_efficientnet_lite0"

@@ -344,7 +344,7 @@ def resolve_inputs(
             raise ScoreError(f"the data set's class {missing[0]!r} is not a class of the run {run} ({', '.join(ex.classes)})")
         pre = ex.preprocess
         return ScoreInputs(dataset, ex.mc_model, lambda im: pre.to_tensor(im), [ex.classes.index(c) for c in dataset.class_names])
-    from repcam.stock import load_stock_model
+    from repcam.stock_model import load_stock_model
 
     sm = load_stock_model(str(model), str(weights) if weights is not None else None)
     if input_size is not None:  # e.g. a small model on small images: the maps and every perturbation get cheaper
