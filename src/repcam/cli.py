@@ -137,7 +137,7 @@ def report(
     screenshot: Optional[Path] = typer.Option(None, help="Also save a PNG screenshot of the page's top (needs Chromium)."),
 ) -> None:
     """Write RUN_DIR/report.html: one self-contained page (tables, figures, config, timings; no network, no JS)."""
-    from repcam.report import screenshot as take_screenshot
+    from repcam.browser import screenshot as take_screenshot
     from repcam.report import write_report
 
     with ExitStack() as stack:
