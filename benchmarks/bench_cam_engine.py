@@ -125,7 +125,7 @@ def make_methods(model, x, targets, device, weightings=()):
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from repcam.cam import MultiLayerGradCAM
+    from repcam.engine.cam import MultiLayerGradCAM
 
     pgc_targets = [ClassifierOutputTarget(t) for t in targets]
 
@@ -207,7 +207,7 @@ def check_maps(model, x, targets, tol: float, weightings=()) -> dict:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from repcam.cam import MultiLayerGradCAM
+    from repcam.engine.cam import MultiLayerGradCAM
 
     pgc_targets = [ClassifierOutputTarget(t) for t in targets]
 
@@ -262,8 +262,8 @@ def weighting_layer4_diff(model, x, targets, weighting: str) -> float:
     import pytorch_grad_cam.eigen_grad_cam as pgc_eigen
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from repcam.cam import MultiLayerGradCAM
-    from repcam.weightings import orient_projection
+    from repcam.engine.cam import MultiLayerGradCAM
+    from repcam.engine.weightings import orient_projection
 
     original = pgc_eigen.get_2d_projection
 

@@ -31,7 +31,7 @@ def ensure_run(run_dir: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_run import tiny_config
 
-    from repcam.run import Run
+    from repcam.pipeline.run import Run
 
     Run(tiny_config(), run_dir, show_progress=False).run()
 

@@ -2,8 +2,8 @@
 
 In one process, on one binary pair model of ``--backbone`` (ImageNet weights, offline) at ``--size``, times:
 
-* ``full``: :func:`repcam.train.fit` on the uint8 images, every layer trained (today's pair training);
-* ``freeze <stage>``: building the trunk feature cache (:func:`repcam.featcache.build_cache`, each image and its
+* ``full``: :func:`repcam.models.train.fit` on the uint8 images, every layer trained (today's pair training);
+* ``freeze <stage>``: building the trunk feature cache (:func:`repcam.models.featcache.build_cache`, each image and its
   flip, one-off and shared by every pair model of a run), then ``fit`` of the rest on the cached features;
 * with ``--channels-last``: the same with the model in channels_last memory format.
 
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from repcam.backbones import build_classifier
-from repcam.featcache import FreezeError, PartialModel, build_cache, freeze_points, split_model
-from repcam.storage import write_json, write_text
-from repcam.train import fit
+from repcam.models.backbones import build_classifier
+from repcam.models.featcache import FreezeError, PartialModel, build_cache, freeze_points, split_model
+from repcam.models.train import fit
+from repcam.store.storage import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "freeze"

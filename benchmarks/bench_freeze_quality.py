@@ -31,9 +31,9 @@ from pathlib import Path
 
 import yaml
 
-from repcam.layout import RunDir
-from repcam.bootstrap import paired_bootstrap
-from repcam.storage import write_json, write_text
+from repcam.evaluation.bootstrap import paired_bootstrap
+from repcam.store.layout import RunDir
+from repcam.store.storage import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent

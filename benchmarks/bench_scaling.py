@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time
 from repcam.config import demo_config
-from repcam.run import Run
+from repcam.pipeline.run import Run
 cfg = demo_config()
 cfg.data.eval_options = {"val": {"num_images": int(sys.argv[2])}}
 if len(sys.argv) > 3:  # whole pipeline: the training set scales too

@@ -20,7 +20,7 @@ def voc_mini() -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A finished tiny run (tests/tiny_run.py); tests may rerun it with the same config but must not alter it."""
-    from repcam.run import Run
+    from repcam.pipeline.run import Run
     from tiny_run import tiny_config
 
     run_dir = tmp_path_factory.mktemp("tiny_run")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from repcam.backbones import Preprocess, WeightsError, build_classifier, gap_fc_parts
+from repcam.models.backbones import Preprocess, WeightsError, build_classifier, gap_fc_parts
 
 
 @pytest.mark.parametrize("image,expected", [("chelsea", {281, 282, 285}), ("coffee", {967, 968})])
@@ -82,7 +82,7 @@ def test_preprocess_scales_a_16_bit_image_instead_of_clipping_it_white():
     import numpy as np
     from PIL import Image
 
-    from repcam.backbones import build_classifier
+    from repcam.models.backbones import build_classifier
 
     ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 15).astype(np.uint16)  # 0 .. 61,425
     x = build_classifier("tiny_cnn", 3, weights=None, input_size=32).preprocess.to_uint8(Image.fromarray(ramp))
@@ -118,8 +118,8 @@ def _config_with_backbone(tmp_path: Path, name: str, weights: str):
 
 @pytest.mark.parametrize("name", list(SMALL_NETS))
 def test_table4_small_networks_build_with_random_weights_find_auto_layers_and_give_finite_maps(name):
-    from repcam.cam import MultiLayerGradCAM
-    from repcam.layers import auto_layers
+    from repcam.engine.cam import MultiLayerGradCAM
+    from repcam.engine.layers import auto_layers
 
     bb = build_classifier(name, 3, weights=None, input_size=64)
     assert bb.weights_source == "random init" and bb.preprocess.input_size == 64
@@ -140,8 +140,8 @@ def test_table4_small_networks_build_with_random_weights_find_auto_layers_and_gi
 def test_table4_small_networks_have_no_offline_imagenet_weights_and_run_from_a_weights_file(name, tmp_path: Path, monkeypatch):
     """`backbone.weights: <file>` in a run config: a user's state dict (here one saved from a random model, 1000-way
     ImageNet head) is loaded into the backbone and the head replaced for the run's classes."""
-    from repcam.layers import auto_layers
-    from repcam.units import ModelSpec
+    from repcam.engine.layers import auto_layers
+    from repcam.pipeline.units import ModelSpec
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_hub"))
     with pytest.raises(WeightsError, match="no offline ImageNet weights.*never downloads"):

@@ -6,10 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import repcam.baselines as baselines_module
-import repcam.stages.multiclass as multiclass_stage
-import repcam.units as units_module
-from repcam.baselines import (
+import repcam.models.baselines as baselines_module
+import repcam.pipeline.stages.multiclass as multiclass_stage
+import repcam.pipeline.units as units_module
+from repcam.config import ConfigError
+from repcam.engine.layers import auto_layers
+from repcam.models.baselines import (
     ACoLNet,
     AttendedStage,
     CBAM,
@@ -21,12 +23,10 @@ from repcam.baselines import (
     cbam_maps,
     erase_mask,
 )
-from repcam.config import ConfigError
-from repcam.layers import auto_layers
-from repcam.run import Run
-from repcam.storage import read_json
-from repcam.tinycnn import TinyCNN
-from repcam.units import ModelSpec
+from repcam.models.tinycnn import TinyCNN
+from repcam.pipeline.run import Run
+from repcam.pipeline.units import ModelSpec
+from repcam.store.storage import read_json
 
 
 def test_erasing_removes_exactly_the_cells_at_or_above_delta_times_the_max():

@@ -1,4 +1,4 @@
-"""The baseline's training budget in image-epochs or FLOPs (multiclass.budget_unit, repcam.budget)."""
+"""The baseline's training budget in image-epochs or FLOPs (multiclass.budget_unit, repcam.models.budget)."""
 
 import math
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from repcam.budget import Costs, extra_epochs, forward_flops, step_flops
 from repcam.config import ConfigError, RunConfig, from_dict, multiclass_training
-from repcam.layout import RunDir
-from repcam.storage import config_key, read_json
+from repcam.models.budget import Costs, extra_epochs, forward_flops, step_flops
+from repcam.store.layout import RunDir
+from repcam.store.storage import config_key, read_json
 
 
 def test_extra_epochs_reaches_the_target_and_no_further():
@@ -58,7 +58,7 @@ def test_the_budget_unit_is_a_checked_choice_left_out_of_old_keys():
 def test_a_frozen_run_matches_the_baseline_in_flops(tmp_path):
     from test_featcache import _frozen_run_config
 
-    from repcam.run import Run
+    from repcam.pipeline.run import Run
 
     run_dir = tmp_path / "run"
     Run(_frozen_run_config(multiclass__budget_unit="flops"), run_dir, show_progress=False).run()

@@ -7,11 +7,11 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from repcam.backbones import build_classifier, gap_fc_parts
-from repcam.cam import CAMError, ContrastTarget, MultiLayerGradCAM, zhou_cam
-from repcam.fusion import normalize_maps
-from repcam.layers import LayerError, auto_layers
-from repcam.tinycnn import TinyCNN
+from repcam.engine.cam import CAMError, ContrastTarget, MultiLayerGradCAM, zhou_cam
+from repcam.engine.fusion import normalize_maps
+from repcam.engine.layers import LayerError, auto_layers
+from repcam.models.backbones import build_classifier, gap_fc_parts
+from repcam.models.tinycnn import TinyCNN
 
 TARGETS = [1, 4, 7]
 

@@ -20,8 +20,8 @@ from PIL import Image
 import repcam
 from repcam.config import RESOLVED_CONFIG, ConfigError, RunConfig, demo_config, from_dict, load_config, run_config_path, validate
 from repcam.data import DataError, load_dataset
-from repcam.run import Run
-from repcam.storage import Artefact, ArtefactError, config_key, sha256
+from repcam.pipeline.run import Run
+from repcam.store.storage import Artefact, ArtefactError, config_key, sha256
 from tiny_run import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -358,7 +358,7 @@ def test_cli_bad_evaluation_mask_fails_before_training(tmp_path: Path):
 
 
 def test_empty_evaluation_split_is_refused(tmp_path: Path):
-    from repcam.preflight import check_eval_split
+    from repcam.pipeline.preflight import check_eval_split
 
     root = folder_data(tmp_path / "data", val_ids=["img10"])
     ds = load_dataset("folder", str(root), "val", ["b"])  # val's one image shows class a only

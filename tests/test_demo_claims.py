@@ -13,8 +13,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from repcam.config import demo_config
-from repcam.run import Run
-from repcam.storage import read_json
+from repcam.pipeline.run import Run
+from repcam.store.storage import read_json
 
 SEEDS = (0, 1, 2)
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import repcam.units as units_module
-from repcam.executor import Executor, ExecutorError, Unit
-from repcam.run import Run, RunError
-from repcam.storage import read_json
+import repcam.pipeline.units as units_module
+from repcam.pipeline.executor import Executor, ExecutorError, Unit
+from repcam.pipeline.run import Run, RunError
+from repcam.store.storage import read_json
 from tiny_run import tiny_config
 
 

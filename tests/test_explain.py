@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from repcam.cam import MultiLayerGradCAM
 from repcam.cli import app
+from repcam.engine.cam import MultiLayerGradCAM
 from repcam.explain import Explainer, ExplainError
-from repcam.run import Run
-from repcam.storage import read_json
+from repcam.pipeline.run import Run
+from repcam.store.storage import read_json
 from tiny_run import tiny_config
 
 

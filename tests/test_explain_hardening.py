@@ -18,10 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
-import repcam.figures as figures
+import repcam.reporting.figures as figures
 from repcam.data.images import DISPLAY_SIDE
 from repcam.explain import Explainer, ExplainError
-from repcam.storage import read_json, slug
+from repcam.store.storage import read_json, slug
 
 REPCAM = Path(sys.executable).with_name("repcam")
 sys.path.insert(0, str(Path(__file__).parent / "data"))

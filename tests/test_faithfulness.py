@@ -1,4 +1,4 @@
-"""Faithfulness metrics (repcam.faithfulness) on hand-made cases with known answers, ROAD against pytorch-grad-cam,
+"""Faithfulness metrics (repcam.evaluation.faithfulness) on hand-made cases with known answers, ROAD against pytorch-grad-cam,
 score_maps on a synthetic data set, and `repcam score` through the real entry point."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from repcam import faithfulness as fm
-from repcam.tinycnn import TinyCNN
+from repcam.evaluation import faithfulness as fm
+from repcam.models.tinycnn import TinyCNN
 
 H = W = 16
 
@@ -154,7 +154,7 @@ def _key(img: torch.Tensor) -> tuple:
 
 def test_score_maps_mask_oracle_beats_its_inverse(tmp_path):
     from repcam.data import load_dataset
-    from repcam.score import score_maps
+    from repcam.evaluation.score import score_maps
 
     ds = load_dataset("folder", str(_folder(tmp_path)), None)
     torch.manual_seed(0)
@@ -191,7 +191,7 @@ def _repcam(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_cli_score_writes_a_table_and_rejects_bad_arguments(tmp_path):
     data = _folder(tmp_path / "data")
     torch.manual_seed(0)
-    from repcam.backbones import build_classifier
+    from repcam.models.backbones import build_classifier
 
     torch.save(build_classifier("tiny_cnn", 2, None).model.state_dict(), tmp_path / "tiny.pt")
     r = _repcam("score", "--folder", str(data), "--model", "tiny_cnn", "--weights", str(tmp_path / "tiny.pt"),

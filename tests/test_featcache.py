@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from repcam.backbones import build_classifier
-from repcam.featcache import FeatureCache, FreezeError, build_cache, freeze_points, split_model
-from repcam.units import ModelSpec, PairTraining, train_pair
+from repcam.models.backbones import build_classifier
+from repcam.models.featcache import FeatureCache, FreezeError, build_cache, freeze_points, split_model
+from repcam.pipeline.units import ModelSpec, PairTraining, train_pair
 
 SIZE = 32
 
@@ -101,8 +101,8 @@ def test_frozen_stages_get_no_gradient_and_keep_their_weights_and_statistics():
     before = {k: v.clone() for k, v in bb.model.state_dict().items()}
     split = split_model(bb.model, "layer2", check_size=SIZE)
     frozen = {n for n, _ in bb.model.named_parameters() if n.split(".")[0] in ("stem", "layer1", "layer2")}
-    from repcam.featcache import PartialModel
-    from repcam.train import fit
+    from repcam.models.featcache import PartialModel
+    from repcam.models.train import fit
 
     model = PartialModel(split, from_features=False)
     fit(model, _images(8), torch.tensor([0, 1] * 4), bb.preprocess, loss="ce", epochs=2, lr=1e-2, batch_size=4, seed=0,
@@ -156,7 +156,7 @@ KILLED_BUILD = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         return imgs[list(idx)]
     _build(Path({dir!r}), _tiny(), images=imgs, ids=range(10))  # a complete cache of other ids first
-    from repcam.featcache import build_cache, split_model
+    from repcam.models.featcache import build_cache, split_model
     bb = _tiny()
     build_cache(Path({dir!r}) / "f.npy", split_model(bb.model, "layer2", check_size=32), bb.preprocess, list(range(6)),
                 images, {{"data": "test"}}, batch_size=4)
@@ -219,9 +219,9 @@ def _frozen_run_config(**over):
 
 
 def test_a_run_trains_pairs_on_one_shared_cache_and_reuses_it(tmp_path, monkeypatch):
-    import repcam.units as units_module
-    from repcam.run import Run
-    from repcam.storage import read_json
+    import repcam.pipeline.units as units_module
+    from repcam.pipeline.run import Run
+    from repcam.store.storage import read_json
 
     run_dir = tmp_path / "run"
     Run(_frozen_run_config(), run_dir, show_progress=False).run()
@@ -251,7 +251,7 @@ def test_a_run_trains_pairs_on_one_shared_cache_and_reuses_it(tmp_path, monkeypa
     ({"pairs__init": "pretrained"}, "would freeze a random trunk"),
 ])
 def test_bad_freeze_settings_fail_before_any_training(tmp_path, over, match):
-    from repcam.run import Run, RunError
+    from repcam.pipeline.run import Run, RunError
 
     with pytest.raises(RunError, match=match) as e:
         Run(_frozen_run_config(**over), tmp_path, show_progress=False).run()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from repcam import figures as F
-from repcam import run_figures as R
+from repcam.reporting import figures as F
+from repcam.reporting import run_figures as R
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from repcam.fusion import fuse_classes, fuse_layers, layercam_fusion, normalize_maps
+from repcam.engine.fusion import fuse_classes, fuse_layers, layercam_fusion, normalize_maps
 
 
 def test_normalize_maps_min_max_per_map_and_zero_stays_zero():

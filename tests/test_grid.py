@@ -1,4 +1,4 @@
-"""The evaluation grid (repcam.grid): config switch, top-k references, and a tiny run with the grid on and off."""
+"""The evaluation grid (repcam.pipeline.grid): config switch, top-k references, and a tiny run with the grid on and off."""
 
 import json
 import math
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import repcam.grid as grid_module
+import repcam.pipeline.grid as grid_module
 from repcam.config import ConfigError, demo_config, from_dict, load_config
-from repcam.grid import TopKContrastTarget, topk_references
-from repcam.run import Run
-from repcam.storage import config_key, read_json
+from repcam.pipeline.grid import TopKContrastTarget, topk_references
+from repcam.pipeline.run import Run
+from repcam.store.storage import config_key, read_json
 from tiny_run import TINY, tiny_config
 
 GRID = {"weightings": ["gradcam", "layercam"], "fusions": ["last", "mean"]}
@@ -158,7 +158,7 @@ def test_rerun_reuses_every_grid_map_a_new_fusion_recomputes_and_grid_off_restor
     assert _ablation_rows(run_dir) == before
 
 
-# ---- the pair-model source (repcam.grid_pairs) ----------------------------------------------------------------------
+# ---- the pair-model source (repcam.pipeline.grid_pairs) ----------------------------------------------------------------------
 
 def test_pair_source_reproduces_the_ablation_rows_and_is_reused(tiny_run: Path, tmp_path: Path, monkeypatch):
     """``pairs <S> [gradcam, paper]`` is the ablation's S+A+F and ``[gradcam, last]`` its S+F (same pair models, same
@@ -181,7 +181,7 @@ def test_pair_source_reproduces_the_ablation_rows_and_is_reused(tiny_run: Path, 
     assert len([m for m in maps if m.startswith("grid__pairs__")]) == len(selections)
     assert len([m for m in maps if m.startswith("grid__pair__")]) == len(list((run_dir / "pairs").glob("*.pt")))
     stamps = {m: (run_dir / "maps" / "val" / m).stat().st_mtime_ns for m in maps}
-    import repcam.grid_pairs as grid_pairs_module
+    import repcam.pipeline.grid_pairs as grid_pairs_module
 
     for module in (grid_module, grid_pairs_module):
         monkeypatch.setattr(module, "extract_grid", lambda *a, **k: pytest.fail("a stored grid map was recomputed"))

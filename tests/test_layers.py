@@ -3,8 +3,8 @@ import timm
 import torch
 import torchvision
 
-from repcam.layers import LayerError, TokenGrid, auto_layers, auto_reshape, resolve_layers
-from repcam.tinycnn import TinyCNN
+from repcam.engine.layers import LayerError, TokenGrid, auto_layers, auto_reshape, resolve_layers
+from repcam.models.tinycnn import TinyCNN
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])

@@ -1,9 +1,9 @@
-"""Method identity (repcam.methods): row names round-trip, the registries drive config choices and table order."""
+"""Method identity (repcam.method.methods): row names round-trip, the registries drive config choices and table order."""
 
 import pytest
 
-from repcam.methods import MAP_KINDS, SELECTIONS, VARIANTS, Method, paper_rows, selection_order
-from repcam.tables import method_order
+from repcam.method.methods import MAP_KINDS, SELECTIONS, VARIANTS, Method, paper_rows, selection_order
+from repcam.reporting.tables import method_order
 
 
 @pytest.mark.parametrize("name,method", [

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from repcam.bootstrap import bootstrap_diff_ci, paired_bootstrap
-from repcam.irn import ConfusionAccumulator, irn_sweep, semantic_prediction
-from repcam.metrics import (
+from repcam.evaluation.bootstrap import bootstrap_diff_ci, paired_bootstrap
+from repcam.evaluation.irn import ConfusionAccumulator, irn_sweep, semantic_prediction
+from repcam.evaluation.metrics import (
     DEFAULT_SWEEP,
     DEFAULT_THRESHOLD,
     IoUAccumulator,
@@ -259,7 +259,7 @@ def test_pxap_matches_sklearn_with_ties_and_bins():
 
 
 def test_iou_accumulator_tracks_per_class_pxap_like_the_pooled_computation():
-    from repcam.metrics import IGNORE_INDEX, prepare_map
+    from repcam.evaluation.metrics import IGNORE_INDEX, prepare_map
 
     rng = np.random.default_rng(3)
     acc = IoUAccumulator(2, ap_bins=10)

@@ -1,4 +1,4 @@
-"""The paper's Table 4 / Table 5 layouts (repcam.paper_tables, `repcam tables`) from tiny finished runs."""
+"""The paper's Table 4 / Table 5 layouts (repcam.reporting.paper_tables, `repcam tables`) from tiny finished runs."""
 
 import math
 import shutil
@@ -8,15 +8,15 @@ import pytest
 from typer.testing import CliRunner
 
 from repcam.cli import app
-from repcam.paper_tables import (PAPER_NAMES, STRONGEST, TABLE4_ROWS, TABLE5_ROWS, WALL_TIME, PaperTableError, RunResults, compose,
+from repcam.reporting.paper_tables import (PAPER_NAMES, STRONGEST, TABLE4_ROWS, TABLE5_ROWS, WALL_TIME, PaperTableError, RunResults, compose,
                                  delta, load_run, pct, seconds, table4, table5)
-from repcam.storage import read_json
+from repcam.store.storage import read_json
 
 
 def _tiny(tmp_path_factory, name: str, baselines: list[str], methods: list[str], seed: int) -> Path:
     """The cut-down tiny run of tests/test_baselines.py (4 classes, one representative, no variants)."""
     from repcam.config import from_dict
-    from repcam.run import Run
+    from repcam.pipeline.run import Run
     from tiny_run import TINY
 
     values = {**TINY, "seed": seed, "baselines": baselines, "selection": {"n": 1, "methods": methods},

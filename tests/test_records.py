@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from repcam.maps import extract
-from repcam.records import RecordFile, RecordWriter
-from repcam.storage import Artefact
-from repcam.tinycnn import TinyCNN
-from repcam.units import StackedImages
-from repcam.backbones import Preprocess
+from repcam.models.backbones import Preprocess
+from repcam.models.tinycnn import TinyCNN
+from repcam.pipeline.maps import extract
+from repcam.pipeline.units import StackedImages
+from repcam.store.records import RecordFile, RecordWriter
+from repcam.store.storage import Artefact
 
 
 def test_streamed_records_equal_in_memory_ones_and_rows_read_back(tmp_path):
@@ -54,7 +54,7 @@ def test_wrong_row_count_and_compressed_files_are_errors(tmp_path):
 def test_json_mapping_is_written_member_by_member(tmp_path):
     import json
 
-    from repcam.storage import write_json_mapping
+    from repcam.store.storage import write_json_mapping
 
     made = []
 

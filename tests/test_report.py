@@ -15,14 +15,14 @@ import yaml
 from PIL import Image
 
 from repcam.config import from_dict
-from repcam.evaluate import evaluate_split, summarize
-from repcam.metrics import IoUAccumulator
-from repcam.report import write_report
-from repcam.run import Run
-from repcam.storage import sha256
-from repcam.storage import slug as _slug
-from repcam.tables import write_tables
-from repcam.tinycnn import TinyCNN
+from repcam.evaluation.evaluate import evaluate_split, summarize
+from repcam.evaluation.metrics import IoUAccumulator
+from repcam.models.tinycnn import TinyCNN
+from repcam.pipeline.run import Run
+from repcam.reporting.report import write_report
+from repcam.reporting.tables import write_tables
+from repcam.store.storage import sha256
+from repcam.store.storage import slug as _slug
 
 EVIL = "<script>alert(1)</script>"
 CLASSES = ["cat", EVIL, "dog & $1"]
@@ -227,7 +227,7 @@ def test_report_without_figures_and_for_an_unfinished_run(tmp_path, fake_run):
 
 
 def test_accumulator_records_match_the_example_choice(fake_run):
-    from repcam.run_figures import best_method, pick_examples
+    from repcam.reporting.run_figures import best_method, pick_examples
 
     rows = json.loads((fake_run / "results" / "val" / "ablation.json").read_text())["rows"]
     best = best_method(rows)

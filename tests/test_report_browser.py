@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from repcam.browser import BROWSER_CANDIDATES, dump_dom, find_browser, screenshot
-from repcam.report import write_report
+from repcam.reporting.browser import BROWSER_CANDIDATES, dump_dom, find_browser, screenshot
+from repcam.reporting.report import write_report
 
 BROWSER = find_browser()
 pytestmark = pytest.mark.skipif(

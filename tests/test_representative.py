@@ -1,12 +1,12 @@
-"""The paper's method as one object (repcam.representative): live maps and stored maps fuse the same way."""
+"""The paper's method as one object (repcam.method.representative): live maps and stored maps fuse the same way."""
 
 import numpy as np
 import torch
 
-from repcam.cam import MultiLayerGradCAM
-from repcam.fusion import fuse_classes
-from repcam.representative import RepresentativeCAM, fuse_stored
-from repcam.units import ModelSpec
+from repcam.engine.cam import MultiLayerGradCAM
+from repcam.engine.fusion import fuse_classes
+from repcam.method.representative import RepresentativeCAM, fuse_stored
+from repcam.pipeline.units import ModelSpec
 
 
 def test_fuse_stored_is_fuse_classes_in_float32():

@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import repcam.stages.maps as maps_stage
-import repcam.stages.multiclass as multiclass_stage
-import repcam.units as units_module
+import repcam.pipeline.stages.maps as maps_stage
+import repcam.pipeline.stages.multiclass as multiclass_stage
+import repcam.pipeline.units as units_module
 from repcam.cli import app
-from repcam.run import Run, RunError
-from repcam.storage import read_json
+from repcam.pipeline.run import Run, RunError
+from repcam.store.storage import read_json
 from tiny_run import tiny_config
 
 TABLE2 = ["Grad-CAM", "CAM", "Random+F", "Random+A+F", "Rank-a+F", "Rank-a+A+F", "Rank-b+F", "Rank-b+A+F"] + [
@@ -67,7 +67,7 @@ def test_ablation_table_has_every_row_of_table_2(reference_run: Path):
             assert r["ci_low_strongest"] <= r["diff_strongest"] <= r["ci_high_strongest"]
     import numpy as np
 
-    from repcam.metrics import IoUAccumulator
+    from repcam.evaluation.metrics import IoUAccumulator
 
     accs = {m: IoUAccumulator.from_state_dict(v) for m, v in read_json(reference_run / "results" / "val" / "accumulators.json").items()}
     s1 = next(r for r in table if r["method"] == "S-1+A+F")
@@ -91,8 +91,8 @@ def test_variant_rows_are_computed_from_the_stored_maps(reference_run: Path):
     import numpy as np
     import torch
 
-    from repcam.fusion import fuse_classes
-    from repcam.metrics import IoUAccumulator
+    from repcam.engine.fusion import fuse_classes
+    from repcam.evaluation.metrics import IoUAccumulator
 
     rows = _rows(reference_run)
     for sel in ("Random", "Rank-a", "Rank-b", "S-1", "S-2", "S-3", "S-4"):

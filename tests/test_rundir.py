@@ -20,9 +20,9 @@ import yaml
 from PIL import Image
 
 from repcam.config import RESOLVED_CONFIG
-from repcam.records import RecordFile
-from repcam.rundir import LOCK_NAME, ClassFiles, locked, remove_stale_temp
-from repcam.storage import Artefact, ArtefactError, sha256, slug
+from repcam.store.records import RecordFile
+from repcam.store.rundir import LOCK_NAME, ClassFiles, locked, remove_stale_temp
+from repcam.store.storage import Artefact, ArtefactError, sha256, slug
 
 REPCAM = Path(sys.executable).with_name("repcam")
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -120,7 +120,7 @@ def test_explain_refuses_a_model_whose_checksum_does_not_match(run_copy: Path, t
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from repcam.rundir import locked
+    from repcam.store.rundir import locked
     with locked(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(120)
@@ -163,7 +163,7 @@ def test_lock_is_reentrant_in_one_process_and_exclusive_across(tmp_path: Path):
         with locked(tmp_path):
             assert (tmp_path / LOCK_NAME).is_file()
         assert (tmp_path / LOCK_NAME).is_file()  # still held by the outer block
-        code = f"from repcam.rundir import locked\nwith locked({str(tmp_path)!r}): pass"
+        code = f"from repcam.store.rundir import locked\nwith locked({str(tmp_path)!r}): pass"
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env())
         assert res.returncode != 0 and "RunDirLocked" in res.stderr and f"pid {os.getpid()}" in res.stderr
     assert not (tmp_path / LOCK_NAME).exists()

@@ -1,4 +1,4 @@
-"""repcam.layout.RunDir: its paths are the files a real (tiny) run writes, and its readers refuse damaged files in
+"""repcam.store.layout.RunDir: its paths are the files a real (tiny) run writes, and its readers refuse damaged files in
 one line naming the file."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from repcam.config import RESOLVED_CONFIG, load_config
-from repcam.layout import RunDir
-from repcam.rundir import LOCK_NAME, ClassFiles
-from repcam.storage import ArtefactError, read_json, sha256
+from repcam.store.layout import RunDir
+from repcam.store.rundir import LOCK_NAME, ClassFiles
+from repcam.store.storage import ArtefactError, read_json, sha256
 
 
 def _files(root: Path) -> set[str]:

@@ -79,7 +79,7 @@ def test_score_run_uses_the_runs_data_and_model(tiny_run: Path, tmp_path: Path):
 def test_score_config_with_a_stock_model(tiny_run: Path, tmp_path: Path):
     """--config without --run: the config's data set and a stock model (here tiny_cnn with a 12-class state dict,
     an unnamed head of the data set's size, so output k is class k)."""
-    from repcam.backbones import build_classifier
+    from repcam.models.backbones import build_classifier
 
     torch.manual_seed(0)
     torch.save(build_classifier("tiny_cnn", 12, None).model.state_dict(), tmp_path / "tiny.pt")

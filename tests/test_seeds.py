@@ -9,8 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from repcam.cli import app
-from repcam.seeds import summarize_seeds
-from repcam.storage import read_json
+from repcam.pipeline.seeds import summarize_seeds
+from repcam.store.storage import read_json
 from tiny_run import TINY
 
 

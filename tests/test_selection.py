@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from repcam.selection import (
+from repcam.method.selection import (
     PAPER_NUM_OTHERS,
     RANK_A,
     RANK_B,

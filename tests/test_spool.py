@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from repcam.spool import MapSpool
+from repcam.store.spool import MapSpool
 
 
 def test_maps_come_back_grouped_by_image_and_the_files_are_removed():

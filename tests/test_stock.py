@@ -21,13 +21,13 @@ from skimage import data as skdata
 from typer.testing import CliRunner
 
 import repcam
-from repcam.backbones import IMAGENET_MEAN, IMAGENET_STD
-from repcam.cam import ContrastTarget, MultiLayerGradCAM
 from repcam.cli import app
-from repcam.layers import resolve_layers
+from repcam.engine.cam import ContrastTarget, MultiLayerGradCAM
+from repcam.engine.layers import resolve_layers
+from repcam.models.backbones import IMAGENET_MEAN, IMAGENET_STD
+from repcam.models.tinycnn import TinyCNN
 from repcam.stock import METHODS, StockExplainer
 from repcam.stock_model import StockError, load_stock_model
-from repcam.tinycnn import TinyCNN
 
 LITE0 = "tf_efficientnet_lite0"
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -3,10 +3,10 @@ import gc
 import pytest
 import torch
 
-from repcam.backbones import Preprocess
 from repcam.data.base import DataError
 from repcam.data.partsworld import PartsWorld
-from repcam.train import ImageCache
+from repcam.models.backbones import Preprocess
+from repcam.models.train import ImageCache
 
 
 class _Broken(PartsWorld):

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-import repcam.units as U
-from repcam.train import FitResult
-from repcam.units import ModelSpec, PairTraining, backbone_state, train_pair
+import repcam.pipeline.units as U
+from repcam.models.train import FitResult
+from repcam.pipeline.units import ModelSpec, PairTraining, backbone_state, train_pair
 
 
 @pytest.mark.parametrize("name", ["tiny_cnn", "tiny_cnn_s8", "resnet18"])

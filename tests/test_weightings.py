@@ -8,12 +8,12 @@ import torch
 import torchvision
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from repcam.backbones import build_classifier
-from repcam.cam import CAMError, MultiLayerGradCAM
-from repcam.fusion import normalize_maps
-from repcam.layers import auto_layers
-from repcam.tinycnn import TinyCNN
-from repcam.weightings import WEIGHTINGS, eigengradcam, hirescam, orient_projection, register_weighting
+from repcam.engine.cam import CAMError, MultiLayerGradCAM
+from repcam.engine.fusion import normalize_maps
+from repcam.engine.layers import auto_layers
+from repcam.engine.weightings import WEIGHTINGS, eigengradcam, hirescam, orient_projection, register_weighting
+from repcam.models.backbones import build_classifier
+from repcam.models.tinycnn import TinyCNN
 
 PEERS = {
     "gradcam": pytorch_grad_cam.GradCAM,

@@ -13,12 +13,12 @@ from rich.markup import escape
 
 from repcam.config import ConfigError, demo_config, load_config, validate
 from repcam.data.base import DataError
-from repcam.layout import ABLATION_MD, RunDir
-from repcam.rundir import RunDirLocked, locked
-from repcam.storage import ArtefactError, check_writable, slug
+from repcam.store.layout import ABLATION_MD, RunDir
+from repcam.store.rundir import RunDirLocked, locked
+from repcam.store.storage import ArtefactError, check_writable, slug
 
-if TYPE_CHECKING:  # repcam.run (timm, the engine) is imported only once a run starts: config errors come back fast
-    from repcam.run import Run
+if TYPE_CHECKING:  # repcam.pipeline.run (timm, the engine) is imported only once a run starts: config errors come back fast
+    from repcam.pipeline.run import Run
 
 app = typer.Typer(add_completion=False, help="Class activation maps by representative class selection and multi-layer fusion.")
 console = Console(stderr=True, soft_wrap=True)  # never wrap: an error stays one line in a log or pipe
@@ -44,7 +44,7 @@ def _fail(message: object) -> typer.Exit:
 
 
 def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
-    from repcam.run import Run, RunError
+    from repcam.pipeline.run import Run, RunError
 
     with ExitStack() as stack:  # one lock over the run and its report: no other writer in between
         try:
@@ -54,7 +54,7 @@ def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
         except (ConfigError, DataError, RunError, RunDirLocked, ValueError, FileNotFoundError) as e:
             raise _fail(e) from None
         try:
-            from repcam.report import write_report
+            from repcam.reporting.report import write_report
 
             console.print(f"report: {write_report(run_dir)}")
         except Exception as e:  # noqa: BLE001 - the results are on disk; a failed report must not fail the run
@@ -83,7 +83,7 @@ def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: i
             typer.echo(RunDir(run_dir).result(split, ABLATION_MD).read_text())
         console.print(f"results in {run_dir}/results, total {run.timings.get('total', 0):.0f} s")
         return
-    from repcam.seeds import seed_configs, seed_dirs, write_seed_tables
+    from repcam.pipeline.seeds import seed_configs, seed_dirs, write_seed_tables
 
     seed_list = [cfg.seed + k for k in range(seeds)]
     dirs = seed_dirs(run_dir, seed_list)
@@ -137,8 +137,8 @@ def report(
     screenshot: Optional[Path] = typer.Option(None, help="Also save a PNG screenshot of the page's top (needs Chromium)."),
 ) -> None:
     """Write RUN_DIR/report.html: one self-contained page (tables, figures, config, timings; no network, no JS)."""
-    from repcam.browser import screenshot as take_screenshot
-    from repcam.report import write_report
+    from repcam.reporting.browser import screenshot as take_screenshot
+    from repcam.reporting.report import write_report
 
     with ExitStack() as stack:
         try:
@@ -180,7 +180,7 @@ def explain(
 ) -> None:
     """Overlay figures, one per image and class: a finished run's maps (--run) or a stock model's (--model)."""
     from repcam.explain import Explainer, ExplainError
-    from repcam.figures import FORMATS
+    from repcam.reporting.figures import FORMATS
 
     # Every argument is checked before a model is loaded or a map computed.
     fmt = fmt.lower().lstrip(".")
@@ -262,8 +262,8 @@ def score(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Score CAM methods against a data set's masks and the model: mIoU, PxAP, deletion/insertion, ROAD, Average Drop, MaxBoxAccV2."""
-    from repcam.score import make_extractor, resolve_inputs, score_maps
-    from repcam.train import resolve_device
+    from repcam.evaluation.score import make_extractor, resolve_inputs, score_maps
+    from repcam.models.train import resolve_device
 
     for key, value in (("--steps", steps), ("--batch-size", batch_size), ("--max-images", max_images)):
         if value is not None and value < 1:
@@ -301,7 +301,7 @@ def tables(
     out: Optional[Path] = typer.Option(None, help="Also write the table to a .md or .csv file."),
 ) -> None:
     """The paper's Table 4 / Table 5 layouts from finished runs' results/<split>/ablation.json (nothing recomputed)."""
-    from repcam.paper_tables import PaperTableError, compose
+    from repcam.reporting.paper_tables import PaperTableError, compose
 
     if out is not None and out.suffix.lower() not in (".md", ".csv"):
         raise _fail(f"--out {out}: the file must end in .md or .csv")

@@ -17,9 +17,9 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, from PyPI (a dependency there)
     import tomli as tomllib
 
-from repcam import methods as _methods
+from repcam.method import methods as _methods
 
-# The config's choices come from the method registries (repcam.methods): a registered method is a valid value.
+# The config's choices come from the method registries (repcam.method.methods): a registered method is a valid value.
 SELECTION_METHODS = _methods.SELECTIONS.keys()
 VARIANTS = _methods.VARIANTS.keys()
 BASELINES = tuple(_methods.TRAINED_BASELINES)
@@ -92,7 +92,7 @@ class PairConfig:
     # multiclass: the trained multi-class model's weights, head excluded (for backbones without pretrained weights)
     init: str = "pretrained"
     # Partial fine-tuning: freeze the backbone up to this stage (e.g. blocks.2, layer2) and train only the rest, on
-    # trunk features cached once per image and flip (repcam.featcache); null: every layer trains (full fine-tuning).
+    # trunk features cached once per image and flip (repcam.models.featcache); null: every layer trains (full fine-tuning).
     freeze_until: str | None = None
 
 
@@ -106,7 +106,7 @@ class SelectionConfig:
 
 @dataclass
 class GridConfig:
-    """The evaluation grid (repcam.grid): every map source x weighting x layer fusion as one row of grid.csv."""
+    """The evaluation grid (repcam.pipeline.grid): every map source x weighting x layer fusion as one row of grid.csv."""
 
     weightings: list[str] = field(default_factory=lambda: ["gradcam", "layercam", "gradcampp", "xgradcam"])
     fusions: list[str] = field(default_factory=lambda: ["last", "paper", "mean", "layercam"])
@@ -148,7 +148,7 @@ class RunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
-    # Trained baselines of the paper's Table 5 (repcam.baselines), rows "ACoL" / "CBAM (Grad-CAM)"; empty: none.
+    # Trained baselines of the paper's Table 5 (repcam.models.baselines), rows "ACoL" / "CBAM (Grad-CAM)"; empty: none.
     baselines: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -268,7 +268,7 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         if bad:
             fail(key, f"has unknown {key.split('.')[-1].removesuffix('s')} {bad[0]!r}; choose from {', '.join(allowed)}")
     if cfg.evaluation.grid is not None:
-        from repcam.grid import check_grid  # lazy: it imports torch
+        from repcam.pipeline.grid import check_grid  # lazy: it imports torch
 
         check_grid(cfg.evaluation.grid, fail)
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
@@ -338,7 +338,7 @@ def _leaves(obj: Any, where: str = "") -> typing.Iterator[tuple[str, Any]]:
 
 def _min_input_size(backbone: str) -> int:
     """The backbone's output stride: 8 or 16 for the tiny CNNs, 32 for the torchvision and timm CNNs."""
-    from repcam.backbones import TINY_CNNS
+    from repcam.models.backbones import TINY_CNNS
 
     return 8 * TINY_CNNS[backbone] if backbone in TINY_CNNS else 32
 

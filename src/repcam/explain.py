@@ -17,18 +17,18 @@ import torch
 import yaml
 from PIL import Image
 
-from repcam.backbones import Preprocess
-from repcam.cam import MultiLayerGradCAM
 from repcam.config import ConfigError, load_config
 from repcam.data.base import DataError
 from repcam.data.images import DISPLAY_SIDE, for_display, read_image, to_rgb8
-from repcam.layout import MULTICLASS_MODEL, RunDir
-from repcam.methods import Method, paper_rows
-from repcam.representative import RepresentativeCAM
-from repcam.rundir import ClassFiles, stale_reason
-from repcam.storage import ArtefactError, load_error_message, read_json, verify
-from repcam.train import resolve_device
-from repcam.units import ModelSpec
+from repcam.engine.cam import MultiLayerGradCAM
+from repcam.method.methods import Method, paper_rows
+from repcam.method.representative import RepresentativeCAM
+from repcam.models.backbones import Preprocess
+from repcam.models.train import resolve_device
+from repcam.pipeline.units import ModelSpec
+from repcam.store.layout import MULTICLASS_MODEL, RunDir
+from repcam.store.rundir import ClassFiles, stale_reason
+from repcam.store.storage import ArtefactError, load_error_message, read_json, verify
 
 
 class ExplainError(ValueError):
@@ -65,7 +65,7 @@ class Explanation:
 
     def save(self, path: str | Path, fmt: str | None = None) -> Path:
         """The overlay figure: image | each representative map | fused map | Grad-CAM."""
-        from repcam.figures import overlay_grid
+        from repcam.reporting.figures import overlay_grid
 
         title = f"{self.cls} (p={self.score:.2f}): {self.method} over {len(self.representative_maps)} representative classes"
         return overlay_grid(self.image, self.panels(), None, path, title=title, fmt=fmt)

@@ -24,13 +24,13 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from repcam.cam import CAMError, ContrastTarget, MultiLayerGradCAM, Target
 from repcam.data.base import DataError
 from repcam.data.images import read_image, to_rgb8
-from repcam.layers import LayerError, LayerSpec, resolve_layers
+from repcam.engine.cam import CAMError, ContrastTarget, MultiLayerGradCAM, Target
+from repcam.engine.layers import LayerError, LayerSpec, resolve_layers
+from repcam.models.train import resolve_device
 from repcam.stock_model import StockError, StockModel, as_stock_model, short_name
-from repcam.storage import atomic_write, slug
-from repcam.train import resolve_device
+from repcam.store.storage import atomic_write, slug
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -38,7 +38,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass(frozen=True)
 class Method:
-    """How one method computes its map with :class:`~repcam.cam.MultiLayerGradCAM`.
+    """How one method computes its map with :class:`~repcam.engine.cam.MultiLayerGradCAM`.
 
     ``auto``: what ``layers="auto"`` means for it (``"last"``: the deepest of the paper's layers, i.e. the classic
     single-layer map; ``"all"``: every stage). ``contrast``: target ``y_c - gamma * mean(y_rivals)`` instead of ``y_c``.
@@ -146,7 +146,7 @@ class StockExplanation:
 
     def figure(self, k: int = 0):
         """The overlay figure of class ``k`` (a matplotlib Figure: the image and the map over it)."""
-        from repcam.figures import overlay_grid
+        from repcam.reporting.figures import overlay_grid
 
         title = f"{short_name(self.classes[k])} (#{self.indices[k]}, p={self.scores[k]:.2f})"
         label = METHODS[self.method].label if self.method in METHODS else self.method
@@ -155,7 +155,7 @@ class StockExplanation:
     def save(self, folder: str | Path, stem: str = "image", fmt: str = "png", npy: bool = False) -> list[Path]:
         """Write one overlay figure per class (``<stem>_<index>_<name>.<fmt>``) and, with ``npy``, the map as float32
         ``.npy`` beside it; atomically. Returns the figure paths."""
-        from repcam.figures import FORMATS
+        from repcam.reporting.figures import FORMATS
 
         fmt = fmt.lower().lstrip(".")
         if fmt not in FORMATS:
@@ -328,7 +328,7 @@ def explain_files(
 ) -> list[Path]:
     """``repcam explain IMAGE... --model NAME``: every argument validated first (images, method, format, weights,
     classes, layers), then the images in batches with a progress bar; one figure per image and class in ``out``."""
-    from repcam.figures import FORMATS
+    from repcam.reporting.figures import FORMATS
 
     if method not in METHODS:
         raise StockError(f"unknown --method {method!r}; with --model choose one of {', '.join(METHODS)}")

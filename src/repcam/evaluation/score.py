@@ -1,0 +1,356 @@
+"""Score maps from any extractor against a data set's masks and the model: ``repcam score`` and :func:`score_maps`.
+
+    from repcam.evaluation.score import score_maps, make_extractor
+    result = score_maps({"gradcam": make_extractor("gradcam", model), "mine": my_fn}, dataset, model,
+                        transform=to_tensor)
+    print(result.markdown())
+
+An extractor is any callable ``(images (B, 3, H, W), class indices (B,)) -> (B, H, W)`` maps (tensor or array).
+Each map is min-max normalised per record (a constant map is clipped to [0, 1]). Records are the (image, class)
+pairs of the data set (every class of an image's labels). Metrics (definitions in :mod:`repcam.evaluation.faithfulness`):
+mIoU at T = 0.15 and PxAP (:class:`repcam.evaluation.metrics.IoUAccumulator`, maps resized to the mask), deletion and
+insertion AUC, ROAD MoRF and LeRF, Average Drop and Increase in Confidence (%), MaxBoxAccV2 (%, at the model's
+input resolution, the mask resized by nearest neighbour). Every method after the first gets its difference to the
+first with a paired 95% bootstrap interval over images (PxAP: point difference only, it is not a per-record mean).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from repcam.data.base import IGNORE_INDEX, SegDataset
+from repcam.evaluation import faithfulness as fm
+from repcam.evaluation.bootstrap import paired_bootstrap
+from repcam.evaluation.metrics import DEFAULT_THRESHOLD, IoUAccumulator
+
+Extractor = Callable[[torch.Tensor, torch.Tensor], Any]
+
+REPCAM_METHODS: dict[str, tuple[str, str, str]] = {
+    # name: (weighting, layer fusion, auto layers: the deepest one or all stages); as repcam.stock.METHODS
+    "gradcam": ("gradcam", "mean", "last"),
+    "layercam": ("layercam", "mean", "all"),
+    "gradcampp": ("gradcampp", "mean", "last"),
+    "xgradcam": ("xgradcam", "mean", "last"),
+    "hirescam": ("hirescam", "mean", "last"),
+    "paper": ("gradcam", "paper", "all"),
+}
+"""repcam's methods by name; ``pgc:<Class>`` names wrap pytorch-grad-cam's classes instead."""
+
+METRICS: tuple[tuple[str, str, str], ...] = (
+    # key, column title, which direction is better
+    ("miou", f"mIoU@{DEFAULT_THRESHOLD}", "higher"),
+    ("pxap", "PxAP", "higher"),
+    ("deletion", "deletion AUC", "lower"),
+    ("insertion", "insertion AUC", "higher"),
+    ("road_morf", "ROAD MoRF", "lower"),
+    ("road_lerf", "ROAD LeRF", "higher"),
+    ("avg_drop", "Avg Drop %", "lower"),
+    ("avg_increase", "Avg Increase %", "higher"),
+    ("maxboxacc_v2", "MaxBoxAccV2 %", "higher"),
+)
+
+
+class ScoreError(ValueError):
+    """A method name, model, data set or option that cannot be scored; the message names it."""
+
+
+def make_extractor(name: str, model: nn.Module) -> Extractor:
+    """An extractor by name: one of :data:`REPCAM_METHODS`, or ``pgc:<Class>`` (e.g. ``pgc:GradCAM``) for a
+    pytorch-grad-cam CAM class on the model's deepest auto layer (needs the optional ``grad-cam`` package)."""
+    from repcam.engine.cam import CAMError, MultiLayerGradCAM
+    from repcam.engine.layers import LayerError, resolve_layers
+
+    try:
+        deepest = resolve_layers(model, "auto")[-1]
+        if name in REPCAM_METHODS:
+            weighting, fusion, auto = REPCAM_METHODS[name]
+            cam = MultiLayerGradCAM(model, [deepest[0]] if auto == "last" else "auto", fusion=fusion, weighting=weighting)
+            return lambda x, cls: cam(x, [int(c) for c in cls]).fused
+    except (LayerError, CAMError) as e:
+        raise ScoreError(f"method {name!r}: {e}") from None
+    if name.startswith("pgc:"):
+        try:
+            import pytorch_grad_cam
+            from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        except ImportError:
+            raise ScoreError(f"method {name!r} needs pytorch-grad-cam: pip install grad-cam") from None
+        cls_name = name[4:]
+        pgc_cls = getattr(pytorch_grad_cam, cls_name, None)
+        if not isinstance(pgc_cls, type):
+            raise ScoreError(f"method {name!r}: pytorch_grad_cam has no class {cls_name!r} (e.g. pgc:GradCAM, pgc:LayerCAM)")
+        pgc = pgc_cls(model=model, target_layers=[deepest[1]])
+
+        def extract(x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(pgc(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in cls]))
+
+        return extract
+    raise ScoreError(f"unknown method {name!r}; choose from {', '.join(REPCAM_METHODS)} or pgc:<pytorch-grad-cam class>")
+
+
+def _normalise(maps: Any, shape: tuple[int, int, int], name: str) -> torch.Tensor:
+    """(B, H, W) float32 maps in [0, 1]: min-max per map; a constant map is clipped to [0, 1]."""
+    m = torch.as_tensor(np.asarray(maps.detach().cpu() if torch.is_tensor(maps) else maps), dtype=torch.float32)
+    if tuple(m.shape) != shape:
+        raise ScoreError(f"method {name!r} returned maps of shape {tuple(m.shape)}, expected {shape}")
+    if not torch.isfinite(m).all():
+        raise ScoreError(f"method {name!r} returned NaN or inf in its maps")
+    flat = m.reshape(len(m), -1)
+    lo, hi = flat.min(1).values[:, None, None], flat.max(1).values[:, None, None]
+    span = hi - lo
+    return torch.where(span > 0, (m - lo) / span.clamp_min(1e-12), m.clamp(0, 1))
+
+
+@dataclass
+class ScoreResult:
+    """Per-record values of every method and metric, and the summary table against the first method."""
+
+    methods: list[str]
+    image_ids: list[str]
+    values: dict[str, dict[str, np.ndarray]]  # method -> metric -> (N,) per-record values
+    summary: dict[str, dict[str, float]]  # method -> metric -> value (the table's number)
+    intervals: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)  # method -> metric -> diff, lo, hi
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per (method, metric): value, difference to the first method and its interval (None where none)."""
+        out = []
+        for m in self.methods:
+            for key, title, better in METRICS:
+                d = self.intervals.get(m, {}).get(key)
+                out.append({"method": m, "metric": key, "title": title, "better": better, "value": _num(self.summary[m][key]),
+                            "diff": _num(d[0]) if d else None, "low": _num(d[1]) if d else None, "high": _num(d[2]) if d else None})
+        return out
+
+    def markdown(self) -> str:
+        """The table: one row per method, one column per metric; rows after the first add `diff [low, high]` vs it."""
+        head = "| method | " + " | ".join(f"{t} ({'↑' if b == 'higher' else '↓'})" for _, t, b in METRICS) + " |"
+        lines = [head, "|---|" + "---:|" * len(METRICS)]
+        for m in self.methods:
+            cells = []
+            for key, _, _ in METRICS:
+                v, d = self.summary[m][key], self.intervals.get(m, {}).get(key)
+                cell = _fmt(v)
+                if d is not None:
+                    cell += f" ({d[0]:+.3f}" + (f" [{d[1]:+.3f}, {d[2]:+.3f}])" if not math.isnan(d[1]) else ")")
+                cells.append(cell)
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        n = len(self.image_ids)
+        lines.append(f"\n{n} records ((image, class) pairs) on {len(set(self.image_ids))} images; in brackets: difference to "
+                     f"{self.methods[0]} with a paired 95% bootstrap interval over images (PxAP: point difference only).")
+        return "\n".join(lines) + "\n"
+
+    def write(self, path: Path) -> Path:
+        """Write the table as .md, .csv or .json (by suffix), atomically."""
+        from repcam.store.storage import atomic_write
+
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            text = json.dumps({"records": len(self.image_ids), "reference": self.methods[0], "rows": self.rows()}, indent=2)
+        elif suffix == ".csv":
+            import csv
+            import io
+
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=["method", "metric", "title", "better", "value", "diff", "low", "high"])
+            w.writeheader()
+            w.writerows(self.rows())
+            text = buf.getvalue()
+        else:
+            text = self.markdown()
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return path
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or math.isnan(v) else float(v)
+
+
+def _fmt(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.3f}"
+
+
+def score_maps(
+    extractor: Extractor | Mapping[str, Extractor],
+    dataset: SegDataset,
+    model: nn.Module,
+    transform: Callable[[Image.Image], torch.Tensor],
+    *,
+    class_map: Sequence[int] | None = None,
+    max_images: int | None = None,
+    batch_size: int = 8,
+    steps: int = fm.DEFAULT_STEPS,
+    road_percentiles: Sequence[float] = fm.ROAD_PERCENTILES,
+    box_thresholds: Sequence[float] = fm.BOX_CAM_THRESHOLDS,
+    n_boot: int = 1000,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> ScoreResult:
+    """Score one extractor (or a dict name -> extractor) on every (image, class) record of ``dataset``.
+
+    ``transform``: a PIL image -> the model's normalised (3, S, S) input. ``class_map[k]``: the model output of the
+    data set's class k (default: the identity). ROAD's noise is drawn after ``torch.manual_seed(seed)``.
+    """
+    extractors = dict(extractor) if isinstance(extractor, Mapping) else {"method": extractor}
+    if not extractors:
+        raise ScoreError("no method to score")
+    cmap = list(range(dataset.num_classes)) if class_map is None else [int(c) for c in class_map]
+    if len(cmap) != dataset.num_classes:
+        raise ScoreError(f"class_map has {len(cmap)} entries but the data set has {dataset.num_classes} classes")
+    n_images = len(dataset) if max_images is None else min(len(dataset), int(max_images))
+    records = [(i, c) for i in range(n_images) for c in sorted(dataset.samples[i].labels)]
+    if not records:
+        raise ScoreError("the data set has no (image, class) record to score")
+    model = model.to(device)
+    torch.manual_seed(seed)
+    accs = {m: IoUAccumulator(dataset.num_classes) for m in extractors}
+    vals: dict[str, dict[str, list[float]]] = {m: {k: [] for k, _, _ in METRICS if k not in ("miou", "pxap")} for m in extractors}
+    box_rows: dict[str, list[np.ndarray]] = {m: [] for m in extractors}
+    ids: list[str] = []
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("scoring", total=len(records))
+    try:
+        cache: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
+        for s in range(0, len(records), batch_size):
+            chunk = records[s : s + batch_size]
+            for i, _ in chunk:
+                if i not in cache:
+                    cache = {k: v for k, v in cache.items() if k >= chunk[0][0]}  # keep only this chunk's images
+                    cache[i] = (transform(dataset.image(i)), dataset.mask(i))
+            x = torch.stack([cache[i][0] for i, _ in chunk]).to(device)
+            cls = torch.tensor([cmap[c] for _, c in chunk], device=device)
+            size = tuple(x.shape[-2:])
+            ids += [dataset.samples[i].id for i, _ in chunk]
+            for name, fn in extractors.items():
+                maps = _normalise(fn(x, cls), (len(chunk), *size), name).to(device)
+                for (i, c), m in zip(chunk, maps.cpu().numpy()):
+                    mask = cache[i][1]
+                    accs[name].add(dataset.samples[i].id, c, m, mask)
+                    small = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=size, mode="nearest")[0, 0].numpy()
+                    box_rows[name].append(fm.box_correct(m, (small == c + 1) & (small != IGNORE_INDEX), box_thresholds))
+                v = vals[name]
+                v["deletion"] += fm.deletion_auc(model, x, maps, cls, steps).tolist()
+                v["insertion"] += fm.insertion_auc(model, x, maps, cls, steps).tolist()
+                v["road_morf"] += fm.road(model, x, maps, cls, "morf", road_percentiles).tolist()
+                v["road_lerf"] += fm.road(model, x, maps, cls, "lerf", road_percentiles).tolist()
+                drop, inc = fm.average_drop_increase(model, x, maps, cls)
+                v["avg_drop"] += (100 * drop).tolist()
+                v["avg_increase"] += (100 * inc).tolist()
+            if bar is not None:
+                bar.update(task, advance=len(chunk))
+    finally:
+        if bar is not None:
+            bar.stop()
+    methods = list(extractors)
+    values: dict[str, dict[str, np.ndarray]] = {}
+    summary: dict[str, dict[str, float]] = {}
+    for m in methods:
+        values[m] = {k: np.asarray(v, dtype=np.float64) for k, v in vals[m].items()}
+        box, _, per_record = fm.max_box_acc_v2(np.stack(box_rows[m]))
+        values[m]["maxboxacc_v2"] = 100 * per_record
+        summary[m] = {k: float(v.mean()) for k, v in values[m].items()}
+        summary[m]["maxboxacc_v2"] = 100 * box
+        summary[m]["miou"] = accs[m].miou()
+        summary[m]["pxap"] = accs[m].mpxap()
+    intervals: dict[str, dict[str, tuple[float, float, float]]] = {}
+    ref = methods[0]
+    for m in methods[1:]:
+        intervals[m] = {k: fm.paired_difference(values[m][k], values[ref][k], ids, n_boot=n_boot, seed=seed) for k in values[m]}
+        intervals[m]["miou"] = tuple(float(v) for v in paired_bootstrap(accs[m], accs[ref], n_boot=n_boot, seed=seed))  # type: ignore[assignment]
+        intervals[m]["pxap"] = (summary[m]["pxap"] - summary[ref]["pxap"], float("nan"), float("nan"))
+    return ScoreResult(methods, ids, values, summary, intervals)
+
+
+# ---------------------------------------------------------------------------------------------- command-line inputs
+
+
+@dataclass
+class ScoreInputs:
+    """What ``repcam score`` resolved from its arguments: the data set, the model, its input transform, the class map."""
+
+    dataset: SegDataset
+    model: nn.Module
+    transform: Callable[[Image.Image], torch.Tensor]
+    class_map: list[int]
+
+
+def resolve_inputs(
+    *,
+    config: Path | None = None,
+    folder: Path | None = None,
+    split: str | None = None,
+    model: str | None = None,
+    weights: Path | None = None,
+    run: Path | None = None,
+    input_size: int | None = None,
+) -> ScoreInputs:
+    """The data set (a run config's ``data`` section, the run's own config, or a folder data set) and the model (a
+    stock timm/torchvision name with offline weights, or a run's multi-class model). Errors are one-line
+    :class:`ScoreError` / ``ValueError`` messages naming the file or argument."""
+    from repcam.config import load_config
+    from repcam.data import load_dataset
+
+    if (model is None) == (run is None):
+        raise ScoreError("pass exactly one of --model (a stock timm/torchvision model) or --run (a run's multi-class model)")
+    if weights is not None and model is None:
+        raise ScoreError("--weights applies to --model only")
+    if input_size is not None and (model is None or input_size < 8):
+        raise ScoreError(f"--input-size applies to --model only and must be >= 8, got {input_size}")
+    if config is not None and folder is not None:
+        raise ScoreError("pass at most one of --config and --folder")
+    if run is not None and not Path(run).is_dir():
+        raise ScoreError(f"run directory {run} does not exist")
+    if config is None and folder is None and run is not None:
+        from repcam.config import run_config_path
+
+        config = run_config_path(run)
+        if not config.is_file():  # not "config file RUN/config.yaml does not exist": say what RUN lacks
+            raise ScoreError(f"{run} is not a run directory: it has no config.resolved.yaml or config.yaml "
+                             "(pass a run directory from `repcam run`/`repcam demo`, or the data set with --config/--folder)")
+    if folder is not None:
+        dataset = load_dataset("folder", str(folder), split)  # type: ignore[arg-type]
+    elif config is not None:
+        from repcam.data.base import DataError
+
+        d = load_config(config).data
+        options = {**d.options, **d.eval_options.get(split or d.eval_splits[0], {})}
+        try:
+            dataset = load_dataset(d.kind, d.root, split or d.eval_splits[0], d.classes, **options)
+        except DataError as e:  # e.g. "data folder not found: X": say which config's data section points there
+            raise ScoreError(f"{config}: data: {e}") from None
+    else:
+        raise ScoreError("pass a data set: --folder DIR or --config CONFIG (or --run, whose config is used)")
+    if run is not None:
+        from repcam.explain import Explainer
+
+        ex = Explainer(run, device="cpu")
+        missing = [c for c in dataset.class_names if c not in ex.classes]
+        if missing:
+            raise ScoreError(f"the data set's class {missing[0]!r} is not a class of the run {run} ({', '.join(ex.classes)})")
+        pre = ex.preprocess
+        return ScoreInputs(dataset, ex.mc_model, lambda im: pre.to_tensor(im), [ex.classes.index(c) for c in dataset.class_names])
+    from repcam.stock_model import load_stock_model
+
+    sm = load_stock_model(str(model), str(weights) if weights is not None else None)
+    if input_size is not None:  # e.g. a small model on small images: the maps and every perturbation get cheaper
+        sm.data_config = {**sm.data_config, "input_size": (3, int(input_size), int(input_size))}
+    if len(sm.class_names) == dataset.num_classes and sm.class_names[0] == "class 0":
+        cmap = list(range(dataset.num_classes))  # an unnamed head of the data set's size: output k is class k
+    else:
+        cmap = [sm.class_index(c) for c in dataset.class_names]
+    return ScoreInputs(dataset, sm.model, lambda im: sm.transform(im.convert("RGB")), cmap)

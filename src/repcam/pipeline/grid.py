@@ -1,0 +1,255 @@
+"""The evaluation grid (issue 15): map source x gradient weighting x layer fusion, every cell a row.
+
+Everything comes from the run's multi-class (baseline) model; no model is trained. Per (source, weighting) one
+forward and backward pass gives the per-layer maps, and every requested layer fusion of them is stored as a map
+kind of one record file ``maps/<split>/grid__<source>__<weighting>.npz`` (keyed like ``multiclass.npz``, so a
+rerun reuses it). The rows are evaluated by :func:`repcam.evaluation.evaluate.evaluate_split` together with the ablation's
+(same accumulators, same paired intervals against Grad-CAM and the strongest baseline) and then split off into
+``results/<split>/grid.{csv,json,md}``: the ablation tables stay exactly as without the grid.
+
+Sources: ``multiclass`` (the class's own logit), ``contrast`` (:class:`~repcam.engine.cam.ContrastTarget` against each
+selection's representative classes, as the ``contrast`` variant), ``topk-contrast`` (against the k classes the
+model itself scores highest on that image, target excluded; k = ``selection.n``; needs no B).
+The pair-model source (``pairs``: each pair model's maps fused over the representatives) is :mod:`repcam.pipeline.grid_pairs`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from repcam.engine.cam import ContrastTarget, MultiLayerGradCAM
+from repcam.engine.fusion import fuse_layers
+from repcam.models.train import ImageCache
+from repcam.pipeline.maps import _shrink
+from repcam.store.records import RecordFile, RecordWriter
+from repcam.store.storage import Artefact, config_key, slug, write_json, write_text
+
+GRID_FUSIONS = ("last", "paper", "mean", "sum", "layercam")  # "last": the deepest layer alone
+GRID_SOURCES = ("multiclass", "contrast", "topk-contrast", "pairs")  # "pairs": repcam.pipeline.grid_pairs
+
+
+def check_grid(grid: Any, fail: Callable[[str, str], None]) -> None:
+    """Config validation of ``evaluation.grid``: known, non-empty, distinct names (``fail(key, message)`` raises)."""
+    from repcam.engine.weightings import WEIGHTINGS
+
+    for name, allowed in (("weightings", tuple(WEIGHTINGS)), ("fusions", GRID_FUSIONS), ("sources", GRID_SOURCES)):
+        values = getattr(grid, name)
+        key = f"evaluation.grid.{name}"
+        if not values:
+            fail(key, f"must not be empty; choose from {', '.join(allowed)}")
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            fail(key, f"has unknown {name.removesuffix('s')} {bad[0]!r}; choose from {', '.join(allowed)}")
+        if len(set(values)) != len(values):
+            fail(key, f"lists {next(v for v in values if values.count(v) > 1)!r} twice")
+
+
+def topk_references(logits: torch.Tensor, cls: int, k: int) -> tuple[int, ...]:
+    """The ``k`` classes with the highest logits of one image's ``logits`` row, ``cls`` excluded, highest first.
+
+    Logits rank classes as the model's sigmoid or softmax probabilities do (both are monotonic), so this is the
+    image's own top-k list without B. Ties go to the lower class index (a stable sort), so the choice is deterministic.
+    """
+    order = torch.sort(logits.detach().float(), descending=True, stable=True).indices.tolist()
+    return tuple(c for c in order if c != cls)[:k]
+
+
+@dataclass(frozen=True)
+class TopKContrastTarget:
+    """Target ``y_c - gamma * mean(y_r)`` over the image's own top-``k`` other classes r (:func:`topk_references`),
+    chosen from the logits of the same forward pass. Picklable, usable wherever a target is."""
+
+    cls: int
+    k: int
+    gamma: float = 1.0
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return ContrastTarget(self.cls, topk_references(logits, self.cls, self.k), self.gamma)(logits)
+
+
+@dataclass
+class GridSource:
+    """One map source: its row label, its file stem, what its maps depend on, and its target per (image, class)."""
+
+    kind: str  # one of GRID_SOURCES
+    label: str  # e.g. "multiclass", "contrast S-2", "top-4 contrast"
+    stem: str
+    key: dict[str, Any]
+    target: Callable[[int], Any]  # class -> target (an index or a callable on the logits)
+
+
+def row_name(label: str, weighting: str, fusion: str) -> str:
+    """The grid row of one cell, e.g. ``contrast S-2 [xgradcam, paper]``: source, weighting, layer fusion."""
+    return f"{label} [{weighting}, {fusion}]"
+
+
+def grid_sources(sources: Sequence[str], selections: dict[str, dict[int, Sequence[int]]], class_names: Sequence[str],
+                 n: int, gamma: float) -> list[GridSource]:
+    """The sources of the grid in config order; ``contrast`` gives one per selection of the run."""
+    out: list[GridSource] = []
+    for kind in sources:
+        if kind == "multiclass":
+            out.append(GridSource(kind, "multiclass", "multiclass", {"source": "multiclass"}, lambda c: c))
+        elif kind == "contrast":
+            for sel_name, sel in selections.items():
+                reps = {class_names[c]: [class_names[r] for r in sel[c]] for c in sorted(sel)}
+                out.append(GridSource(kind, f"contrast {sel_name}", f"contrast__{slug(sel_name)}",
+                                      {"source": "contrast", "contrast": reps, "gamma": gamma},
+                                      lambda c, sel=sel: ContrastTarget(c, tuple(sel.get(c, ())), gamma)))
+        elif kind == "topk-contrast":
+            out.append(GridSource(kind, f"top-{n} contrast", f"top{n}-contrast", {"source": "topk-contrast", "k": n, "gamma": gamma},
+                                  lambda c: TopKContrastTarget(c, n, gamma)))
+    return out
+
+
+def extract_grid(model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[tuple[int, int, Any]], device: torch.device,
+                 map_size: int, batch_size: int, weightings: Sequence[str], fusions: Sequence[str],
+                 sinks: dict[str, Callable[[str, np.ndarray], None]], amp: bool = False) -> None:
+    """Stream every fusion in ``fusions`` of each weighting's per-layer maps for ``jobs`` (image, class, target) to
+    ``sinks[weighting]``.
+
+    One forward and backward pass per batch serves all weightings and fusions (arithmetic on the same activations
+    and gradients, :meth:`~repcam.engine.cam.MultiLayerGradCAM.layer_maps`).
+    """
+    model.to(device).eval()
+    cam = MultiLayerGradCAM(model, "auto", amp=amp)
+    for b in range(0, len(jobs), batch_size):
+        chunk = jobs[b : b + batch_size]
+        x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
+        by_weighting, _ = cam.layer_maps(x, [j[2] for j in chunk], weightings)
+        for w, layer_maps in by_weighting.items():
+            for fusion in fusions:
+                maps = layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
+                sinks[w](fusion, _shrink(maps, map_size))
+
+
+@dataclass
+class GridCell:
+    source: GridSource
+    weighting: str
+    art: Artefact
+
+
+@dataclass
+class Grid:
+    """The grid of one evaluation split: its record files, and the rows they give."""
+
+    cells: list[GridCell]
+    fusions: list[str]
+    seconds: float = 0.0  # map extraction time of this call (0 when every file was reused)
+    reused: int = 0
+    rows_meta: dict[str, dict[str, str]] = field(default_factory=dict)  # row name -> source / selection / weighting / fusion
+
+    @classmethod
+    def plan(cls, grid_cfg: Any, paths: Any, split: str, selections: dict, class_names: Sequence[str], n: int, gamma: float,
+             maps_key: dict[str, Any]) -> "Grid":
+        """The multi-class cells of ``evaluation.grid`` for one split (``paths``: the run's RunDir); ``maps_key`` is what every map of the split depends on
+        (the model's checksum included). The fusions are not part of a file's key: a file holding every requested
+        fusion is reused, whatever else it holds."""
+        cells = [GridCell(src, w, Artefact(paths.grid_maps(split, src.stem, w),
+                                           config_key({"grid": src.key, "weighting": w, **maps_key})))
+                 for src in grid_sources(grid_cfg.sources, selections, class_names, n, gamma) for w in grid_cfg.weightings]
+        g = cls(cells, list(grid_cfg.fusions))
+        for cell in cells:
+            for f in g.fusions:
+                sel = cell.source.label.removeprefix("contrast ") if cell.source.kind == "contrast" else ""
+                g.rows_meta[row_name(cell.source.label, cell.weighting, f)] = {
+                    "source": cell.source.kind, "selection": sel, "weighting": cell.weighting, "fusion": f,
+                    "family": f"{cell.source.kind} [{cell.weighting}]"}
+        return g
+
+    def _complete(self, cell: GridCell) -> bool:
+        return cell.art.done() and set(self.fusions) <= set(RecordFile(cell.art.path).kinds)
+
+    def todo(self) -> list[GridCell]:
+        return [c for c in self.cells if not self._complete(c)]
+
+    def extract(self, model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[tuple[int, int, Any]], device: torch.device,
+                map_size: int, batch_size: int, amp: bool = False, progress: Callable[[], None] | None = None) -> None:
+        """Compute every record file not already complete; each one is written atomically when done."""
+        t0 = time.perf_counter()
+        todo = self.todo()
+        self.reused = len(self.cells) - len(todo)
+        by_source: dict[int, list[GridCell]] = {}
+        for cell in todo:  # one pass per source serves all of its weightings
+            by_source.setdefault(id(cell.source), []).append(cell)
+        for cells in by_source.values():
+            src = cells[0].source
+            cj = [(i, c, src.target(c)) for i, c, _ in jobs]
+            writers = {cell.weighting: RecordWriter(cell.art, [j[0] for j in cj], [j[1] for j in cj], self.fusions, map_size)
+                       for cell in cells}
+            try:
+                extract_grid(model, cache, pre, cj, device, map_size, batch_size, list(writers), self.fusions, writers, amp)
+            except BaseException:
+                for writer in writers.values():
+                    writer.discard()
+                raise
+            for cell in cells:
+                writers[cell.weighting].commit(weighting=cell.weighting, source=src.label, fusions=self.fusions)
+                if progress:
+                    progress()
+        self.seconds = time.perf_counter() - t0
+
+    def records(self) -> list[tuple[RecordFile, dict[str, str]]]:
+        """(record file, {row name: map kind}) per cell, for ``evaluate_split(extra_records=...)``."""
+        return [(RecordFile(c.art.path), {row_name(c.source.label, c.weighting, f): f for f in self.fusions}) for c in self.cells]
+
+    def split_off(self, result: Any, rows: list[dict]) -> tuple[Any, list[dict], list[dict]]:
+        """(the result without the grid's accumulators, the ablation's rows, the grid's rows): the ablation's tables
+        are then written from exactly what they would hold without the grid."""
+        from repcam.evaluation.evaluate import SplitResult
+
+        accs = {k: v for k, v in result.accs.items() if k not in self.rows_meta}
+        irn = {k: v for k, v in result.irn.items() if k not in self.rows_meta}
+        base = SplitResult(result.classes, accs, result.pairwise, result.missing_partners, result.topk, irn)
+        grid_rows = [{**r, **self.rows_meta[r["method"]]} for r in rows if r["method"] in self.rows_meta]
+        return base, [r for r in rows if r["method"] not in self.rows_meta], grid_rows
+
+
+GRID_COLUMNS = ["method", "source", "selection", "weighting", "fusion", "miou", "diff", "ci_low", "ci_high", "strongest_baseline",
+                "diff_strongest", "ci_low_strongest", "ci_high_strongest", "per_image_miou", "best_threshold", "best_miou", "pxap",
+                "irn_miou", "irn_bg_threshold"]
+
+
+def best_per_family(rows: Sequence[dict]) -> list[dict]:
+    """The row with the highest mIoU at T of each family (source kind x weighting), in the grid's order.
+
+    Chosen on the evaluated split itself: a selection, not a held-out estimate (see issue 15)."""
+    best: dict[str, dict] = {}
+    for r in rows:
+        if not math.isnan(r["miou"]) and (r["family"] not in best or r["miou"] > best[r["family"]]["miou"]):
+            best[r["family"]] = r
+    return list(best.values())
+
+
+def write_grid(out_dir: Path, split: str, rows: list[dict], grid: Grid, extra: dict | None = None) -> str:
+    """grid.csv (every row, numbers as fractions), grid.json (the rows as summarize gives them) and grid.md (the best
+    row per family, in the ablation's format); returns the Markdown."""
+    from repcam.reporting.tables import ablation_rows, markdown_table
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(GRID_COLUMNS)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r[c])) else r[c] for c in GRID_COLUMNS])
+    write_text(out_dir / "grid.csv", buf.getvalue())
+    write_json(out_dir / "grid.json", {"split": split, "rows": rows, "fusions": grid.fusions, "map_files": len(grid.cells),
+                                       "map_files_reused": grid.reused, "map_seconds": grid.seconds, **(extra or {})})
+    best = best_per_family(rows)
+    header, table = ablation_rows(best)
+    md = (f"## Evaluation grid on {split}: best row per family\n\n{len(rows)} rows (source x weighting x layer fusion) in grid.csv; "
+          "here the row with the highest mIoU at T of each family (source x weighting), chosen on this split itself, so "
+          "the maximum is biased upwards: confirm a choice on a split it was not chosen on. Columns as in ablation.md.\n\n")
+    md += markdown_table(header, table)
+    write_text(out_dir / "grid.md", md)
+    return md

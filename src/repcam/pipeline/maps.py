@@ -1,0 +1,84 @@
+"""Map extraction: every (image, class) map a method needs, computed once and stored compactly on disk."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repcam.engine.cam import MultiLayerGradCAM, zhou_cam
+from repcam.engine.fusion import fuse_layers
+from repcam.models.backbones import Preprocess, gap_fc_parts
+from repcam.models.train import ImageCache
+
+MapRecords = dict[str, np.ndarray]  # "image" (n,), "cls" (n,), then one (n, S, S) float16 array per map kind
+
+
+def _shrink(maps: torch.Tensor, size: int) -> np.ndarray:
+    """(n, H, W) maps in [0, 1] -> (n, size, size) float16; stored maps need not keep input resolution."""
+    if maps.shape[-1] != size or maps.shape[-2] != size:
+        maps = F.interpolate(maps.unsqueeze(1).float(), size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
+    return maps.detach().clamp(0, 1).cpu().numpy().astype(np.float16)
+
+
+def extract(
+    model: nn.Module,
+    cache: ImageCache,
+    pre: Preprocess,
+    jobs: Sequence[tuple[int, int, Any]],
+    device: torch.device,
+    map_size: int,
+    batch_size: int,
+    kinds: Sequence[str],
+    progress: Callable[[int], None] | None = None,
+    sink: Callable[[str, np.ndarray], None] | None = None,
+    amp: bool = False,
+) -> MapRecords:
+    """Maps for ``jobs`` = (image index, class index, target) triples; a target is a logit index or a callable
+    on one image's logits (e.g. :class:`~repcam.engine.cam.ContrastTarget`).
+
+    ``kinds`` picks what to keep: ``last`` (single-layer Grad-CAM at the deepest layer), ``fused`` (the paper's
+    multi-layer map), ``mean`` (mean of the layer maps), ``layercam`` (LayerCAM, mean over layers) and
+    ``cam`` (Zhou et al.'s CAM, when the model ends in GAP + FC).
+    With ``sink``, every chunk goes to ``sink(kind, maps)`` as it is computed (see :class:`repcam.store.records.RecordWriter`)
+    and the returned records hold only "image" and "cls": memory does not grow with the number of jobs.
+    """
+    model.to(device).eval()
+    gradcam = MultiLayerGradCAM(model, "auto", amp=amp)
+    layercam = MultiLayerGradCAM(model, "auto", fusion="mean", weighting="layercam", amp=amp) if "layercam" in kinds else None
+    parts = gap_fc_parts(model) if "cam" in kinds else None
+    out: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+    for b in range(0, len(jobs), batch_size):
+        chunk = jobs[b : b + batch_size]
+        x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
+        targets = [j[2] if callable(j[2]) else int(j[2]) for j in chunk]
+        res = gradcam(x, targets)
+        if "last" in out:
+            out["last"].append(_shrink(res.last, map_size))
+        if "fused" in out:
+            out["fused"].append(_shrink(res.fused, map_size))
+        if "mean" in out:
+            out["mean"].append(_shrink(fuse_layers(res.layer_maps, "mean"), map_size))
+        if layercam is not None:
+            out["layercam"].append(_shrink(layercam(x, targets).fused, map_size))
+        if "cam" in out:
+            if parts is None:
+                out["cam"].append(np.full((len(chunk), map_size, map_size), np.nan, np.float16))
+            else:
+                out["cam"].append(_shrink(zhou_cam(parts[0], parts[1], model, x, targets), map_size))
+        if sink is not None:
+            for k, arrs in out.items():
+                sink(k, arrs.pop())
+        if progress:
+            progress(len(chunk))
+    records: MapRecords = {
+        "image": np.array([j[0] for j in jobs], dtype=np.int32),
+        "cls": np.array([j[1] for j in jobs], dtype=np.int16),
+    }
+    if sink is None:
+        for k, arrs in out.items():
+            records[k] = np.concatenate(arrs) if arrs else np.zeros((0, map_size, map_size), np.float16)
+    return records

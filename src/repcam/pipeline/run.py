@@ -1,0 +1,108 @@
+"""A resumable run: multi-class model -> similarity matrix B -> selections -> pair models -> maps -> tables.
+
+Every step writes an :class:`~repcam.store.storage.Artefact` keyed by the settings it depends on; a rerun skips
+what is complete, and a kill at any moment loses at most the artefact being written.
+
+This module is the recipe only: the shared state is a :class:`~repcam.pipeline.context.RunContext`, each step a stage of
+:mod:`repcam.pipeline.stages` reading its own config section.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+
+from repcam.config import RunConfig
+from repcam.data import SegDataset
+from repcam.models.baselines import train_baselines
+from repcam.models.train import ImageCache
+from repcam.pipeline.context import RunContext, RunError
+from repcam.pipeline.preflight import check_eval_split
+from repcam.pipeline.stages.data import skipped_training_note
+from repcam.pipeline.stages.evaluation import evaluate
+from repcam.pipeline.stages.multiclass import MultiClassStage, pair_budget
+from repcam.pipeline.stages.pairs import PairStage
+from repcam.pipeline.stages.selection import needed_pairs, select
+from repcam.store.rundir import locked
+from repcam.store.storage import write_json, write_text
+
+__all__ = ["Run", "RunError"]
+
+
+class Run(RunContext):
+    """One run of a config in a run directory (``Run(cfg, run_dir).run()``), resumable at every step."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, console: Console | None = None, show_progress: bool = True) -> None:
+        super().__init__(cfg, run_dir, console, show_progress)
+        self.multiclass = MultiClassStage(self)
+        self.pairs = PairStage(self)
+        self.skipped_train = 0  # training images that could not be read (repcam.pipeline.stages.data)
+
+    def run(self) -> dict[str, list[dict]]:
+        """Every step of the run, with the run directory locked against other processes for the whole time."""
+        with locked(self.dir, lambda msg: self.say(f"[yellow]note:[/] {msg}")):
+            return self._run()
+
+    def _run(self) -> dict[str, list[dict]]:
+        t0 = time.perf_counter()
+        # Not config.yaml: `repcam run RUN/config.yaml --run-dir RUN` must keep the user's file (and its comments).
+        write_text(self.paths.resolved_config, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        train = self._load_training()
+        classes = list(train.class_names)
+        cache = ImageCache(train, self.preprocess, crop=True)
+        mc, pairs = self.multiclass, self.pairs
+        mc_model = mc.train(train, cache)
+        B = mc.similarity(mc_model, train, cache)
+        selections = select(self, B, classes)
+        needed = needed_pairs(self, selections, train.num_classes)
+        pairs.set_init(mc_model, train.num_classes, mc.first_model_meta)
+        try:
+            pair_arts = pairs.train(needed, train, cache)
+            pair_compute = mc.pair_compute(pair_arts, lambda p: pairs.sides(p, train, cache))
+            base_model, base_path = mc.train_baseline(mc_model, train, cache, pair_compute)
+            mc.budget_note(base_path, pair_budget(pair_arts.values()), pair_compute, len(pair_arts))
+            baseline_arts = train_baselines(self, mc, train, cache, base_path)
+            self.skipped_train = skipped_training_note(self, train, cache)
+            results = {}
+            for split in self.cfg.data.eval_splits:
+                results[split] = evaluate(self, split, base_model, base_path, pair_arts, selections, baseline_arts, self.skipped_train)
+        finally:
+            self.close_executor()
+        self.timings["total"] = time.perf_counter() - t0
+        write_json(self.paths.timings, self.timings)
+        write_json(self.paths.environment, _environment(self.device))
+        write_json(self.paths.notes, self.notes)
+        write_json(self.paths.budget, self.budget)
+        return results
+
+    def _load_training(self) -> SegDataset:
+        """The training split, with every check that can fail before any training (classes, freeze point, eval splits)."""
+        with self.timed("load data"):
+            train = self.load_split(self.cfg.data.train_split)
+        self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
+        self.multiclass.num_classes = train.num_classes
+        self.pairs.check_classes(train)
+        self.pairs.check_freeze()
+        with self.timed("load data"):
+            for split in self.cfg.data.eval_splits:  # before any training: a bad split file or mask fails in seconds
+                check_eval_split(self.eval_dataset(split), split)
+        return train
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+    }

@@ -1,0 +1,124 @@
+"""Result tables of a run, as Markdown, CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Sequence
+
+from repcam.evaluation.evaluate import BASELINE, BASELINE_ROWS, MC_METHODS, SplitResult
+from repcam.method.methods import VARIANTS, paper_rows, selection_order
+from repcam.store.layout import ABLATION_JSON, ABLATION_MD, PAIRWISE_JSON, PER_CLASS_CSV, SWEEP_CSV
+from repcam.store.storage import write_json, write_text
+
+
+def method_order(names: Sequence[str]) -> list[str]:
+    """Baselines first, then the paper's Table 2 order with +F before +A+F, then the variants per selection
+    (all from the registries of repcam.method.methods); rows no method writes (the grid's) last, sorted."""
+    order = [n for n in [*MC_METHODS, *BASELINE_ROWS.values()] if n in names]
+    for sel in selection_order():
+        order += [m.name for m in paper_rows(sel) if m.name in names]
+    for sel in selection_order():  # the variants beyond the paper after its rows
+        order += [m.name for variant in VARIANTS.values() for m in variant(sel) if m.name in names]
+    return order + sorted(set(names) - set(order))
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _delta(r: dict, suffix: str = "") -> str:
+    if "ci_low" + suffix not in r:
+        return "-"
+    d, lo, hi = r["diff" + suffix], r["ci_low" + suffix], r["ci_high" + suffix]
+    if math.isnan(lo):
+        return f"{100 * d:+.2f}"
+    mark = "" if r["significant" + suffix] else " (n.s.)"
+    return f"{100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{mark}"
+
+
+def ablation_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    by = {r["method"]: r for r in rows}
+    strongest = next((r["strongest_baseline"] for r in rows if "strongest_baseline" in r), None)
+    header = ["Method", "mIoU@T", "Δ vs Grad-CAM [95% CI]"]
+    if strongest and strongest != BASELINE:
+        header.append(f"Δ vs {strongest} (strongest baseline)")
+    header += ["per-image mIoU", "best T", "mIoU@best T", "PxAP", "IRN mIoU (bg t)"]
+    out = []
+    for name in method_order(list(by)):
+        r = by[name]
+        line = [name, _pct(r["miou"]), "baseline" if name == BASELINE else _delta(r)]
+        if strongest and strongest != BASELINE:
+            line.append("strongest baseline" if name == strongest else _delta(r, "_strongest"))
+        irn = f"{_pct(r['irn_miou'])} ({r['irn_bg_threshold']:.2f})" if "irn_miou" in r else "-"
+        line += [_pct(r["per_image_miou"]), f"{r['best_threshold']:.2f}", _pct(r["best_miou"]), _pct(r.get("pxap")), irn]
+        out.append(line)
+    return header, out
+
+
+def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict], notes: Sequence[str], skipped: int = 0,
+                 extra: dict | None = None) -> str:
+    """Write ablation/per-class/sweep/pairwise tables; returns the ablation Markdown. ``extra`` goes into ablation.json."""
+    header, table = ablation_rows(rows)
+    md = f"## Ablation on {split}\n\nmIoU in % at the run's threshold (per class, intersections and unions summed over the split, then averaged); "
+    md += "Δ with a paired 95% bootstrap interval over images (n.s.: interval contains 0), against Grad-CAM (the paper's baseline) "
+    md += "and against the strongest multi-class baseline of this run; best T: the threshold that maximises mIoU; "
+    md += "PxAP: pixel average precision (threshold free, mean over classes); IRN mIoU: the weakly supervised segmentation protocol (argmax over a constant background score and the present "
+    md += "classes' maps, 21-label-style mIoU with background, best background threshold in brackets).\n\n"
+    md += markdown_table(header, table)
+    if notes:
+        md += "\nNotes:\n" + "".join(f"- {n}\n" for n in notes)
+    if skipped:
+        md += f"\n{skipped} evaluation images could not be read and were skipped.\n"
+    write_text(out_dir / ABLATION_MD, md)  # the names readers open come from repcam.store.layout
+    write_text(out_dir / "ablation.csv", _csv(header, table))
+    write_json(out_dir / ABLATION_JSON, {"split": split, "rows": rows, "notes": list(notes), "skipped_images": skipped, **(extra or {})})
+
+    names = method_order(list(result.accs))
+    classes = result.classes
+    pc_header = ["Method"] + classes + ["mean"]
+    pc_rows = []
+    for n in names:
+        ious = result.accs[n].per_class_iou()
+        pc_rows.append([n] + [_pct(v) for v in ious] + [_pct(result.accs[n].miou())])
+    write_text(out_dir / "per_class.md", markdown_table(pc_header, pc_rows))
+    write_text(out_dir / PER_CLASS_CSV, _csv(pc_header, pc_rows))
+
+    strongest = next((r["strongest_baseline"] for r in rows if "strongest_baseline" in r), None)
+    pcd = {r["method"]: r["per_class_strongest"] for r in rows if "per_class_strongest" in r}
+    if strongest and pcd:
+        pcd_rows = []
+        for n in names:
+            if n in pcd:
+                cells = ["-" if d is None else f"{100 * d:+.1f}" + ("" if lo is None or (lo <= 0 <= hi) else "*") for d, lo, hi in pcd[n]]
+                pcd_rows.append([n] + cells)
+        intro = (f"Per-class IoU difference to {strongest} (the strongest multi-class baseline), in points; "
+                 "*: the paired 95% bootstrap interval over images excludes 0.\n\n")
+        write_text(out_dir / "per_class_delta.md", intro + markdown_table(["Method"] + classes, pcd_rows))
+        write_text(out_dir / "per_class_delta.csv", _csv(["Method"] + classes, pcd_rows))
+
+    thresholds = result.accs[names[0]].thresholds if names else []
+    sweep_rows = [[n] + [_pct(result.accs[n].miou(t)) for t in thresholds] for n in names]
+    write_text(out_dir / SWEEP_CSV, _csv(["Method"] + [f"{t:.2f}" for t in thresholds], sweep_rows))
+
+    pw_rows = [[classes[c]] + [("-" if c == s else _pct(result.pairwise[c, s])) for s in range(len(classes))] for c in range(len(classes))]
+    write_text(out_dir / "pairwise.md", "Grad-CAM mIoU of class (row) from the binary model against class (column).\n\n" + markdown_table(["class"] + classes, pw_rows))
+    write_text(out_dir / "pairwise.csv", _csv(["class"] + classes, pw_rows))
+    write_json(out_dir / PAIRWISE_JSON, {"classes": classes, "miou": [[None if math.isnan(v) else v for v in row] for row in result.pairwise.tolist()]})
+    return md

@@ -1,0 +1,167 @@
+"""Map records on disk, written chunk by chunk and read back row by row, so memory does not grow with the data.
+
+A record file is an ordinary uncompressed ``.npz`` ("image" (n,), "cls" (n,), one (n, S, S) float16 array per
+map kind), readable with ``np.load``. Because its members are stored uncompressed, :class:`RecordFile` can
+memory-map a member and copy out only the rows it needs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from repcam.store.storage import Artefact, ArtefactError
+
+# The dtypes repcam writes, per member (older runs: the wider integer and float32 forms). Anything else, above all
+# ``object`` (memory-mapped, its bytes would become object pointers), is refused before a byte is mapped.
+_ALLOWED = {"image": ("int32", "int64"), "cls": ("int16", "int32", "int64")}
+_MAP_DTYPES = ("float16", "float32")
+
+
+def check_dtype(path: Path, name: str, dtype: np.dtype) -> None:
+    """Raise :class:`ArtefactError` unless ``dtype`` is one repcam writes for member ``name`` of a record file."""
+    allowed = _ALLOWED.get(name, _MAP_DTYPES)
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype not in [np.dtype(a) for a in allowed]:
+        raise ArtefactError(f"{path}: member {name!r} has dtype {dtype}, not one repcam writes ({', '.join(allowed)}); "
+                            "the file is damaged or not repcam's")
+
+
+class NpyStream:
+    """One ``.npy`` file of known shape written chunk by chunk along its first axis."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        np.lib.format.write_array_header_2_0(self._f, header)
+        self.rows = 0
+
+    def write(self, chunk: np.ndarray) -> None:
+        chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
+        if chunk.shape[1:] != self.shape[1:]:
+            raise ValueError(f"{self.path.name}: chunk of shape {chunk.shape} for an array of shape {self.shape}")
+        self._f.write(chunk.tobytes())
+        self.rows += len(chunk)
+
+    def close(self) -> None:
+        self._f.close()
+        if self.rows != self.shape[0]:
+            raise ValueError(f"{self.path.name}: {self.rows} rows written, {self.shape[0]} expected")
+
+
+class RecordWriter:
+    """Collects map chunks into per-kind ``.npy`` streams in a scratch folder, then packs them into an artefact."""
+
+    def __init__(self, art: Artefact, image: Sequence[int], cls: Sequence[int], kinds: Sequence[str], map_size: int) -> None:
+        self.art = art
+        art.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=".records-", dir=art.path.parent))
+        n = len(image)
+        self.streams = {k: NpyStream(self.tmp / f"{k}.npy", (n, map_size, map_size), np.float16) for k in kinds}
+        np.save(self.tmp / "image.npy", np.asarray(image, dtype=np.int32))
+        np.save(self.tmp / "cls.npy", np.asarray(cls, dtype=np.int16))
+
+    def __call__(self, kind: str, chunk: np.ndarray) -> None:
+        self.streams[kind].write(chunk)
+
+    def commit(self, **info) -> None:
+        try:
+            for s in self.streams.values():
+                s.close()
+            names = ["image", "cls", *self.streams]
+
+            def pack(p: Path) -> None:
+                with zipfile.ZipFile(p, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                    for name in names:
+                        zf.write(self.tmp / f"{name}.npy", arcname=f"{name}.npy")
+
+            self.art.save(pack, **info)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        for s in self.streams.values():
+            if not s._f.closed:
+                s._f.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class RecordFile:
+    """Read access to a record ``.npz``: "image" and "cls" in memory, map rows copied out on demand."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._members: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
+        try:
+            zf = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ArtefactError(f"{self.path}: not a readable record file ({e})") from None
+        size = self.path.stat().st_size
+        with zf, open(self.path, "rb") as f:
+            for info in zf.infolist():
+                name = info.filename.removesuffix(".npy")
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise ArtefactError(f"{self.path}: member {name} is compressed; record files must be stored uncompressed")
+                f.seek(info.header_offset)
+                local = f.read(30)
+                data = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+                f.seek(data)
+                try:
+                    version = np.lib.format.read_magic(f)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, fortran, dtype = read_header(f)
+                except ValueError as e:
+                    raise ArtefactError(f"{self.path}: member {name} is not a valid .npy array ({e})") from None
+                if fortran:
+                    raise ArtefactError(f"{self.path}: member {name} is Fortran-ordered")
+                check_dtype(self.path, name, dtype)
+                end = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if end > data + info.file_size or end > size:
+                    raise ArtefactError(f"{self.path}: member {name} claims more data than the file holds")
+                self._members[name] = (f.tell(), dtype, shape)
+        self._check_shapes()
+        self.image = self.rows("image")
+        self.cls = self.rows("cls")
+
+    def _check_shapes(self) -> None:
+        """"image" and "cls" (n,), every map (n, S, S): a file that says otherwise is refused, not misread."""
+        for name in ("image", "cls"):
+            if name not in self._members or len(self._members[name][2]) != 1:
+                raise ArtefactError(f"{self.path}: member {name!r} is missing or not one-dimensional")
+        n = self._members["image"][2][0]
+        for name, (_, _, shape) in self._members.items():
+            if shape[:1] != (n,) or (name not in ("image", "cls") and len(shape) != 3):
+                want = f"({n},)" if name in ("image", "cls") else f"({n}, S, S)"
+                raise ArtefactError(f"{self.path}: member {name!r} has shape {shape}, expected {want}")
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        """``"image"``, ``"cls"``, or a whole map array (prefer :meth:`rows`)."""
+        return self.image if key == "image" else self.cls if key == "cls" else self.rows(key)
+
+    def __contains__(self, kind: str) -> bool:
+        return kind in self._members
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in self._members if k not in ("image", "cls")]
+
+    def rows(self, kind: str, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """A copy of ``kind``'s rows ``idx`` (all rows if None); the mapping is closed before returning."""
+        offset, dtype, shape = self._members[kind]
+        if shape[0] == 0:
+            return np.zeros(shape, dtype)
+        mm = np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        try:
+            return np.array(mm if idx is None else mm[np.asarray(idx, dtype=np.int64)])
+        finally:
+            del mm
+
+
+def record_rows(records, kind: str, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of ``kind`` from a :class:`RecordFile` (copied from disk) or an in-memory dict of arrays."""
+    return records.rows(kind, idx) if isinstance(records, RecordFile) else np.asarray(records[kind])[idx]

@@ -1,0 +1,193 @@
+"""Atomic, verifiable artefacts: a run directory never holds a half-written file, and a damaged one is detected."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+
+class ArtefactError(ValueError):
+    """A stored file that cannot be loaded safely; the message names it and says how to recover."""
+
+
+def load_error_message(error: Exception) -> str:
+    """One line for why ``torch.load(..., weights_only=True)`` failed (torch's own refusal message spans many lines)."""
+    if isinstance(error, pickle.UnpicklingError):
+        return "refused by torch.load(weights_only=True): it holds objects other than tensors (unpickling it could run code)"
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via ``write(tmp)`` into a temp file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def write_json_mapping(path: Path, items: Iterable[tuple[str, Callable[[], Any]]]) -> None:
+    """A JSON object written one member at a time (each value built by its callable just before it is written),
+    so a large mapping never exists in memory as a whole."""
+
+    def write(p: Path) -> None:
+        with open(p, "w") as f:
+            f.write("{")
+            for n, (key, make) in enumerate(items):
+                f.write(("," if n else "") + "\n" + json.dumps(key) + ": " + json.dumps(make(), default=_json_default))
+            f.write("\n}\n")
+
+    atomic_write(path, write)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a class or split name (used for artefact paths)."""
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    return keep or "_"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def config_key(obj: Any) -> str:
+    """A short stable hash of the settings an artefact depends on."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_writable(folder: Path) -> None:
+    """Prove a file can be written in ``folder`` (or, if it does not exist yet, in its nearest existing parent,
+    where it would be created), creating nothing that stays: a read-only run directory fails here, before any work,
+    with the OSError naming the path."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+
+
+_verified: dict[Path, tuple[int, int, int]] = {}  # path -> (inode, size, mtime_ns) at its last successful check
+
+
+def verify(path: Path) -> Path:
+    """``path`` if its ``.meta.json`` sidecar exists and holds its SHA-256, else :class:`ArtefactError`.
+
+    Readers of run-directory artefacts call this before trusting a file (a run directory may come from someone
+    else); a file checked once is not hashed again while its inode, size and mtime are unchanged.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ArtefactError(f"{path}: cannot read it ({e.strerror or e})") from None
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if _verified.get(path) == stamp:
+        return path
+    meta_path = path.with_name(path.name + ".meta.json")
+    try:
+        meta = read_json(meta_path)
+    except (OSError, ValueError) as e:
+        raise ArtefactError(f"{path}: its checksum sidecar {meta_path.name} is missing or unreadable ({type(e).__name__}); "
+                            "rerun `repcam run` on this directory to recompute it") from None
+    if not isinstance(meta, dict) or meta.get("sha256") != sha256(path):
+        raise ArtefactError(f"{path}: checksum does not match {meta_path.name} (damaged or replaced file); "
+                            "rerun `repcam run` on this directory to recompute it")
+    _verified[path] = stamp
+    return path
+
+
+class Artefact:
+    """A data file plus a ``.meta.json`` sidecar holding its key and checksum; the sidecar is written last,
+    so an artefact is complete exactly when its sidecar exists, matches the key and the file's checksum."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.meta_path = self.path.with_name(self.path.name + ".meta.json")
+
+    def done(self) -> bool:
+        if not (self.path.is_file() and self.meta_path.is_file()):
+            return False
+        try:
+            meta = read_json(self.meta_path)
+        except (OSError, json.JSONDecodeError):
+            return False
+        return meta.get("key") == self.key and meta.get("sha256") == sha256(self.path)
+
+    def meta(self) -> dict[str, Any]:
+        return read_json(self.meta_path)
+
+    def save(self, write: Callable[[Path], None], **info: Any) -> None:
+        self.meta_path.unlink(missing_ok=True)  # a stale sidecar must never vouch for a new file
+        atomic_write(self.path, write)
+        write_json(self.meta_path, {"key": self.key, "sha256": sha256(self.path), **info})
+
+    def save_torch(self, obj: Any, **info: Any) -> None:
+        self.save(lambda p: torch.save(obj, p), **info)
+
+    def load_torch(self) -> Any:
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a crafted or damaged file whose sidecar still matches: the file's problem
+            raise ArtefactError(f"cannot load {self.path}: {load_error_message(e)}; delete it and its .meta.json "
+                                "to compute it again") from None
+
+    def save_npz(self, arrays: dict[str, np.ndarray], **info: Any) -> None:
+        def write(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez(f, **arrays)
+
+        self.save(write, **info)
+
+    def load_npz(self) -> dict[str, np.ndarray]:
+        from repcam.store.records import check_dtype  # the allow-list of what repcam writes
+
+        with np.load(verify(self.path), allow_pickle=False) as z:
+            out = {}
+            for k in z.files:
+                arr = z[k]
+                check_dtype(self.path, k, arr.dtype)
+                out[k] = arr
+            return out
