@@ -40,17 +40,7 @@ import numpy as np
 from PIL import Image
 
 from .base import DataError, Sample
-from .common import (
-    SkipLog,
-    _ReportMixin,
-    check_mask_size,
-    load_rgb,
-    mask_class_indices,
-    read_id_list,
-    read_index_png,
-    select_classes,
-    subset_lut,
-)
+from .common import SkipLog, _ReportMixin, check_mask_size, load_rgb, mask_class_indices, read_id_list, read_index_png, select_classes, subset_lut
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle",
