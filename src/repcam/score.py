@@ -312,16 +312,26 @@ def resolve_inputs(
         raise ScoreError(f"--input-size applies to --model only and must be >= 8, got {input_size}")
     if config is not None and folder is not None:
         raise ScoreError("pass at most one of --config and --folder")
+    if run is not None and not Path(run).is_dir():
+        raise ScoreError(f"run directory {run} does not exist")
     if config is None and folder is None and run is not None:
         from repcam.config import run_config_path
 
         config = run_config_path(run)
+        if not config.is_file():  # not "config file RUN/config.yaml does not exist": say what RUN lacks
+            raise ScoreError(f"{run} is not a run directory: it has no config.resolved.yaml or config.yaml "
+                             "(pass a run directory from `repcam run`/`repcam demo`, or the data set with --config/--folder)")
     if folder is not None:
         dataset = load_dataset("folder", str(folder), split)  # type: ignore[arg-type]
     elif config is not None:
+        from repcam.data.base import DataError
+
         d = load_config(config).data
         options = {**d.options, **d.eval_options.get(split or d.eval_splits[0], {})}
-        dataset = load_dataset(d.kind, d.root, split or d.eval_splits[0], d.classes, **options)
+        try:
+            dataset = load_dataset(d.kind, d.root, split or d.eval_splits[0], d.classes, **options)
+        except DataError as e:  # e.g. "data folder not found: X": say which config's data section points there
+            raise ScoreError(f"{config}: data: {e}") from None
     else:
         raise ScoreError("pass a data set: --folder DIR or --config CONFIG (or --run, whose config is used)")
     if run is not None:
