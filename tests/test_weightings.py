@@ -122,3 +122,18 @@ def test_eigengradcam_sign_follows_the_evidence():
     # The rule undoes an arbitrary sign flip of the projection.
     assert torch.equal(orient_projection(-maps, evidence), orient_projection(maps, evidence))
     torch.testing.assert_close(eigengradcam(act, -grad), -eigengradcam(act, grad))
+
+
+def test_layer_maps_of_several_weightings_equal_one_call_per_weighting():
+    torch.manual_seed(0)
+    model = TinyCNN(5).eval()
+    x = torch.randn(3, 3, 32, 32)
+    cam = MultiLayerGradCAM(model, "auto")
+    names = list(WEIGHTINGS)
+    maps, logits = cam.layer_maps(x, [0, 2, 4], names)
+    assert list(maps) == names and logits.shape == (3, 5)
+    for w in names:
+        alone = MultiLayerGradCAM(model, "auto", weighting=w)(x, [0, 2, 4]).layer_maps
+        assert torch.equal(maps[w], alone), w
+    with pytest.raises(CAMError, match="unknown weighting 'nope'"):
+        cam.layer_maps(x, [0, 1, 2], ["gradcam", "nope"])

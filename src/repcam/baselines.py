@@ -36,9 +36,10 @@ from repcam.records import RecordFile, RecordWriter
 from repcam.storage import Artefact, config_key, read_json
 from repcam.train import ImageCache, fit
 
-if TYPE_CHECKING:  # run.py imports this module
+if TYPE_CHECKING:  # the run's stages import this module
+    from repcam.context import RunContext
     from repcam.data import SegDataset
-    from repcam.run import Run
+    from repcam.stages.multiclass import MultiClassStage
     from repcam.units import ModelSpec
 
 ACOL_DELTA = 0.6  # ACoL's erasing threshold, a fraction of the class map's maximum (the paper's default)
@@ -293,15 +294,16 @@ def extract_baseline_maps(model: nn.Module, fn: MapFn, cache: ImageCache, pre: P
 # ---- in a run ------------------------------------------------------------------------------------
 
 
-def _model_art(run: "Run", kind: str, epochs: int) -> Artefact:
+def _model_art(run: "RunContext", kind: str, epochs: int) -> Artefact:
     """The artefact of a trained baseline, keyed by what it depends on: data, backbone, multi-class settings, epochs."""
     mc = multiclass_training(run.cfg.multiclass)
     design = {"delta": ACOL_DELTA} if kind == "acol" else {"reduction": CBAM_REDUCTION, "kernel": CBAM_KERNEL}
-    key = config_key({"model": run._model_key(), "multiclass": mc, "baseline": kind, "design": design, "epochs": epochs})
+    key = config_key({"model": run.model_key(), "multiclass": mc, "baseline": kind, "design": design, "epochs": epochs})
     return Artefact(run.paths.baseline_model(kind), key)
 
 
-def train_baselines(run: "Run", train: "SegDataset", cache: ImageCache, base_path: str) -> dict[str, Artefact]:
+def train_baselines(run: "RunContext", multiclass: "MultiClassStage", train: "SegDataset", cache: ImageCache,
+                    base_path: str) -> dict[str, Artefact]:
     """Each of ``run.cfg.baselines`` not already on disk, trained from the backbone's pretrained weights on the
     multi-class model's images with its loss, learning rate, batch size and schedule, for as many epochs as the
     multi-class baseline at ``base_path`` saw in total (the same image-epochs: budget matched like Grad-CAM's)."""
@@ -312,12 +314,12 @@ def train_baselines(run: "Run", train: "SegDataset", cache: ImageCache, base_pat
         if art.done():
             run.say(f"{BASELINE_ROWS[kind]} baseline: reused")
             continue
-        idx, x, y, loss = run._multiclass_data(train, cache)
-        torch.manual_seed(run._seed("baseline-init", kind))
-        bb = build_baseline(kind, run._model_spec(train.num_classes))
+        idx, x, y, loss = multiclass.data(train, cache)
+        torch.manual_seed(run.seed("baseline-init", kind))
+        bb = build_baseline(kind, run.model_spec(train.num_classes))
         with run.timed(f"train {kind}"), run.progress(f"{BASELINE_ROWS[kind]} baseline ({len(idx)} images)", epochs) as adv:
             res = fit(bb.model, x, y, bb.preprocess, loss=loss, epochs=epochs, lr=mc.lr, batch_size=mc.batch_size,
-                      seed=run._seed("baseline-fit", kind), device=run.device, plateau=(mc.factor, mc.patience),
+                      seed=run.seed("baseline-fit", kind), device=run.device, plateau=(mc.factor, mc.patience),
                       progress=lambda d, t: adv(), step=acol_step if kind == "acol" else None)
         art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, images=len(idx), mode=mc.mode, epochs=res.epochs,
                        budget_of=base_path, train_accuracy=res.train_accuracy, seconds=res.seconds, history=res.history)
@@ -326,7 +328,7 @@ def train_baselines(run: "Run", train: "SegDataset", cache: ImageCache, base_pat
     return arts
 
 
-def baseline_records(run: "Run", num_classes: int, cache: ImageCache, jobs: list, split: str, maps_key: dict,
+def baseline_records(run: "RunContext", num_classes: int, cache: ImageCache, jobs: list, split: str, maps_key: dict,
                      models: dict[str, Artefact]) -> dict[str, RecordFile]:
     """{row name: stored maps (kind "map")} of every trained baseline on one split, extracting what is missing."""
     ev = run.cfg.evaluation
@@ -334,7 +336,7 @@ def baseline_records(run: "Run", num_classes: int, cache: ImageCache, jobs: list
     for kind, model_art in models.items():
         art = Artefact(run.paths.baseline_maps(split, kind), config_key({"baseline": kind, "model": model_art.meta()["sha256"], **maps_key}))
         if not art.done():
-            bb = build_baseline(kind, run._model_spec(num_classes), pretrained=False)
+            bb = build_baseline(kind, run.model_spec(num_classes), pretrained=False)
             bb.model.load_state_dict(model_art.load_torch())
             writer = RecordWriter(art, [j[0] for j in jobs], [j[1] for j in jobs], ["map"], ev.map_size)
             try:

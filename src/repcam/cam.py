@@ -101,10 +101,24 @@ class MultiLayerGradCAM:
         maps = torch.stack([self._layer_map(a, g, x.shape[-2:]) for a, g in acts], dim=1)
         return CAMResult(self.layer_names, maps, fuse_layers(maps, self.fusion), logits.detach().float())
 
-    def _layer_map(self, act: torch.Tensor, grad: torch.Tensor, size) -> torch.Tensor:
+    def layer_maps(self, x: torch.Tensor, targets: Target | Sequence[Target] | torch.Tensor,
+                   weightings: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Per-layer maps of several weightings from ONE forward and backward pass: ``{weighting: (B, L, H, W)}``
+        and the logits. Each equals ``MultiLayerGradCAM(model, layers, weighting=w)(x, targets).layer_maps``: the
+        weightings differ only in the arithmetic on the same activations and gradients, so an evaluation grid over
+        weightings costs one backward per batch instead of one per weighting."""
+        unknown = [w for w in weightings if w not in WEIGHTINGS]
+        if unknown:
+            raise CAMError(f"unknown weighting {unknown[0]!r}; choose one of {', '.join(map(repr, WEIGHTINGS))}")
+        _check_input(self.model, x)
+        acts, logits = self._forward_backward(x, targets)
+        maps = {w: torch.stack([self._layer_map(a, g, x.shape[-2:], WEIGHTINGS[w]) for a, g in acts], dim=1) for w in weightings}
+        return maps, logits.detach().float()
+
+    def _layer_map(self, act: torch.Tensor, grad: torch.Tensor, size, weight_fn: WeightingFn | None = None) -> torch.Tensor:
         # Half precision (amp) is lifted to float32 for the map arithmetic; a float64 model keeps float64.
         dtype = torch.float64 if act.dtype == torch.float64 else torch.float32
-        cam = self.weight_fn(act.to(dtype), grad.to(dtype))
+        cam = (weight_fn or self.weight_fn)(act.to(dtype), grad.to(dtype))
         cam = F.interpolate(cam.clamp_min(0).unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
         return normalize_maps(cam.squeeze(1))
 

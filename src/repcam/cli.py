@@ -290,6 +290,39 @@ def score(
         console.print(f"table: {result.write(out)}")
 
 
+@app.command()
+def tables(
+    run_dirs: list[Path] = typer.Argument(..., help="Finished run directories: Table 4 one column each, Table 5 exactly one."),
+    table: int = typer.Option(..., "--table", help="4: the small-network ablation layout (a column per run); 5: the comparison with CAM, Grad-CAM, LayerCAM, ACoL, CBAM of one run."),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="The evaluated split (default val); Table 5 takes several (repeat), one column group each."),
+    recommended: Optional[str] = typer.Option(None, help="Table 5: one more row, the method to recommend (e.g. S-2+A+F)."),
+    intervals: bool = typer.Option(True, help="The Δ columns against Grad-CAM and the strongest baseline, with 95% intervals."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV instead of Markdown (the notes go to stderr)."),
+    out: Optional[Path] = typer.Option(None, help="Also write the table to a .md or .csv file."),
+) -> None:
+    """The paper's Table 4 / Table 5 layouts from finished runs' results/<split>/ablation.json (nothing recomputed)."""
+    from repcam.paper_tables import PaperTableError, compose
+
+    if out is not None and out.suffix.lower() not in (".md", ".csv"):
+        raise _fail(f"--out {out}: the file must end in .md or .csv")
+    try:
+        result = compose(run_dirs, table, split or ["val"], recommended, intervals)
+    except PaperTableError as e:
+        raise _fail(e) from None
+    if as_csv:
+        typer.echo(result.csv(), nl=False)
+        for note in result.notes:
+            _note(escape(note))
+    else:
+        typer.echo(result.markdown(), nl=False)
+    if out is not None:
+        try:
+            out.write_text(result.csv() if out.suffix.lower() == ".csv" else result.markdown(), encoding="utf-8")
+        except OSError as e:
+            raise _fail(f"cannot write {out}: {_os_reason(e)}") from None
+        console.print(f"table: {out}")
+
+
 def _os_reason(e: OSError) -> str:
     """An OSError in one line: its reason and the file it concerns."""
     return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")

@@ -17,9 +17,12 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, from PyPI (a dependency there)
     import tomli as tomllib
 
-SELECTION_METHODS = ("random", "rank-a", "rank-b", "s1", "s2", "s3", "s4", "all")
-VARIANTS = ("max", "geomean", "contrast", "with-gradcam")
-BASELINES = ("acol", "cbam")
+from repcam import methods as _methods
+
+# The config's choices come from the method registries (repcam.methods): a registered method is a valid value.
+SELECTION_METHODS = _methods.SELECTIONS.keys()
+VARIANTS = _methods.VARIANTS.keys()
+BASELINES = tuple(_methods.TRAINED_BASELINES)
 
 
 RESOLVED_CONFIG = "config.resolved.yaml"

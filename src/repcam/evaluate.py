@@ -6,34 +6,20 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from repcam.backbones import centre_crop_box
 from repcam.data.base import SegDataset
-from repcam.fusion import fuse_classes
 from repcam.maps import MapRecords
+from repcam.methods import MAP_KINDS, TRAINED_BASELINES, Method
 from repcam.records import RecordFile, record_rows
+from repcam.representative import fuse_stored
 from repcam.metrics import DEFAULT_SWEEP, IoUAccumulator, IRNSweep, paired_bootstrap
 from repcam.selection import Selection, topk_select
 from repcam.spool import MapSpool
 
 BASELINE = "Grad-CAM"
-MC_METHODS = {  # multi-class model maps: row name -> stored map kind
-    "CAM": "cam",
-    "Grad-CAM": "last",
-    "Grad-CAM (mean of layers)": "mean",
-    "LayerCAM": "layercam",
-    "Grad-CAM+A": "fused",
-}
-BASELINE_ROWS = {"acol": "ACoL", "cbam": "CBAM (Grad-CAM)"}  # trained baselines (repcam.baselines): switch -> row
-
-
-VARIANT_ROWS = {  # variant switch -> row suffixes it adds to every selection
-    "max": ["+A+F[max]"],
-    "geomean": ["+A+F[geomean]"],
-    "contrast": [" contrast", " contrast+A"],
-    "with-gradcam": ["+A+F & Grad-CAM"],
-}
+MC_METHODS = {row: mk.kind for row, mk in MAP_KINDS.items()}  # multi-class model maps: row name -> stored map kind
+BASELINE_ROWS = TRAINED_BASELINES  # trained baselines (repcam.baselines): switch -> row
 
 
 @dataclass
@@ -78,7 +64,7 @@ def evaluate_split(
     """Evaluate every method class by class, in chunks of ``chunk_size`` images, so memory does not grow with the data.
 
     ``pair_records(c)`` returns {partner s: maps of the (c, s) pair model}. ``variants`` adds rows per selection
-    (see :data:`VARIANT_ROWS`); ``contrast_records`` holds the multi-class model's contrast maps per selection;
+    (see :data:`repcam.methods.VARIANTS`); ``contrast_records`` holds the multi-class model's contrast maps per selection;
     ``baseline_records`` {row name: maps of kind "map"} the trained baselines' (:data:`BASELINE_ROWS`);
     ``extra_records`` (records, {row name: map kind}) pairs add one row per named kind (the grid, repcam.grid).
     """
@@ -146,20 +132,19 @@ def evaluate_split(
                         missing[sel_name] = missing.get(sel_name, 0) + 1
                     if not avail:
                         continue
-                    f_stack = torch.from_numpy(np.stack([last[s][i] for s in avail]).astype(np.float32))
-                    add(sel_name + "+F", i, c, fuse_classes(f_stack, "mean").numpy(), masks[i])
-                    af_stack = torch.from_numpy(np.stack([fused[s][i] for s in avail]).astype(np.float32))
-                    af_map = fuse_classes(af_stack, "mean")
-                    add(sel_name + "+A+F", i, c, af_map.numpy(), masks[i])
+                    # F over the representatives' stored maps: the paper's fusion (repcam.representative)
+                    add(Method(sel_name, "last").name, i, c, fuse_stored([last[s][i] for s in avail]), masks[i])
+                    af_stack = np.stack([fused[s][i] for s in avail])  # stacked once for the mean and the variants
+                    af_map = fuse_stored(af_stack)
+                    add(Method(sel_name, "A").name, i, c, af_map, masks[i])
                     for mode in class_modes:
-                        add(f"{sel_name}+A+F[{mode}]", i, c, fuse_classes(af_stack, mode).numpy(), masks[i])
+                        add(Method(sel_name, "A", mode).name, i, c, fuse_stored(af_stack, mode), masks[i])
                     if "with-gradcam" in variants and "last" in mc:
-                        both = torch.stack([af_map, torch.from_numpy(mc["last"][i].astype(np.float32))])
-                        add(f"{sel_name}+A+F & Grad-CAM", i, c, fuse_classes(both, "mean").numpy(), masks[i])
+                        add(Method(sel_name, "A", with_gradcam=True).name, i, c, fuse_stored([af_map, mc["last"][i]]), masks[i])
                 for sel_name, records in contrast_tables.items():
-                    for suffix, kind in ((" contrast", "last"), (" contrast+A", "fused")):
+                    for layers, kind in (("last", "last"), ("A", "fused")):
                         if i in records[kind]:
-                            add(sel_name + suffix, i, c, records[kind][i].astype(np.float32), masks[i])
+                            add(Method(sel_name, layers, source="contrast").name, i, c, records[kind][i].astype(np.float32), masks[i])
                 for tables, named in extra:  # after every other row: the others' order in accs stays as without them
                     for name, kind in named.items():
                         if i in tables[kind]:

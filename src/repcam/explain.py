@@ -22,8 +22,9 @@ from repcam.cam import MultiLayerGradCAM
 from repcam.config import ConfigError, load_config
 from repcam.data.base import DataError
 from repcam.data.images import DISPLAY_SIDE, for_display, read_image, to_rgb8
-from repcam.fusion import fuse_classes
 from repcam.layout import MULTICLASS_MODEL, RunDir
+from repcam.methods import Method, paper_rows
+from repcam.representative import RepresentativeCAM
 from repcam.rundir import ClassFiles, stale_reason
 from repcam.storage import ArtefactError, load_error_message, read_json, verify
 from repcam.train import resolve_device
@@ -111,17 +112,19 @@ class Explainer:
     def _pick_selection(self, method: str | None) -> str:
         """``method`` ("S-1", "S-1+A+F" ...), or the best "+A+F" row of the run's first evaluated split."""
         if method is not None:
-            name = method.removesuffix("+A+F").removesuffix("+F")
+            parsed = Method.try_parse(method)
+            # a selection's name, or its paper row (+F or +A+F); any other row (a variant, a baseline) is refused below
+            name = parsed.selection if parsed is not None and parsed in paper_rows(parsed.selection) else method
             if name not in self.selections:
                 raise ExplainError(f"method {method!r} is not in this run; choose one of {', '.join(self.selections)}")
             return name
         for split in self.cfg.data.eval_splits:
             table = self.paths.ablation(split)
             if table.is_file() and not stale_reason(yaml.safe_load(self.paths.config.read_text()), split, read_json(table)):
-                rows = [r for r in read_json(table)["rows"] if r["method"].endswith("+A+F") and r["method"][:-4] in self.selections]
-                rows = [r for r in rows if r.get("miou") is not None]
+                rows = [(r, Method.try_parse(r["method"])) for r in read_json(table)["rows"] if r.get("miou") is not None]
+                rows = [(r, m) for r, m in rows if m is not None and m == Method(m.selection, "A") and m.selection in self.selections]
                 if rows:
-                    return max(rows, key=lambda r: r["miou"])["method"][:-4]
+                    return max(rows, key=lambda rm: rm[0]["miou"])[1].selection
         return next(iter(self.selections))
 
     def _load(self, path: Path, num_classes: int) -> tuple[torch.nn.Module, Preprocess]:
@@ -195,14 +198,11 @@ class Explainer:
             if unknown:
                 raise ExplainError(f"unknown class {', '.join(map(repr, unknown))}; this run's classes: {', '.join(self.classes)}")
         gradcam = MultiLayerGradCAM(self.mc_model, "auto")(x.expand(len(wanted), -1, -1, -1), [self.classes.index(c) for c in wanted])
+        method = RepresentativeCAM(self._pair, self.selections[self.selection])  # the paper's method: F over A maps
         out = []
         for k, c in enumerate(wanted):
-            reps = {}
-            for s in self.selections[self.selection].get(c, []):
-                pair = self._pair(c, s)
-                if pair is not None:
-                    reps[s] = MultiLayerGradCAM(pair[0], "auto")(x, [pair[1]]).fused[0].cpu()
-            fused = fuse_classes(torch.stack(list(reps.values())), "mean").numpy() if reps else None
-            out.append(Explanation(arr, c, scores[c], f"{self.selection}+A+F", {s: m.numpy() for s, m in reps.items()}, fused,
+            rep = method(x, c)
+            fused = rep.fused.numpy() if rep.fused is not None else None
+            out.append(Explanation(arr, c, scores[c], Method(self.selection, "A").name, {s: m.numpy() for s, m in rep.maps.items()}, fused,
                                    gradcam.last[k].cpu().numpy(), image_size=size))
         return out

@@ -27,6 +27,7 @@ from matplotlib.patches import Rectangle
 
 from repcam.data.images import for_display
 from repcam.layout import RunDir
+from repcam.methods import Method
 from repcam.records import RecordFile
 from repcam.rundir import ClassFiles
 from repcam.storage import ArtefactError, verify
@@ -443,16 +444,21 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def _is_row(name: str, layers: str) -> bool:
+    """Whether ``name`` is a selection's paper row with ``layers`` ("A": its +A+F row, "last": its +F row)."""
+    m = Method.try_parse(name)
+    return m is not None and m.selection is not None and m == Method(m.selection, layers)  # type: ignore[arg-type]
+
+
 def best_method(rows: Sequence[Mapping[str, Any]], suffix: str = "+A+F") -> str | None:
-    """The method with the highest mIoU among the rows whose method ends with ``suffix`` (ties: first in order).
-    ``suffix="+F"`` means the +F rows without A (not those ending in "+A+F")."""
+    """The method with the highest mIoU among the rows of a selection's +A+F (``suffix="+A+F"``) or +F
+    (``suffix="+F"``: without A) map, the paper's rows (ties: first in order)."""
+    layers = {"+A+F": "A", "+F": "last"}[suffix]
     best, best_v = None, -math.inf
     for r in rows:
         v = r.get("miou")
         name = str(r.get("method", ""))
-        if suffix == "+F" and name.endswith("+A+F"):
-            continue
-        if name.endswith(suffix) and v is not None and math.isfinite(float(v)) and float(v) > best_v:
+        if _is_row(name, layers) and v is not None and math.isfinite(float(v)) and float(v) > best_v:
             best, best_v = str(r["method"]), float(v)
     return best
 
@@ -635,7 +641,7 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
         attempt("per_class", "Per-class IoU at the run's threshold: the multi-class baselines and the best +F and +A+F methods (paper Fig. 8).",
                 lambda p: per_class_bars({m: accs[m].per_class_iou().tolist() for m in chosen}, classes, p, fmt=fmt,
                                          title=f"Per-class IoU on {split}"))
-        curves = [m for m in order if m in MC_METHODS or m.endswith("+A+F") or m == best_f]
+        curves = [m for m in order if m in MC_METHODS or _is_row(m, "A") or m == best_f]
         primary = next(iter(accs.values())).primary
         attempt("thresholds", "mIoU against the threshold that binarises the maps (dots: each method's best threshold; dotted line: the run's threshold).",
                 lambda p: threshold_curves({m: accs[m].sweep() for m in curves}, p, primary=primary, fmt=fmt,
@@ -692,10 +698,8 @@ def _pair_file(path_of: Callable[[ClassFiles, str, str], Path], names: Sequence[
 
 def _example_figure(data: _RunData, pick: Mapping[str, Any], label: str, method: str, classes: Sequence[str], path: Path, fmt: str,
                     warnings: list[str] | None = None) -> Path:
-    import torch
-
-    from repcam.fusion import fuse_classes
     from repcam.metrics import IoUAccumulator
+    from repcam.representative import fuse_stored
 
     ds = data.ds
     names = list(ds.class_names)
@@ -704,7 +708,7 @@ def _example_figure(data: _RunData, pick: Mapping[str, Any], label: str, method:
         raise KeyError(f"image {pick['image_id']!r} is not in the reloaded {data.split} split")
     i, c = ids[pick["image_id"]], int(pick["cls"])
     gradcam = _stored_map(data.paths.multiclass_maps(data.split), "last", i, c)
-    sel = _selection_for(method[: -len("+A+F")], data.paths, data.split, names)
+    sel = _selection_for(Method.parse(method).selection, data.paths, data.split, names)
     reps = sel.get(names[c], [])
     panels: dict[str, Any] = {}
     avail = []
@@ -716,7 +720,7 @@ def _example_figure(data: _RunData, pick: Mapping[str, Any], label: str, method:
         panels[f"vs {sname}"] = m
         if m is not None:
             avail.append(m)
-    fused = fuse_classes(torch.from_numpy(np.stack(avail).astype(np.float32)), "mean").numpy() if avail else None
+    fused = fuse_stored(avail) if avail else None  # the paper's F over the stored representative maps
     panels[f"{method} (IoU {pick['iou']:.2f})"] = fused
     panels[f"Grad-CAM (IoU {pick['base_iou']:.2f})"] = gradcam
     img, mask = data.image_and_mask(i)
@@ -737,7 +741,7 @@ def _layer_figure(data: _RunData, pick: Mapping[str, Any], label: str, method: s
     names = list(ds.class_names)
     i = {s.id: k for k, s in enumerate(ds.samples)}[pick["image_id"]]
     c = int(pick["cls"])
-    sel = _selection_for(method[: -len("+A+F")], data.paths, data.split, names)
+    sel = _selection_for(Method.parse(method).selection, data.paths, data.split, names)
     model_desc, state, n_out, target = None, None, 0, 0
     for sname in sel.get(names[c], []):
         if sname in names:

@@ -10,7 +10,7 @@ rerun reuses it). The rows are evaluated by :func:`repcam.evaluate.evaluate_spli
 Sources: ``multiclass`` (the class's own logit), ``contrast`` (:class:`~repcam.cam.ContrastTarget` against each
 selection's representative classes, as the ``contrast`` variant), ``topk-contrast`` (against the k classes the
 model itself scores highest on that image, target excluded; k = ``selection.n``; needs no B).
-The pair-model source (each pair model's maps fused over the representatives) is not part of the grid yet.
+The pair-model source (``pairs``: each pair model's maps fused over the representatives) is :mod:`repcam.grid_pairs`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from repcam.storage import Artefact, config_key, slug, write_json, write_text
 from repcam.train import ImageCache
 
 GRID_FUSIONS = ("last", "paper", "mean", "sum", "layercam")  # "last": the deepest layer alone
-GRID_SOURCES = ("multiclass", "contrast", "topk-contrast")
+GRID_SOURCES = ("multiclass", "contrast", "topk-contrast", "pairs")  # "pairs": repcam.grid_pairs
 
 
 def check_grid(grid: Any, fail: Callable[[str, str], None]) -> None:
@@ -113,21 +113,24 @@ def grid_sources(sources: Sequence[str], selections: dict[str, dict[int, Sequenc
 
 
 def extract_grid(model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[tuple[int, int, Any]], device: torch.device,
-                 map_size: int, batch_size: int, weighting: str, fusions: Sequence[str], sink: Callable[[str, np.ndarray], None],
-                 amp: bool = False) -> None:
-    """Stream every fusion in ``fusions`` of ``weighting``'s per-layer maps for ``jobs`` (image, class, target) to ``sink``.
+                 map_size: int, batch_size: int, weightings: Sequence[str], fusions: Sequence[str],
+                 sinks: dict[str, Callable[[str, np.ndarray], None]], amp: bool = False) -> None:
+    """Stream every fusion in ``fusions`` of each weighting's per-layer maps for ``jobs`` (image, class, target) to
+    ``sinks[weighting]``.
 
-    One forward and backward pass per batch serves all fusions (they are arithmetic on the same layer maps).
+    One forward and backward pass per batch serves all weightings and fusions (arithmetic on the same activations
+    and gradients, :meth:`~repcam.cam.MultiLayerGradCAM.layer_maps`).
     """
     model.to(device).eval()
-    cam = MultiLayerGradCAM(model, "auto", weighting=weighting, amp=amp)
+    cam = MultiLayerGradCAM(model, "auto", amp=amp)
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
         x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
-        layer_maps = cam(x, [j[2] for j in chunk]).layer_maps
-        for fusion in fusions:
-            maps = layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
-            sink(fusion, _shrink(maps, map_size))
+        by_weighting, _ = cam.layer_maps(x, [j[2] for j in chunk], weightings)
+        for w, layer_maps in by_weighting.items():
+            for fusion in fusions:
+                maps = layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
+                sinks[w](fusion, _shrink(maps, map_size))
 
 
 @dataclass
@@ -148,12 +151,12 @@ class Grid:
     rows_meta: dict[str, dict[str, str]] = field(default_factory=dict)  # row name -> source / selection / weighting / fusion
 
     @classmethod
-    def plan(cls, grid_cfg: Any, mdir: Path, selections: dict, class_names: Sequence[str], n: int, gamma: float,
+    def plan(cls, grid_cfg: Any, paths: Any, split: str, selections: dict, class_names: Sequence[str], n: int, gamma: float,
              maps_key: dict[str, Any]) -> "Grid":
-        """The cells of ``evaluation.grid`` for one split; ``maps_key`` is what every map of the split depends on
+        """The multi-class cells of ``evaluation.grid`` for one split (``paths``: the run's RunDir); ``maps_key`` is what every map of the split depends on
         (the model's checksum included). The fusions are not part of a file's key: a file holding every requested
         fusion is reused, whatever else it holds."""
-        cells = [GridCell(src, w, Artefact(mdir / f"grid__{src.stem}__{slug(w)}.npz",
+        cells = [GridCell(src, w, Artefact(paths.grid_maps(split, src.stem, w),
                                            config_key({"grid": src.key, "weighting": w, **maps_key})))
                  for src in grid_sources(grid_cfg.sources, selections, class_names, n, gamma) for w in grid_cfg.weightings]
         g = cls(cells, list(grid_cfg.fusions))
@@ -177,17 +180,24 @@ class Grid:
         t0 = time.perf_counter()
         todo = self.todo()
         self.reused = len(self.cells) - len(todo)
-        for cell in todo:
-            cj = [(i, c, cell.source.target(c)) for i, c, _ in jobs]
-            writer = RecordWriter(cell.art, [j[0] for j in cj], [j[1] for j in cj], self.fusions, map_size)
+        by_source: dict[int, list[GridCell]] = {}
+        for cell in todo:  # one pass per source serves all of its weightings
+            by_source.setdefault(id(cell.source), []).append(cell)
+        for cells in by_source.values():
+            src = cells[0].source
+            cj = [(i, c, src.target(c)) for i, c, _ in jobs]
+            writers = {cell.weighting: RecordWriter(cell.art, [j[0] for j in cj], [j[1] for j in cj], self.fusions, map_size)
+                       for cell in cells}
             try:
-                extract_grid(model, cache, pre, cj, device, map_size, batch_size, cell.weighting, self.fusions, writer, amp)
+                extract_grid(model, cache, pre, cj, device, map_size, batch_size, list(writers), self.fusions, writers, amp)
             except BaseException:
-                writer.discard()
+                for writer in writers.values():
+                    writer.discard()
                 raise
-            writer.commit(weighting=cell.weighting, source=cell.source.label, fusions=self.fusions)
-            if progress:
-                progress()
+            for cell in cells:
+                writers[cell.weighting].commit(weighting=cell.weighting, source=src.label, fusions=self.fusions)
+                if progress:
+                    progress()
         self.seconds = time.perf_counter() - t0
 
     def records(self) -> list[tuple[RecordFile, dict[str, str]]]:

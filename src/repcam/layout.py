@@ -10,7 +10,8 @@ exactly one place. The names are those runs have always written (existing run di
       pairs/<pair>.pt               (<pair>: ClassFiles.pair)
       baselines/<kind>.pt
       features/<stage>.npy
-      maps/<split>/multiclass.npz, contrast__<selection>.npz, <pair>.npz, baseline__<kind>.npz
+      maps/<split>/multiclass.npz, contrast__<selection>.npz, <pair>.npz, baseline__<kind>.npz,
+                    grid__<source>__<weighting>.npz, grid__pair__<pair>.npz, grid__pairs__<selection>.npz
       results/<split>/ablation.json, accumulators.json, pairwise.json, ...
       figures/<split>/index.json, ...
       report.html, explain/
@@ -165,6 +166,18 @@ class RunDir:
 
     def baseline_maps(self, split: str, kind: str) -> Path:
         return self.maps_dir(split) / f"baseline__{kind}.npz"
+
+    def grid_maps(self, split: str, source_stem: str, weighting: str) -> Path:
+        """The evaluation grid's multi-class maps of one source (its stem) and weighting, all layer fusions."""
+        return self.maps_dir(split) / f"grid__{source_stem}__{slug(weighting)}.npz"
+
+    def grid_pair_maps(self, split: str, files: ClassFiles, a: str, b: str) -> Path:
+        """The evaluation grid's maps of one pair model, every weighting and layer fusion."""
+        return self.maps_dir(split) / f"grid__pair__{files.pair(a, b)}.npz"
+
+    def grid_fused_pairs(self, split: str, selection: str) -> Path:
+        """The grid's pair maps of one selection, fused over each class's representatives."""
+        return self.maps_dir(split) / f"grid__pairs__{slug(selection)}.npz"
 
     @property
     def results_root(self) -> Path:

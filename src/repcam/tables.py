@@ -8,20 +8,20 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from repcam.evaluate import BASELINE, BASELINE_ROWS, MC_METHODS, VARIANT_ROWS, SplitResult
+from repcam.evaluate import BASELINE, BASELINE_ROWS, MC_METHODS, SplitResult
 from repcam.layout import ABLATION_JSON, ABLATION_MD, PAIRWISE_JSON, PER_CLASS_CSV, SWEEP_CSV
+from repcam.methods import VARIANTS, paper_rows, selection_order
 from repcam.storage import write_json, write_text
-
-_SELECTION_ORDER = ["Random", "Rank-a", "Rank-b", "S-1", "S-2", "S-3", "S-4", "All", "Top-1", "Top-2", "Top-3", "Top-4"]
 
 
 def method_order(names: Sequence[str]) -> list[str]:
-    """Baselines first, then the paper's Table 2 order with +F before +A+F, then the variants per selection."""
+    """Baselines first, then the paper's Table 2 order with +F before +A+F, then the variants per selection
+    (all from the registries of repcam.methods); rows no method writes (the grid's) last, sorted."""
     order = [n for n in [*MC_METHODS, *BASELINE_ROWS.values()] if n in names]
-    for sel in _SELECTION_ORDER:
-        order += [n for n in (f"{sel}+F", f"{sel}+A+F") if n in names]
-    for sel in _SELECTION_ORDER:  # the variants beyond the paper after its rows
-        order += [sel + suffix for suffixes in VARIANT_ROWS.values() for suffix in suffixes if sel + suffix in names]
+    for sel in selection_order():
+        order += [m.name for m in paper_rows(sel) if m.name in names]
+    for sel in selection_order():  # the variants beyond the paper after its rows
+        order += [m.name for variant in VARIANTS.values() for m in variant(sel) if m.name in names]
     return order + sorted(set(names) - set(order))
 
 

@@ -1,0 +1,153 @@
+"""What every stage of a run shares: the config, the run directory, seeds and keys, the console, the executor.
+
+A :class:`RunContext` holds no step of the method; the stages (:mod:`repcam.stages`) read their own config section
+from ``ctx.cfg`` and record their time, notes and budget here, so that the recipe (:mod:`repcam.run`) writes them
+once at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from repcam.config import RunConfig
+from repcam.data import DataError, SegDataset, load_dataset
+from repcam.executor import Executor, ExecutorError, default_threads
+from repcam.layout import RunDir
+from repcam.storage import Artefact
+from repcam.train import resolve_device
+from repcam.units import ModelSpec
+
+
+class RunError(RuntimeError):
+    """A run that cannot proceed; the message says why and what to change."""
+
+
+class RunContext:
+    """One run's shared state: config, directory, device, console, executor, and the timings, notes and budget the
+    stages record."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, console: Console | None = None, show_progress: bool = True) -> None:
+        self.cfg = cfg
+        self.dir = Path(run_dir)
+        self.paths = RunDir(self.dir)  # every artefact's path (repcam.layout)
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress
+        self.device = resolve_device(cfg.device)
+        self.timings: dict[str, float] = {}
+        self.notes: list[str] = []
+        self.budget: dict[str, Any] = {}
+        self._check_dir()
+
+    def _check_dir(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise RunError(f"run directory {self.dir} is not writable: {e.strerror or e}") from e
+
+    # ---- console, timings, notes -----------------------------------------------------------------
+    def say(self, msg: str) -> None:
+        self.console.print(msg)
+
+    def note(self, msg: str) -> None:
+        """A note for every table and the report (notes.json), also shown now."""
+        self.notes.append(msg)
+        self.console.print(f"[yellow]note:[/] {msg}")
+
+    @contextmanager
+    def progress(self, label: str, total: int) -> Iterator:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, disable=not self.show_progress, transient=False,
+        ) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda n=1: bar.advance(task, n)
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - t0
+
+    # ---- keys and seeds (their values are part of every stored artefact's key: never change them) -------------
+    def data_key(self) -> dict[str, Any]:
+        d = self.cfg.data
+        return {"kind": d.kind, "root": str(d.root), "classes": d.classes, "options": d.options, "seed": self.cfg.seed}
+
+    def model_key(self) -> dict[str, Any]:
+        return {"data": self.data_key(), "train_split": self.cfg.data.train_split, "backbone": asdict(self.cfg.backbone)}
+
+    def seed(self, *parts: Any) -> int:
+        """A seed per purpose (e.g. ``seed("pair-fit", a, b)``), derived from the run's seed."""
+        return int(hashlib.sha256(repr((self.cfg.seed,) + parts).encode()).hexdigest()[:8], 16)
+
+    # ---- data ----------------------------------------------------------------------------------
+    def load_split(self, split: str, for_eval: bool = False) -> SegDataset:
+        """A split for training, or (``for_eval``) for evaluation with that split's ``data.eval_options``."""
+        d = self.cfg.data
+        opts = dict(d.options)
+        if for_eval:
+            opts.update(d.eval_options.get(split, {}))
+        if d.kind == "partsworld":
+            opts.setdefault("seed", self.cfg.seed)
+            opts.setdefault("image_size", self.cfg.backbone.input_size or 64)
+        return load_dataset(d.kind, d.root, split, d.classes, **opts)
+
+    def eval_dataset(self, split: str) -> SegDataset:
+        """An evaluation split as evaluated: its eval options applied, cut to ``data.max_eval_images``."""
+        try:
+            ds = self.load_split(split, for_eval=True)
+        except DataError as e:
+            raise DataError(f"evaluation split {split!r}: {e}") from None
+        if self.cfg.data.max_eval_images is not None and len(ds) > self.cfg.data.max_eval_images:
+            ds.samples = ds.samples[: self.cfg.data.max_eval_images]
+        return ds
+
+    # ---- models and execution ------------------------------------------------------------------
+    def model_spec(self, num_classes: int) -> ModelSpec:
+        b = self.cfg.backbone
+        return ModelSpec(b.name, num_classes, b.weights, b.input_size)
+
+    def new_model(self, num_classes: int, pretrained: bool = True):
+        """The configured backbone; ``pretrained=False`` when a stored state is loaded into it right after."""
+        return self.model_spec(num_classes).build(pretrained)
+
+    def stored_model(self, num_classes: int, art: Artefact):
+        """A model of this run stored in ``art`` (checksum verified, weights only), on the run's device, in eval mode."""
+        bb = self.new_model(num_classes, pretrained=False)
+        bb.model.load_state_dict(art.load_torch())
+        return bb.model.to(self.device).eval()
+
+    @cached_property
+    def preprocess(self):
+        """The backbone's preprocessing (built once: it needs a model instance)."""
+        return self.new_model(2, pretrained=False).preprocess
+
+    @cached_property
+    def executor(self) -> Executor:
+        ex = self.cfg.execution
+        try:
+            return Executor(ex.kind, ex.workers, ex.address)
+        except ExecutorError as e:
+            raise RunError(str(e)) from e
+
+    def close_executor(self) -> None:
+        """Close the executor if one was started (a later stage would start a fresh one)."""
+        if "executor" in self.__dict__:
+            self.executor.close()
+            del self.__dict__["executor"]
+
+    @property
+    def threads(self) -> int:
+        return self.cfg.execution.threads or default_threads(self.cfg.execution.workers)

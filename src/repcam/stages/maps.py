@@ -1,0 +1,132 @@
+"""Stage: the stored maps of one evaluation split (``evaluation``): the multi-class model's, its contrast maps per
+selection, every pair model's, and the grid's; each an artefact keyed by what changes a map, reused when stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from repcam import selection as S
+from repcam.cam import ContrastTarget
+from repcam.context import RunContext, RunError
+from repcam.data import SegDataset
+from repcam.executor import ExecutorError, Unit
+from repcam.grid import Grid
+from repcam.grid_pairs import PairGrid
+from repcam.layout import RunDir
+from repcam.maps import extract
+from repcam.records import RecordWriter
+from repcam.rundir import ClassFiles
+from repcam.storage import Artefact, config_key, read_json
+from repcam.train import ImageCache
+from repcam.units import MapExtraction, extract_maps
+
+MULTICLASS_KINDS = ["last", "fused", "mean", "layercam", "cam"]  # the kinds stored for the multi-class baselines
+
+
+@dataclass
+class SplitMaps:
+    """An evaluation split with its stored maps (every artefact complete once :func:`compute_maps` returns)."""
+
+    ds: SegDataset
+    cache: ImageCache
+    jobs: list[tuple[int, int, int]]  # (image, class, target) of every class present in a readable image
+    maps_key: dict[str, Any]  # what changes a map: part of every map artefact's key
+    multiclass: Artefact
+    contrast: dict[str, Artefact]  # selection -> contrast maps (variant "contrast")
+    pairs: dict[tuple[int, int], Artefact]
+    grid: Grid | None
+    pair_grid: PairGrid | None = None  # evaluation.grid.sources with "pairs" (repcam.grid_pairs)
+
+
+def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[tuple[int, int], Artefact],
+                 selections: dict[str, S.Selection]) -> SplitMaps:
+    """Every map of ``split`` the evaluation needs, extracted where not stored (pair models through the executor)."""
+    ev = ctx.cfg.evaluation
+    ds = ctx.eval_dataset(split)
+    names = ds.class_names
+    mdir = ctx.paths.maps_dir(split)
+    # Evaluation images can be many: spilled to disk so memory stays flat (training images stay in memory).
+    cache = ImageCache(ds, ctx.preprocess, crop=ev.protocol == "crop", spill_dir=mdir)
+    # Only what changes a map goes into its key: thresholds and variants reuse the stored maps.
+    maps_key = {"split": split, "eval_options": ctx.cfg.data.eval_options.get(split, {}), "protocol": ev.protocol,
+                "map_size": ev.map_size, "max": ctx.cfg.data.max_eval_images}
+    if ev.amp:  # only then, so that runs from before the option keep their keys
+        maps_key["amp"] = True
+
+    jobs = [(i, c, c) for i, s in enumerate(ds.samples) for c in sorted(s.labels)]
+    ok = set(cache.ok(sorted({j[0] for j in jobs})))
+    jobs = [j for j in jobs if j[0] in ok]
+    mc_sha = read_json(RunDir.meta(ctx.paths / mc_path))["sha256"]
+    mc_art = Artefact(ctx.paths.multiclass_maps(split), config_key({"mc": mc_sha, **maps_key}))
+    contrast_arts = {}
+    if "contrast" in ev.variants:
+        for sel_name, sel in selections.items():
+            reps = {names[c]: [names[r] for r in sel[c]] for c in sorted(sel)}
+            key = config_key({"mc": mc_sha, "contrast": reps, "gamma": ev.contrast_gamma, **maps_key})
+            contrast_arts[sel_name] = Artefact(ctx.paths.contrast_maps(split, sel_name), key)
+    pair_arts = {}
+    files = ClassFiles(names)
+    for (a, b), model_art in models.items():
+        pair_arts[(a, b)] = Artefact(ctx.paths.pair_maps(split, files, names[a], names[b]), config_key({"pair": model_art.meta()["sha256"], **maps_key}))
+    grid = Grid.plan(ev.grid, ctx.paths, split, selections, names, ctx.cfg.selection.n, ev.contrast_gamma, {"mc": mc_sha, **maps_key}) if ev.grid else None
+    pair_grid = None
+    if ev.grid and "pairs" in ev.grid.sources:  # the pair models' maps under every weighting and layer fusion
+        shas = {p: art.meta()["sha256"] for p, art in models.items()}
+        pair_grid = PairGrid.plan(ev.grid, ctx.paths, split, names, shas, selections, maps_key)
+        grid.rows_meta.update(pair_grid.rows_meta)
+    todo = [(p, a) for p, a in pair_arts.items() if not a.done()]
+    contrast_todo = [(n, a) for n, a in contrast_arts.items() if not a.done()]
+    total = len(todo) + 1 + len(contrast_todo)
+    with ctx.timed(f"maps {split}"), ctx.progress(f"maps on {split} ({len(todo)} pair models to do)", total) as adv:
+        # Multi-class maps (one pass over every job each) are streamed to disk in this process: the biggest files.
+        if not mc_art.done():
+            stream_maps(ctx, mc_art, mc_model, cache, jobs, MULTICLASS_KINDS)
+        adv()
+        for sel_name, art in contrast_todo:
+            sel = selections[sel_name]
+            cj = [(i, c, ContrastTarget(c, tuple(sel.get(c, ())), ev.contrast_gamma)) for i, c, _ in jobs]
+            stream_maps(ctx, art, mc_model, cache, cj, ["last", "fused"])
+            adv()
+
+        def units() -> Iterator[Unit]:  # built lazily: only the units in flight hold their images and weights
+            for (a, b), art in todo:
+                pj = [(i, c, 0 if c == a else 1) for i, c, _ in jobs if c in (a, b)]
+                yield Unit(art, extract_maps, map_unit(ctx, 2, models[(a, b)].load_torch(), pj, cache), ctx.threads)
+
+        try:
+            for art, records in ctx.executor.imap(units()):
+                art.save_npz(records)
+                adv()
+        except ExecutorError as e:
+            raise RunError(str(e)) from e
+
+    if grid is not None:  # evaluation.grid: the multi-class model's maps per (source, weighting), reused when stored
+        with ctx.timed(f"grid maps {split}"), ctx.progress(f"grid maps on {split}", len(grid.cells)) as adv:
+            adv(len(grid.cells) - len(grid.todo()))
+            grid.extract(mc_model, cache, ctx.preprocess, jobs, ctx.device, ev.map_size, ev.batch_size, ev.amp, adv)
+        if pair_grid is not None:
+            with ctx.progress(f"grid pair maps on {split}", len(pair_grid.pair_arts) + len(pair_grid.fused_arts)) as adv:
+                pair_grid.extract(lambda p: ctx.stored_model(2, models[p]), cache, ctx.preprocess, jobs, ctx.device,
+                                  ev.map_size, ev.batch_size, ev.amp, adv)
+    return SplitMaps(ds, cache, jobs, maps_key, mc_art, contrast_arts, pair_arts, grid, pair_grid)
+
+
+def stream_maps(ctx: RunContext, art: Artefact, model, cache: ImageCache, jobs: list, kinds: list[str]) -> None:
+    """Extract in this process, writing the maps to ``art`` as they come (nothing is kept if it fails)."""
+    ev = ctx.cfg.evaluation
+    writer = RecordWriter(art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size)
+    try:
+        extract(model, cache, ctx.preprocess, jobs, ctx.device, ev.map_size, ev.batch_size, kinds, sink=writer, amp=ev.amp)
+    except BaseException:
+        writer.discard()
+        raise
+    writer.commit()
+
+
+def map_unit(ctx: RunContext, num_classes: int, state: dict, jobs: list, cache: ImageCache) -> MapExtraction:
+    """The executor's unit that extracts the last-layer and fused (A) maps of one model."""
+    ids = sorted({j[0] for j in jobs})
+    ev = ctx.cfg.evaluation
+    return MapExtraction(ctx.model_spec(num_classes), state, tuple(ids), cache.stack(ids), tuple(jobs), ("last", "fused"),
+                         ev.map_size, ev.batch_size, str(ctx.device), ev.amp)
