@@ -126,6 +126,9 @@ class EvalConfig:
     contrast_gamma: float = 1.0
     amp: bool = False  # mixed-precision forward for the maps (CUDA float16 / CPU bfloat16); see the README for the tolerance
     grid: GridConfig | None = None  # null: off; a mapping (may be {}): the grid's rows in results/<split>/grid.*
+    # Faithfulness columns of the ablation tables (repcam.evaluation.faith_ablation): deletion, insertion, road, avg_drop,
+    # maxboxacc; every row's maps scored by the baseline multi-class model. []: off (expensive: see the README).
+    faithfulness: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -170,6 +173,7 @@ ADDED_OFF: dict[tuple[str, ...], Any] = {  # setting -> its "off" value (what ev
     ("pairs", "freeze_until"): None,
     ("multiclass", "budget_unit"): "image-epochs",
     ("evaluation", "grid"): None,
+    ("evaluation", "faithfulness"): [],
 }
 
 
@@ -271,6 +275,10 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         from repcam.pipeline.grid import check_grid  # lazy: it imports torch
 
         check_grid(cfg.evaluation.grid, fail)
+    if cfg.evaluation.faithfulness:
+        from repcam.evaluation.faith_ablation import check_metrics  # lazy: it imports torch
+
+        check_metrics(cfg.evaluation.faithfulness, lambda msg: fail("evaluation.faithfulness", msg))
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         fail("device", f"must be auto, cpu or cuda; got {cfg.device!r}")
     values = dict(_leaves(cfg))

@@ -62,6 +62,7 @@ def evaluate_split(
     chunk_size: int = 64,
     baseline_records: Mapping[str, MapRecords] | None = None,
     extra_records: Sequence[tuple[MapRecords, Mapping[str, str]]] = (),
+    on_map: Callable[[str, int, int, np.ndarray], None] | None = None,
 ) -> SplitResult:
     """Evaluate every method class by class, in chunks of ``chunk_size`` images, so memory does not grow with the data.
 
@@ -69,6 +70,7 @@ def evaluate_split(
     (see :data:`repcam.method.methods.VARIANTS`); ``contrast_records`` holds the multi-class model's contrast maps per selection;
     ``baseline_records`` {row name: maps of kind "map"} the trained baselines' (:data:`BASELINE_ROWS`);
     ``extra_records`` (records, {row name: map kind}) pairs add one row per named kind (the grid, repcam.pipeline.grid).
+    ``on_map(row name, image, class, map)`` also gets every map scored (the faithfulness columns, repcam.evaluation.faith_ablation).
     """
     C = ds.num_classes
     accs: dict[str, IoUAccumulator] = {}
@@ -80,6 +82,8 @@ def evaluate_split(
             accs[name] = IoUAccumulator(C, primary=threshold)
         accs[name].add(ds.samples[image].id, c, cam, mask)
         spool.add(name, image, c, cam)
+        if on_map is not None:
+            on_map(name, image, c, cam)
 
     pairwise = np.full((C, C), np.nan)
     missing: dict[str, int] = {}

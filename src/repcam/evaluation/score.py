@@ -98,7 +98,7 @@ def make_extractor(name: str, model: nn.Module) -> Extractor:
     raise ScoreError(f"unknown method {name!r}; choose from {', '.join(REPCAM_METHODS)} or pgc:<pytorch-grad-cam class>")
 
 
-def _normalise(maps: Any, shape: tuple[int, int, int], name: str) -> torch.Tensor:
+def normalise_maps(maps: Any, shape: tuple[int, int, int], name: str) -> torch.Tensor:
     """(B, H, W) float32 maps in [0, 1]: min-max per map; a constant map is clipped to [0, 1]."""
     m = torch.as_tensor(np.asarray(maps.detach().cpu() if torch.is_tensor(maps) else maps), dtype=torch.float32)
     if tuple(m.shape) != shape:
@@ -136,13 +136,7 @@ class ScoreResult:
         head = "| method | " + " | ".join(f"{t} ({'↑' if b == 'higher' else '↓'})" for _, t, b in METRICS) + " |"
         lines = [head, "|---|" + "---:|" * len(METRICS)]
         for m in self.methods:
-            cells = []
-            for key, _, _ in METRICS:
-                v, d = self.summary[m][key], self.intervals.get(m, {}).get(key)
-                cell = _fmt(v)
-                if d is not None:
-                    cell += f" ({d[0]:+.3f}" + (f" [{d[1]:+.3f}, {d[2]:+.3f}])" if not math.isnan(d[1]) else ")")
-                cells.append(cell)
+            cells = [format_cell(self.summary[m][key], self.intervals.get(m, {}).get(key)) for key, _, _ in METRICS]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         n = len(self.image_ids)
         lines.append(f"\n{n} records ((image, class) pairs) on {len(set(self.image_ids))} images; in brackets: difference to "
@@ -177,6 +171,69 @@ def _num(v: float) -> float | None:
 
 def _fmt(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:.3f}"
+
+
+def format_cell(value: float, interval: Sequence[float] | None = None) -> str:
+    """A table cell: the value, and where given its difference to the reference with the interval, ``v (d [lo, hi])``."""
+    cell = _fmt(value)
+    if interval is not None:
+        d, lo, hi = interval
+        cell += f" ({d:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}])" if not math.isnan(lo) else ")")
+    return cell
+
+
+FAITHFULNESS_KEYS: tuple[str, ...] = tuple(k for k, _, _ in METRICS if k not in ("miou", "pxap"))
+"""The metrics :func:`record_values` computes: every one of :data:`METRICS` but the mask-overlap ones."""
+
+
+def box_target(mask: np.ndarray, cls: int, size: tuple[int, int]) -> np.ndarray:
+    """MaxBoxAccV2's ground truth of one record: class ``cls``'s pixels of a label ``mask`` (values class + 1,
+    :data:`~repcam.data.base.IGNORE_INDEX` ignored), resized to the model input ``size`` by nearest neighbour."""
+    small = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=tuple(size), mode="nearest")[0, 0].numpy()
+    return (small == cls + 1) & (small != IGNORE_INDEX)
+
+
+def record_values(
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: torch.Tensor,
+    cls: torch.Tensor,
+    metrics: Sequence[str] = FAITHFULNESS_KEYS,
+    masks: Sequence[tuple[np.ndarray, int]] | None = None,
+    *,
+    steps: int = fm.DEFAULT_STEPS,
+    road_percentiles: Sequence[float] = fm.ROAD_PERCENTILES,
+    box_thresholds: Sequence[float] = fm.BOX_CAM_THRESHOLDS,
+) -> dict[str, np.ndarray]:
+    """Per-record values of ``metrics`` (keys of :data:`FAITHFULNESS_KEYS`) for one batch: ``x`` (B, 3, S, S) the
+    model's inputs, ``maps`` (B, S, S) normalised maps (:func:`normalise_maps`), ``cls`` (B,) the model outputs scored.
+
+    Returns {key: (B,) values}, Average Drop and Increase in %, except ``maxboxacc_v2``: the (B, D, T) correctness
+    of :func:`repcam.evaluation.faithfulness.box_correct` (MaxBoxAccV2 chooses its thresholds over all records: pass them
+    stacked to :func:`~repcam.evaluation.faithfulness.max_box_acc_v2`), from ``masks`` = (label mask, data set class) per record.
+    ROAD draws from torch's global RNG, MoRF before LeRF. The shared engine of ``repcam score`` and the ablation's
+    faithfulness columns (:mod:`repcam.evaluation.faith_ablation`)."""
+    unknown = [k for k in metrics if k not in FAITHFULNESS_KEYS]
+    if unknown:
+        raise ScoreError(f"unknown faithfulness metric {unknown[0]!r}; choose from {', '.join(FAITHFULNESS_KEYS)}")
+    out: dict[str, np.ndarray] = {}
+    if "deletion" in metrics:
+        out["deletion"] = fm.deletion_auc(model, x, maps, cls, steps).numpy()
+    if "insertion" in metrics:
+        out["insertion"] = fm.insertion_auc(model, x, maps, cls, steps).numpy()
+    for order in ("morf", "lerf"):
+        if f"road_{order}" in metrics:
+            out[f"road_{order}"] = fm.road(model, x, maps, cls, order, road_percentiles).numpy()  # type: ignore[arg-type]
+    if "avg_drop" in metrics or "avg_increase" in metrics:
+        drop, inc = fm.average_drop_increase(model, x, maps, cls)
+        out.update({k: (100 * v).numpy() for k, v in (("avg_drop", drop), ("avg_increase", inc)) if k in metrics})
+    if "maxboxacc_v2" in metrics:
+        if masks is None or len(masks) != len(x):
+            raise ScoreError("MaxBoxAccV2 needs one (mask, class) per record")
+        size = tuple(x.shape[-2:])
+        out["maxboxacc_v2"] = np.stack([fm.box_correct(m, box_target(mask, c, size), box_thresholds)
+                                        for m, (mask, c) in zip(maps.detach().cpu().numpy(), masks)])
+    return out
 
 
 def score_maps(
@@ -237,20 +294,14 @@ def score_maps(
             size = tuple(x.shape[-2:])
             ids += [dataset.samples[i].id for i, _ in chunk]
             for name, fn in extractors.items():
-                maps = _normalise(fn(x, cls), (len(chunk), *size), name).to(device)
+                maps = normalise_maps(fn(x, cls), (len(chunk), *size), name).to(device)
                 for (i, c), m in zip(chunk, maps.cpu().numpy()):
-                    mask = cache[i][1]
-                    accs[name].add(dataset.samples[i].id, c, m, mask)
-                    small = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=size, mode="nearest")[0, 0].numpy()
-                    box_rows[name].append(fm.box_correct(m, (small == c + 1) & (small != IGNORE_INDEX), box_thresholds))
-                v = vals[name]
-                v["deletion"] += fm.deletion_auc(model, x, maps, cls, steps).tolist()
-                v["insertion"] += fm.insertion_auc(model, x, maps, cls, steps).tolist()
-                v["road_morf"] += fm.road(model, x, maps, cls, "morf", road_percentiles).tolist()
-                v["road_lerf"] += fm.road(model, x, maps, cls, "lerf", road_percentiles).tolist()
-                drop, inc = fm.average_drop_increase(model, x, maps, cls)
-                v["avg_drop"] += (100 * drop).tolist()
-                v["avg_increase"] += (100 * inc).tolist()
+                    accs[name].add(dataset.samples[i].id, c, m, cache[i][1])
+                per_record = record_values(model, x, maps, cls, FAITHFULNESS_KEYS, [(cache[i][1], c) for i, c in chunk],
+                                           steps=steps, road_percentiles=road_percentiles, box_thresholds=box_thresholds)
+                box_rows[name] += list(per_record.pop("maxboxacc_v2"))
+                for k, v in per_record.items():
+                    vals[name][k] += v.tolist()
             if bar is not None:
                 bar.update(task, advance=len(chunk))
     finally:

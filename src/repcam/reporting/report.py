@@ -219,6 +219,12 @@ def _ablation_section(split: str, abl: Mapping[str, Any]) -> str:
         rec = {r["method"]: r.get("records") for r in rows}
         parts.append(table(header + ["records"], [b + [rec.get(b[0], "")] for b in body], row_class=rc,
                            cell_class=[c + [None] for c in cc]))
+        if isinstance(abl.get("faithfulness"), dict):  # evaluation.faithfulness: a second table, same rows
+            from repcam.reporting.tables import faithfulness_intro, faithfulness_rows
+
+            f_header, f_body = faithfulness_rows(rows)
+            parts.append(f"<h3>Faithfulness</h3><p class=\"muted\">{e(faithfulness_intro(abl['faithfulness'].get('judge', '?')))}</p>"
+                         + table(f_header, f_body, row_class=["base" if b[0] == BASELINE else "" for b in f_body]))
     if abl.get("skipped_images"):
         parts.append(f'<p class="warn">{e(abl["skipped_images"])} evaluation images could not be read and were skipped.</p>')
     return "".join(parts)

@@ -72,6 +72,31 @@ def ablation_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, out
 
 
+def faithfulness_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The faithfulness table (``evaluation.faithfulness``): one column per metric, each cell the row's value and,
+    after Grad-CAM, its difference to Grad-CAM with the paired 95% interval (``repcam score``'s cells); empty if off."""
+    from repcam.evaluation.faith_ablation import column_title  # lazy: only runs with the switch on have these rows
+    from repcam.evaluation.score import format_cell
+
+    by = {r["method"]: r["faithfulness"] for r in rows if "faithfulness" in r}
+    cols = list(next(iter(by.values()), {}))
+    body = []
+    for name in method_order(list(by)):
+        cells = by[name]
+        body.append([name] + [format_cell(cells[c]["value"], (cells[c]["diff"], cells[c]["ci_low"], cells[c]["ci_high"])
+                                          if "diff" in cells[c] else None) for c in cols])
+    return ["Method"] + [column_title(c) for c in cols], body
+
+
+def faithfulness_intro(judge: str) -> str:
+    """The faithfulness table's note: the judge model, the records, the intervals."""
+    return (f"Faithfulness: every row's maps scored by one judge, the run's multi-class baseline model ({judge}, the model of "
+            "the Grad-CAM and LayerCAM rows), on the IoU columns' (image, class) records, maps upsampled to the model input "
+            "and min-max normalised as repcam score does; definitions as repcam score's (class score: softmax probability; "
+            "Avg Drop / Increase and MaxBoxAccV2 in %). In brackets: the difference to Grad-CAM with a paired 95% bootstrap "
+            "interval over images (none where the row's records differ from Grad-CAM's).")
+
+
 def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict], notes: Sequence[str], skipped: int = 0,
                  extra: dict | None = None) -> str:
     """Write ablation/per-class/sweep/pairwise tables; returns the ablation Markdown. ``extra`` goes into ablation.json."""
@@ -82,6 +107,9 @@ def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict
     md += "PxAP: pixel average precision (threshold free, mean over classes); IRN mIoU: the weakly supervised segmentation protocol (argmax over a constant background score and the present "
     md += "classes' maps, 21-label-style mIoU with background, best background threshold in brackets).\n\n"
     md += markdown_table(header, table)
+    if extra and "faithfulness" in extra:
+        f_header, f_table = faithfulness_rows(rows)
+        md += f"\n### Faithfulness on {split}\n\n{faithfulness_intro(extra['faithfulness']['judge'])}\n\n" + markdown_table(f_header, f_table)
     if notes:
         md += "\nNotes:\n" + "".join(f"- {n}\n" for n in notes)
     if skipped:

@@ -12,7 +12,7 @@ exactly one place. The names are those runs have always written (existing run di
       features/<stage>.npy
       maps/<split>/multiclass.npz, contrast__<selection>.npz, <pair>.npz, baseline__<kind>.npz,
                     grid__<source>__<weighting>.npz, grid__pair__<pair>.npz, grid__pairs__<selection>.npz
-      results/<split>/ablation.json, accumulators.json, pairwise.json, ...
+      results/<split>/ablation.json, accumulators.json, pairwise.json, ..., faithfulness.npz
       figures/<split>/index.json, ...
       report.html, explain/
       notes.json, timings.json, budget.json, environment.json, train_skipped.json
@@ -43,6 +43,7 @@ ACCUMULATORS_JSON = "accumulators.json"
 PAIRWISE_JSON = "pairwise.json"
 PER_CLASS_CSV = "per_class.csv"
 SWEEP_CSV = "sweep.csv"
+FAITHFULNESS_NPZ = "faithfulness.npz"  # + .meta.json: repcam.evaluation.faith_ablation's per-record store
 FIGURE_INDEX = "index.json"  # figures/<split>/index.json
 
 
@@ -198,6 +199,10 @@ class RunDir:
 
     def pairwise(self, split: str) -> Path:
         return self.result(split, PAIRWISE_JSON)
+
+    def faithfulness_records(self, split: str) -> Path:
+        """Per-record values of the faithfulness columns (``evaluation.faithfulness``), reused by a rerun."""
+        return self.result(split, FAITHFULNESS_NPZ)
 
     def figures_dir(self, split: str) -> Path:
         return self.root / "figures" / slug(split)

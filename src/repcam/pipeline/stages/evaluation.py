@@ -5,16 +5,18 @@ from __future__ import annotations
 import yaml
 
 from repcam.evaluation.evaluate import evaluate_split, summarize
+from repcam.evaluation.faith_ablation import FaithfulnessColumns, store_key
 from repcam.method import selection as S
 from repcam.models.baselines import baseline_records
 from repcam.pipeline.context import RunContext
 from repcam.pipeline.grid import write_grid
 from repcam.pipeline.maps import MapRecords
-from repcam.pipeline.stages.maps import compute_maps
+from repcam.pipeline.stages.maps import SplitMaps, compute_maps
 from repcam.reporting.tables import write_tables
+from repcam.store.layout import RunDir
 from repcam.store.records import RecordFile
 from repcam.store.rundir import results_key
-from repcam.store.storage import Artefact, write_json_mapping
+from repcam.store.storage import Artefact, read_json, write_json_mapping
 
 
 def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[tuple[int, int], Artefact],
@@ -30,12 +32,15 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
         return {(b if a == c else a): RecordFile(art.path) for (a, b), art in m.pairs.items() if c in (a, b)}
 
     topk = range(1, ctx.cfg.selection.n + 1) if ctx.cfg.selection.pairwise else ()
+    faith = faithfulness_columns(ctx, split, mc_model, mc_path, m) if ev.faithfulness else None
     with ctx.timed(f"evaluate {split}"), ctx.progress(f"evaluate {split}", ds.num_classes) as adv:
         contrast = {n: RecordFile(a.path) for n, a in m.contrast.items()}
-        result = evaluate_split(ds, RecordFile(m.multiclass.path), pair_records, selections, ev.threshold, ev.protocol, topk, adv,
+        result = evaluate_split(ds, RecordFile(m.multiclass.path), pair_records, selections, ev.threshold, ev.protocol, topk,
+                                adv if faith is None else lambda n: (faith.checkpoint(), adv(n)),
                                 variants=ev.variants, contrast_records=contrast, baseline_records=trained,
                                 extra_records=(grid.records() if grid is not None else [])
-                                + (m.pair_grid.records() if m.pair_grid is not None else []))
+                                + (m.pair_grid.records() if m.pair_grid is not None else []),
+                                on_map=None if faith is None else faith.add)
     rows = summarize(result, seed=ctx.cfg.seed)
     if grid is not None:  # the grid's rows go to grid.*; the ablation's tables stay as without the grid
         result, rows, grid_rows = grid.split_off(result, rows)
@@ -44,7 +49,26 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
     # The key of the settings behind these numbers: the report shows results whose key differs from the
     # current config.yaml's (or whose split is no longer evaluated) as stale, not as this run's.
     key = results_key(yaml.safe_load(yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False)), split)
-    write_tables(ctx.paths.results_dir(split), split, result, rows, ctx.notes, skipped=len(cache.bad),
-                 extra={"settings_key": key, "skipped_train_images": skipped_train})
+    extra = {"settings_key": key, "skipped_train_images": skipped_train}
+    if faith is not None:  # only then: with the switch off, ablation.json is byte for byte as before it
+        with ctx.timed(f"faithfulness {split}"):
+            faith.attach(rows, seed=ctx.cfg.seed)
+        ctx.timings[f"faithfulness {split}"] += faith.seconds
+        extra["faithfulness"] = faith.info(mc_path, ev.faithfulness)
+        ctx.say(f"faithfulness on {split}: {faith.computed} maps scored by the judge model, the rest reused "
+                f"({ctx.paths.faithfulness_records(split)})")
+    write_tables(ctx.paths.results_dir(split), split, result, rows, ctx.notes, skipped=len(cache.bad), extra=extra)
     write_json_mapping(ctx.paths.accumulators(split), ((k, v.state_dict) for k, v in result.accs.items()))
     return rows
+
+
+def faithfulness_columns(ctx: RunContext, split: str, judge, judge_path: str, m: SplitMaps) -> FaithfulnessColumns:
+    """The faithfulness columns of ``split`` (``evaluation.faithfulness``): the ablation's rows (not the grid's) scored
+    by ``judge``, the baseline multi-class model, with the values stored in ``results/<split>/faithfulness.npz``."""
+    ev = ctx.cfg.evaluation
+    sha = read_json(RunDir.meta(ctx.paths / judge_path))["sha256"]
+    key = store_key(sha, ctx.data_key(), split, ctx.cfg.data.eval_options.get(split, {}), ev.protocol, ctx.preprocess, ctx.cfg.seed)
+    grid_rows = m.grid.rows_meta if m.grid is not None else {}
+    return FaithfulnessColumns(ev.faithfulness, judge, m.ds, m.cache, ctx.preprocess, ev.protocol, ctx.device,
+                               Artefact(ctx.paths.faithfulness_records(split), key), ctx.cfg.seed, ev.batch_size,
+                               rows=lambda name: name not in grid_rows)
