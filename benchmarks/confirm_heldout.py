@@ -3,7 +3,7 @@
 A grid row picked as the best of hundreds on one split is biased upwards there; this scores the *frozen* choice on a
 split the choice never saw, against named multi-class baselines, with the same paired 95% bootstrap over images as
 the ablation tables. Only stored maps are read (a finished run with ``evaluation.grid``): the rows' grid map files
-and the multi-class model's maps, scored by :func:`repcam.evaluate.evaluate_split` exactly as the run scores them.
+and the multi-class model's maps, scored by :func:`repcam.evaluation.evaluate.evaluate_split` exactly as the run scores them.
 
     python benchmarks/confirm_heldout.py RUN_DIR --split train \\
         --row "contrast S-1 [layercam, paper]" --row "top-4 contrast [layercam, paper]" \\
@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from repcam.config import load_config
-from repcam.context import RunContext
-from repcam.evaluate import evaluate_split
-from repcam.layout import RunDir
-from repcam.metrics import paired_bootstrap
-from repcam.records import RecordFile
-from repcam.rundir import slug
-from repcam.storage import write_text
+from repcam.evaluation.bootstrap import paired_bootstrap
+from repcam.evaluation.evaluate import evaluate_split
+from repcam.pipeline.context import RunContext
+from repcam.store.layout import RunDir
+from repcam.store.records import RecordFile
+from repcam.store.rundir import slug
+from repcam.store.storage import write_text
 
 ROW = re.compile(r"^(?P<label>.+) \[(?P<weighting>[a-z+]+), (?P<fusion>[a-z]+)\]$")
 
