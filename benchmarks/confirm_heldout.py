@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from repcam.config import load_config
-from repcam.evaluation.bootstrap import paired_bootstrap
-from repcam.evaluation.evaluate import evaluate_split
+from repcam.evaluation.evaluate import _paired, evaluate_split
 from repcam.pipeline.context import RunContext
+from repcam.pipeline.grid import contrast_stem, topk_stem
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordFile
-from repcam.store.rundir import slug
+from repcam.reporting.tables import _delta
 from repcam.store.storage import write_text
 
 ROW = re.compile(r"^(?P<label>.+) \[(?P<weighting>[a-z+]+), (?P<fusion>[a-z]+)\]$")
@@ -40,20 +40,15 @@ def grid_file(paths: RunDir, split: str, row: str) -> tuple[Path, str]:
     if label == "multiclass":
         stem = "multiclass"
     elif label.startswith("contrast "):
-        stem = f"contrast__{slug(label[len('contrast '):])}"
+        stem = contrast_stem(label[len("contrast "):])
     elif re.fullmatch(r"top-\d+ contrast", label):
-        stem = f"top{label.split()[0][4:]}-contrast"
+        stem = topk_stem(int(label.split()[0][4:]))
     else:
         sys.exit(f"error: {row!r}: only multi-class grid sources (multiclass, contrast, top-k contrast) are supported")
     path = paths.grid_maps(split, stem, weighting)
     if not path.is_file():
         sys.exit(f"error: {path} does not exist: is {split!r} evaluated with this grid row in that run?")
     return path, fusion
-
-
-def fmt(d: float, lo: float, hi: float) -> str:
-    sig = "" if lo > 0 or hi < 0 else " n.s."
-    return f"{100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{sig}"
 
 
 def main() -> None:
@@ -91,8 +86,8 @@ def main() -> None:
             if ref == name:
                 cells.append("—")
                 continue
-            d, lo, hi = paired_bootstrap(accs[name], accs[ref], n_boot=1000, seed=0)
-            cells.append(fmt(d, lo, hi))
+            d, lo, hi, sig, _ = _paired(accs[name], accs[ref], n_boot=1000, seed=0)  # the ablation's interval and test
+            cells.append(_delta({"diff": d, "ci_low": lo, "ci_high": hi, "significant": sig}))  # and its cell format
         lines.append(f"| {name} | {100 * accs[name].miou():.2f} | " + " | ".join(cells) + " |")
     md = "\n".join(lines) + "\n"
     print(md)

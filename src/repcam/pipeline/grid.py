@@ -93,6 +93,16 @@ def row_name(label: str, weighting: str, fusion: str) -> str:
     return f"{label} [{weighting}, {fusion}]"
 
 
+def contrast_stem(selection: str) -> str:
+    """The grid map files' stem of the contrast source of one selection (``RunDir.grid_maps``)."""
+    return f"contrast__{slug(selection)}"
+
+
+def topk_stem(k: int) -> str:
+    """The grid map files' stem of the image-level top-``k`` contrast source."""
+    return f"top{k}-contrast"
+
+
 def grid_sources(sources: Sequence[str], selections: dict[str, dict[int, Sequence[int]]], class_names: Sequence[str],
                  n: int, gamma: float) -> list[GridSource]:
     """The sources of the grid in config order; ``contrast`` gives one per selection of the run."""
@@ -103,11 +113,11 @@ def grid_sources(sources: Sequence[str], selections: dict[str, dict[int, Sequenc
         elif kind == "contrast":
             for sel_name, sel in selections.items():
                 reps = {class_names[c]: [class_names[r] for r in sel[c]] for c in sorted(sel)}
-                out.append(GridSource(kind, f"contrast {sel_name}", f"contrast__{slug(sel_name)}",
+                out.append(GridSource(kind, f"contrast {sel_name}", contrast_stem(sel_name),
                                       {"source": "contrast", "contrast": reps, "gamma": gamma},
                                       lambda c, sel=sel: ContrastTarget(c, tuple(sel.get(c, ())), gamma)))
         elif kind == "topk-contrast":
-            out.append(GridSource(kind, f"top-{n} contrast", f"top{n}-contrast", {"source": "topk-contrast", "k": n, "gamma": gamma},
+            out.append(GridSource(kind, f"top-{n} contrast", topk_stem(n), {"source": "topk-contrast", "k": n, "gamma": gamma},
                                   lambda c: TopKContrastTarget(c, n, gamma)))
     return out
 
