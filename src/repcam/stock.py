@@ -37,8 +37,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 @dataclass(frozen=True)
-class Method:
-    """How one method computes its map with :class:`~repcam.engine.cam.MultiLayerGradCAM`.
+class StockMethod:
+    """How one stock-explain method computes its map with :class:`~repcam.engine.cam.MultiLayerGradCAM`.
+
+    Not a table row (that is :class:`repcam.method.methods.Method`, which also names a selection and a map source):
+    a stock model has no run, so only the engine's choices are left.
 
     ``auto``: what ``layers="auto"`` means for it (``"last"``: the deepest of the paper's layers, i.e. the classic
     single-layer map; ``"all"``: every stage). ``contrast``: target ``y_c - gamma * mean(y_rivals)`` instead of ``y_c``.
@@ -52,11 +55,11 @@ class Method:
     description: str
 
 
-METHODS: dict[str, Method] = {
-    "gradcam": Method("gradcam", "mean", "last", False, "Grad-CAM", "Grad-CAM: the deepest stage (several --layers: their mean)"),
-    "layercam": Method("layercam", "mean", "all", False, "LayerCAM", "LayerCAM: element-wise positive-gradient weights, mean over all stages"),
-    "paper": Method("gradcam", "paper", "all", False, "Grad-CAM+A (multi-layer fusion)", "repcam's multi-layer fusion: (sum of the stage maps) x deepest map"),
-    "contrast": Method("gradcam", "mean", "last", True, "contrast vs top rivals", "Grad-CAM of y_c - mean(y_r) over the image's top rival classes r"),
+METHODS: dict[str, StockMethod] = {
+    "gradcam": StockMethod("gradcam", "mean", "last", False, "Grad-CAM", "Grad-CAM: the deepest stage (several --layers: their mean)"),
+    "layercam": StockMethod("layercam", "mean", "all", False, "LayerCAM", "LayerCAM: element-wise positive-gradient weights, mean over all stages"),
+    "paper": StockMethod("gradcam", "paper", "all", False, "Grad-CAM+A (multi-layer fusion)", "repcam's multi-layer fusion: (sum of the stage maps) x deepest map"),
+    "contrast": StockMethod("gradcam", "mean", "last", True, "contrast vs top rivals", "Grad-CAM of y_c - mean(y_r) over the image's top rival classes r"),
 }
 """The methods by name; the same rows as a run's Grad-CAM, LayerCAM, Grad-CAM+A and contrast maps."""
 

