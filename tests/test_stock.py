@@ -105,6 +105,21 @@ def test_contrast_is_gradcam_of_each_class_against_the_images_top_rivals(lite0, 
     assert np.abs(plain.maps - ex.maps).max() > 0.1  # the rivals' evidence was subtracted
 
 
+def test_contrast_layercam_is_the_grids_top4_contrast_layercam_paper_row(lite0, photos):
+    """The stock method is the evaluation grid's ``top-4 contrast [layercam, paper]`` map: the same target (the
+    image's own top-4 other classes, from the same forward pass), LayerCAM weights, the paper's fusion of all stages."""
+    from repcam.pipeline.grid import TopKContrastTarget
+
+    ex = StockExplainer(lite0, "contrast-layercam", topk=2, device="cpu").explain([photos["coffee"]])[0]
+    x = lite0.transform(Image.fromarray(photos["coffee"])).unsqueeze(0).expand(2, -1, -1, -1)
+    cam = MultiLayerGradCAM(lite0.model, "auto", fusion="paper", weighting="layercam")
+    by_grid = cam(x, [TopKContrastTarget(c, 4) for c in ex.indices]).fused
+    size = photos["coffee"].shape[:2]
+    np.testing.assert_allclose(ex.maps, F.interpolate(by_grid.unsqueeze(1), size=size, mode="bilinear").squeeze(1).numpy(), atol=1e-5)
+    fewer = StockExplainer(lite0, "contrast-layercam", topk=2, rivals=1, device="cpu").explain([photos["coffee"]])[0]
+    assert np.abs(fewer.maps - ex.maps).max() > 1e-3  # rivals= overrides the method's default of 4
+
+
 def test_any_module_gets_imagenet_preprocessing_and_given_class_names(photos):
     torch.manual_seed(0)
     model = TinyCNN(4)

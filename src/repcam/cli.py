@@ -167,11 +167,11 @@ def explain(
     model: Optional[str] = typer.Option(None, "--model", help="Instead of --run: a stock timm model name or torchvision/<name>."),
     weights: Optional[Path] = typer.Option(None, help="With --model: a local state-dict file (default: offline ImageNet weights)."),
     cls: Optional[list[str]] = typer.Option(None, "--class", help="Class to explain (repeatable; with --model a name or index); default: every class scored >= --min-score (--run), the top-k predictions (--model)."),
-    method: Optional[str] = typer.Option(None, help="--run: the selection whose representative classes to use (e.g. S-1; default the run's best +A+F row). --model: gradcam, layercam (default), paper or contrast."),
+    method: Optional[str] = typer.Option(None, help="--run: the selection whose representative classes to use (e.g. S-1; default the run's best +A+F row). --model: gradcam, layercam (default), paper, contrast or contrast-layercam."),
     layers: Optional[list[str]] = typer.Option(None, "--layers", help="With --model: target layer names (repeatable), or auto (default)."),
     min_score: Optional[float] = typer.Option(None, help="With --run and no --class: explain the classes scored at least this high (default 0.5)."),
     topk: Optional[int] = typer.Option(None, help="With --model and no --class: explain the k top predictions (default 3)."),
-    rivals: Optional[int] = typer.Option(None, help="With --method contrast: contrast against this many top rival classes (default 3)."),
+    rivals: Optional[int] = typer.Option(None, help="With --method contrast / contrast-layercam: contrast against this many top rival classes (default 3 / 4)."),
     save_npy: bool = typer.Option(False, "--save-npy", help="With --model: also save each map as float32 .npy at the image's size."),
     batch_size: Optional[int] = typer.Option(None, help="With --model: images per batch (default 8)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: RUN/explain, or ./explain with --model)."),
@@ -201,7 +201,7 @@ def explain(
         try:
             explain_files(images, model, weights=str(weights) if weights else None, classes=cls, method=method or "layercam",
                           layers=layers or None, out=out or Path("explain"), save_npy=save_npy,
-                          topk=3 if topk is None else topk, rivals=3 if rivals is None else rivals,
+                          topk=3 if topk is None else topk, rivals=rivals,
                           batch_size=8 if batch_size is None else batch_size, fmt=fmt, device=device, console=console, echo=typer.echo)
         except ExplainError as e:
             console.print(f"[red]error:[/] {e}", soft_wrap=True)

@@ -44,7 +44,8 @@ class StockMethod:
     a stock model has no run, so only the engine's choices are left.
 
     ``auto``: what ``layers="auto"`` means for it (``"last"``: the deepest of the paper's layers, i.e. the classic
-    single-layer map; ``"all"``: every stage). ``contrast``: target ``y_c - gamma * mean(y_rivals)`` instead of ``y_c``.
+    single-layer map; ``"all"``: every stage). ``contrast``: target ``y_c - gamma * mean(y_rivals)`` instead of ``y_c``,
+    over the image's ``rivals`` highest-scoring other classes unless the caller asks for another number.
     """
 
     weighting: str
@@ -53,6 +54,7 @@ class StockMethod:
     contrast: bool
     label: str  # the figure's panel title
     description: str
+    rivals: int = 3
 
 
 METHODS: dict[str, StockMethod] = {
@@ -60,8 +62,13 @@ METHODS: dict[str, StockMethod] = {
     "layercam": StockMethod("layercam", "mean", "all", False, "LayerCAM", "LayerCAM: element-wise positive-gradient weights, mean over all stages"),
     "paper": StockMethod("gradcam", "paper", "all", False, "Grad-CAM+A (multi-layer fusion)", "repcam's multi-layer fusion: (sum of the stage maps) x deepest map"),
     "contrast": StockMethod("gradcam", "mean", "last", True, "contrast vs top rivals", "Grad-CAM of y_c - mean(y_r) over the image's top rival classes r"),
+    "contrast-layercam": StockMethod("layercam", "paper", "all", True, "LayerCAM+A contrast vs top-4",
+                                     "LayerCAM weights, the paper's multi-layer fusion, target y_c - mean(y_r) over the image's top-4 other classes",
+                                     rivals=4),
 }
-"""The methods by name; the same rows as a run's Grad-CAM, LayerCAM, Grad-CAM+A and contrast maps."""
+"""The methods by name; the same maps as a run's Grad-CAM, LayerCAM, Grad-CAM+A and contrast rows, and
+``contrast-layercam`` = the evaluation grid's ``top-4 contrast [layercam, paper]`` row (chosen on VOCdevkit-mini val;
+README "Which method when")."""
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -198,12 +205,13 @@ class StockExplainer:
         weights: str | os.PathLike | None = None,
         class_names: Sequence[str] | None = None,
         topk: int = 3,
-        rivals: int = 3,
+        rivals: int | None = None,
         gamma: float = 1.0,
         device: str = "auto",
     ) -> None:
         if method not in METHODS:
             raise StockError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        rivals = METHODS[method].rivals if rivals is None else rivals
         for key, value, low in (("topk", topk, 1), ("rivals", rivals, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise StockError(f"{key} must be an integer >= {low}, got {value!r}")
@@ -289,7 +297,7 @@ def explain_image(
     *,
     weights: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
-    rivals: int = 3,
+    rivals: int | None = None,
     device: str = "auto",
 ) -> StockExplanation:
     """Maps of one image from a stock classifier, with the class names and the model's scores.
@@ -299,7 +307,8 @@ def explain_image(
     cache; a missing file is an error that says how to supply it). ``image``: a path, PIL image or array.
     ``classes``: names (any ImageNet synonym, e.g. ``"tabby"``) or indices; default the ``topk`` top predictions.
     ``method``: one of :data:`METHODS` (``gradcam``, ``layercam``, ``paper``, ``contrast``: against the image's
-    ``rivals`` highest-scoring other classes). Preprocessing: timm's data config of the model (ImageNet defaults
+    ``rivals`` highest-scoring other classes, default 3; ``contrast-layercam``: LayerCAM weights and the paper's
+    fusion of all stages, against the top 4). Preprocessing: timm's data config of the model (ImageNet defaults
     for torchvision models), the whole image resized to the input size.
     """
     explainer = StockExplainer(model, method, layers, weights=weights, class_names=class_names, topk=topk, rivals=rivals, device=device)
@@ -322,7 +331,7 @@ def explain_files(
     out: Path = Path("explain"),
     save_npy: bool = False,
     topk: int = 3,
-    rivals: int = 3,
+    rivals: int | None = None,
     batch_size: int = 8,
     fmt: str = "png",
     device: str = "auto",
