@@ -179,7 +179,6 @@ def explain(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Overlay figures, one per image and class: a finished run's maps (--run) or a stock model's (--model)."""
-    from repcam.explain import Explainer, ExplainError
     from repcam.reporting.figures import FORMATS
 
     # Every argument is checked before a model is loaded or a map computed.
@@ -193,19 +192,10 @@ def explain(
                       soft_wrap=True)
         raise typer.Exit(2)
     if model is not None:
-        from repcam.stock import explain_files
-
         if min_score is not None:
             console.print("[red]error:[/] --min-score applies to --run only; with --model use --topk or --class", soft_wrap=True)
             raise typer.Exit(2)
-        try:
-            explain_files(images, model, weights=str(weights) if weights else None, classes=cls, method=method or "layercam",
-                          layers=layers or None, out=out or Path("explain"), save_npy=save_npy,
-                          topk=3 if topk is None else topk, rivals=rivals,
-                          batch_size=8 if batch_size is None else batch_size, fmt=fmt, device=device, console=console, echo=typer.echo)
-        except ExplainError as e:
-            console.print(f"[red]error:[/] {e}", soft_wrap=True)
-            raise typer.Exit(2) from None
+        _explain_stock(images, model, weights, cls, method, layers, out, save_npy, topk, rivals, batch_size, fmt, device)
         return
     stock_only = {"--weights": weights, "--layers": layers or None, "--topk": topk, "--rivals": rivals, "--batch-size": batch_size,
                   "--save-npy": save_npy or None}
@@ -217,6 +207,31 @@ def explain(
     if not 0.0 <= min_score <= 1.0:
         console.print(f"[red]error:[/] --min-score must be in [0, 1], got {min_score}")
         raise typer.Exit(2)
+    _explain_run(images, run, cls, method, min_score, out, fmt, device)
+
+
+def _explain_stock(images: list[str], model: str, weights: Optional[Path], cls: Optional[list[str]], method: Optional[str],
+                   layers: list[str], out: Optional[Path], save_npy: bool, topk: Optional[int], rivals: Optional[int],
+                   batch_size: Optional[int], fmt: str, device: str) -> None:
+    """``repcam explain --model``: a stock model's maps of image files, folders and globs, in batches."""
+    from repcam.explain import ExplainError
+    from repcam.stock import explain_files
+
+    try:
+        explain_files(images, model, weights=str(weights) if weights else None, classes=cls, method=method or "layercam",
+                      layers=layers or None, out=out or Path("explain"), save_npy=save_npy,
+                      topk=3 if topk is None else topk, rivals=rivals,
+                      batch_size=8 if batch_size is None else batch_size, fmt=fmt, device=device, console=console, echo=typer.echo)
+    except ExplainError as e:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _explain_run(images: list[str], run: Path, cls: Optional[list[str]], method: Optional[str], min_score: float,
+                 out: Optional[Path], fmt: str, device: str) -> None:
+    """``repcam explain --run``: a finished run's maps, one figure per image and class, into the run (locked) or --out."""
+    from repcam.explain import Explainer, ExplainError
+
     folder = out or RunDir(run).explain_dir
     if run.is_dir() or out is not None:
         try:
