@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from repcam.evaluation.metrics import IoUAccumulator, _nanmean, _safe_div
+from repcam.evaluation.metrics import IoUAccumulator, nanmean, safe_div
 
 
 def _miou_from_counts(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
     """mIoU along the last axis (classes), skipping classes with zero union."""
-    return _nanmean(_safe_div(inter, union), axis=-1)
+    return nanmean(safe_div(inter, union), axis=-1)
 
 
 def bootstrap_diff_ci(
@@ -81,7 +81,7 @@ def bootstrap_diff_ci(
         ria, rua, rib, rub = w @ ia, w @ ua, w @ ib, w @ ub
         diffs[start : start + m] = _miou_from_counts(ria, rua) - _miou_from_counts(rib, rub)
         if class_diffs is not None:
-            class_diffs[start : start + m] = _safe_div(ria, rua) - _safe_div(rib, rub)
+            class_diffs[start : start + m] = safe_div(ria, rua) - safe_div(rib, rub)
     q = 100.0 * (1.0 - confidence) / 2.0
     # A replicate where neither method has a class with non-zero union gives NaN; drop it.
     diffs = diffs[~np.isnan(diffs)]
@@ -91,7 +91,7 @@ def bootstrap_diff_ci(
         mean = (point, float(low), float(high))
     if class_diffs is None:
         return mean
-    points = _safe_div(ia.sum(0), ua.sum(0)) - _safe_div(ib.sum(0), ub.sum(0))
+    points = safe_div(ia.sum(0), ua.sum(0)) - safe_div(ib.sum(0), ub.sum(0))
     lows, highs = np.full(n_cls, np.nan), np.full(n_cls, np.nan)
     for c in range(n_cls):
         col = class_diffs[:, c][~np.isnan(class_diffs[:, c])]
