@@ -55,33 +55,9 @@ def bootstrap_diff_ci(
     n_cls = int(num_classes) if num_classes is not None else int(cls.max()) + 1
     if cls.min() < 0 or cls.max() >= n_cls:
         raise ValueError(f"classes must lie in [0, {n_cls})")
-    _, img = np.unique(np.asarray(image_index), return_inverse=True)
-    img = img.ravel()
-    n_img = int(img.max()) + 1
-    # Per-image, per-class counts: a replicate's totals are then image weights @ these tables.
-    tables = []
-    for a in arrays:
-        t = np.zeros((n_img, n_cls))
-        np.add.at(t, (img, cls), a)
-        tables.append(t)
-    ia, ua, ib, ub = tables
-
+    ia, ua, ib, ub = _image_tables(image_index, cls, arrays, n_cls)
     point = float(_miou_from_counts(ia.sum(0), ua.sum(0)) - _miou_from_counts(ib.sum(0), ub.sum(0)))
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
-    class_diffs = np.empty((n_boot, n_cls)) if per_class else None
-    # Bounds the (replicates x images) weight matrix (8 MB); up to 1,000 images the 1,000 replicates are one chunk,
-    # and chunking changes the random draws, so this cap is part of the results' reproducibility.
-    chunk = max(1, 1_000_000 // n_img)
-    for start in range(0, n_boot, chunk):
-        m = min(chunk, n_boot - start)
-        draws = rng.integers(0, n_img, size=(m, n_img))
-        flat = (np.arange(m)[:, None] * n_img + draws).ravel()
-        w = np.bincount(flat, minlength=m * n_img).reshape(m, n_img).astype(np.float64)
-        ria, rua, rib, rub = w @ ia, w @ ua, w @ ib, w @ ub
-        diffs[start : start + m] = _miou_from_counts(ria, rua) - _miou_from_counts(rib, rub)
-        if class_diffs is not None:
-            class_diffs[start : start + m] = safe_div(ria, rua) - safe_div(rib, rub)
+    diffs, class_diffs = _replicate_diffs(ia, ua, ib, ub, n_boot, seed, per_class)
     q = 100.0 * (1.0 - confidence) / 2.0
     # A replicate where neither method has a class with non-zero union gives NaN; drop it.
     diffs = diffs[~np.isnan(diffs)]
@@ -98,6 +74,44 @@ def bootstrap_diff_ci(
         if col.size:
             lows[c], highs[c] = np.percentile(col, [q, 100.0 - q])
     return mean, (points, lows, highs)
+
+
+def _image_tables(image_index: Any, cls: np.ndarray, arrays: list[np.ndarray], n_cls: int) -> list[np.ndarray]:
+    """Per-image, per-class sums (images x classes) of each per-record count array; images in sorted id order."""
+    _, img = np.unique(np.asarray(image_index), return_inverse=True)
+    img = img.ravel()
+    n_img = int(img.max()) + 1
+    # Per-image, per-class counts: a replicate's totals are then image weights @ these tables.
+    tables = []
+    for a in arrays:
+        t = np.zeros((n_img, n_cls))
+        np.add.at(t, (img, cls), a)
+        tables.append(t)
+    return tables
+
+
+def _replicate_diffs(
+    ia: np.ndarray, ua: np.ndarray, ib: np.ndarray, ub: np.ndarray, n_boot: int, seed: int, per_class: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """mIoU(a) - mIoU(b) of ``n_boot`` replicates that resample the images (rows of the count tables) with
+    replacement, and with ``per_class`` the (n_boot, C) per-class IoU differences of the same replicates."""
+    n_img, n_cls = ia.shape
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    class_diffs = np.empty((n_boot, n_cls)) if per_class else None
+    # Bounds the (replicates x images) weight matrix (8 MB); up to 1,000 images the 1,000 replicates are one chunk,
+    # and chunking changes the random draws, so this cap is part of the results' reproducibility.
+    chunk = max(1, 1_000_000 // n_img)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        draws = rng.integers(0, n_img, size=(m, n_img))
+        flat = (np.arange(m)[:, None] * n_img + draws).ravel()
+        w = np.bincount(flat, minlength=m * n_img).reshape(m, n_img).astype(np.float64)
+        ria, rua, rib, rub = w @ ia, w @ ua, w @ ib, w @ ub
+        diffs[start : start + m] = _miou_from_counts(ria, rua) - _miou_from_counts(rib, rub)
+        if class_diffs is not None:
+            class_diffs[start : start + m] = safe_div(ria, rua) - safe_div(rib, rub)
+    return diffs, class_diffs
 
 
 def paired_bootstrap(
