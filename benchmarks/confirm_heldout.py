@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from repcam.config import load_config
-from repcam.evaluation.evaluate import _paired, evaluate_split
+from repcam.evaluation.evaluate import evaluate_split, paired_test
 from repcam.pipeline.context import RunContext
 from repcam.pipeline.grid import contrast_stem, topk_stem
 from repcam.store.layout import RunDir
@@ -86,7 +86,7 @@ def main() -> None:
             if ref == name:
                 cells.append("—")
                 continue
-            d, lo, hi, sig, _ = _paired(accs[name], accs[ref], n_boot=1000, seed=0)  # the ablation's interval and test
+            d, lo, hi, sig, _ = paired_test(accs[name], accs[ref], n_boot=1000, seed=0)  # the ablation's interval and test
             cells.append(_delta({"diff": d, "ci_low": lo, "ci_high": hi, "significant": sig}))  # and its cell format
         lines.append(f"| {name} | {100 * accs[name].miou():.2f} | " + " | ".join(cells) + " |")
     md = "\n".join(lines) + "\n"

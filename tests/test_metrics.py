@@ -15,12 +15,11 @@ from repcam.evaluation.metrics import (
     DEFAULT_SWEEP,
     DEFAULT_THRESHOLD,
     IoUAccumulator,
-    PixelAPAccumulator,
     normalize_map,
-    pixel_average_precision,
     prepare_map,
     resize_map,
 )
+from repcam.evaluation.pxap import PixelAPAccumulator, pixel_average_precision
 
 # Values are already in [0, 1] with min 0 and max 1, so normalisation leaves them unchanged.
 CAM_4x4 = np.array(

@@ -277,7 +277,8 @@ def score(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Score CAM methods against a data set's masks and the model: mIoU, PxAP, deletion/insertion, ROAD, Average Drop, MaxBoxAccV2."""
-    from repcam.evaluation.score import make_extractor, resolve_inputs, score_maps
+    from repcam.evaluation.score import make_extractor, score_maps
+    from repcam.evaluation.score_inputs import resolve_inputs
     from repcam.models.train import resolve_device
 
     for key, value in (("--steps", steps), ("--batch-size", batch_size), ("--max-images", max_images)):

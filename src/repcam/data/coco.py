@@ -28,12 +28,42 @@ import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from .base import IGNORE_INDEX, DataError, Sample
 from .common import NO_CHOSEN_CLASS, SkipLog, _ReportMixin, image_size, load_rgb, select_classes, subset_lut
+
+
+def _categories(coco: Any, ann_file: Path) -> tuple[list[int], tuple[str, ...]]:
+    """(sorted category ids, their names); at least one and at most 254 categories (a uint8 mask), names unique."""
+    cat_ids = sorted(coco.cats)
+    if not cat_ids:
+        raise DataError(f"{ann_file} has no categories")
+    if len(cat_ids) > 254:
+        raise DataError(f"{ann_file} has {len(cat_ids)} categories; at most 254 fit a uint8 mask")
+    all_names = tuple(str(coco.cats[c]["name"]) for c in cat_ids)
+    dup = sorted({n for n in all_names if all_names.count(n) > 1})
+    if dup:
+        raise DataError(f"{ann_file} has several categories named {', '.join(dup)}")
+    return cat_ids, all_names
+
+
+def _check_annotations(coco: Any, cat_index: dict[int, int], ann_file: Path) -> None:
+    """Every annotation's category and image must be among the file's categories and images."""
+    for ann in coco.anns.values():
+        if ann.get("category_id") not in cat_index:
+            raise DataError(
+                f"{ann_file}: annotation {ann.get('id')} has category_id {ann.get('category_id')!r}, "
+                "which is not in 'categories'"
+            )
+        if ann.get("image_id") not in coco.imgs:
+            raise DataError(
+                f"{ann_file}: annotation {ann.get('id')} refers to image_id {ann.get('image_id')!r}, "
+                "which is not in 'images'"
+            )
 
 
 class COCOSegmentation(_ReportMixin):
@@ -72,15 +102,7 @@ class COCOSegmentation(_ReportMixin):
             raise DataError(f"cannot read COCO annotation file {ann_file}: {e}") from e
         self.coco = coco
 
-        cat_ids = sorted(coco.cats)
-        if not cat_ids:
-            raise DataError(f"{ann_file} has no categories")
-        if len(cat_ids) > 254:
-            raise DataError(f"{ann_file} has {len(cat_ids)} categories; at most 254 fit a uint8 mask")
-        all_names = tuple(str(coco.cats[c]["name"]) for c in cat_ids)
-        dup = sorted({n for n in all_names if all_names.count(n) > 1})
-        if dup:
-            raise DataError(f"{ann_file} has several categories named {', '.join(dup)}")
+        cat_ids, all_names = _categories(coco, ann_file)
         self._cat_ids = cat_ids
         self._cat_index = {c: k for k, c in enumerate(cat_ids)}
         self._all_class_names = all_names
@@ -88,24 +110,19 @@ class COCOSegmentation(_ReportMixin):
         self.class_names = tuple(all_names[k] for k in self._chosen)
         self._lut = subset_lut(self._chosen, len(all_names))
         old_to_new = {old: new for new, old in enumerate(self._chosen)}
-
-        for ann in coco.anns.values():
-            if ann.get("category_id") not in self._cat_index:
-                raise DataError(
-                    f"{ann_file}: annotation {ann.get('id')} has category_id {ann.get('category_id')!r}, "
-                    "which is not in 'categories'"
-                )
-            if ann.get("image_id") not in coco.imgs:
-                raise DataError(
-                    f"{ann_file}: annotation {ann.get('id')} refers to image_id {ann.get('image_id')!r}, "
-                    "which is not in 'images'"
-                )
+        _check_annotations(coco, self._cat_index, ann_file)
 
         self._skips = SkipLog()
         img_ids = sorted(coco.imgs)
         self._n_candidates = len(img_ids)
         self._title = f"COCO {split} ({ann_file})"
         self._img_by_sid: dict[str, int] = {}
+        self.samples = self._samples(img_ids, old_to_new)
+
+    def _samples(self, img_ids: list[int], old_to_new: dict[int, int]) -> list[Sample]:
+        """The samples of the images with a chosen class (single-label ones only with ``single_label_only``); every
+        other image is skipped with its reason."""
+        coco = self.coco
         samples: list[Sample] = []
         for img_id in img_ids:
             sid = str(img_id)
@@ -116,12 +133,12 @@ class COCOSegmentation(_ReportMixin):
                 self._skips.add(sid, "no annotations")
             elif not labels:
                 self._skips.add(sid, NO_CHOSEN_CLASS)
-            elif single_label_only and len(labels) != 1:
+            elif self.single_label_only and len(labels) != 1:
                 self._skips.add(sid, "multi-label")
             else:
                 samples.append(Sample(sid, labels))
                 self._img_by_sid[sid] = img_id
-        self.samples = samples
+        return samples
 
     def image_info(self, i: int) -> dict:
         return self.coco.imgs[self._img_by_sid[self.samples[i].id]]

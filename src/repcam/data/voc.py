@@ -70,6 +70,31 @@ def _parse_bool(value: str, where: str) -> bool:
     raise DataError(f"{where}: cannot read {value!r} as a boolean")
 
 
+def _voc_folder(root: Path, year: str) -> Path:
+    """The VOC{year} folder: ``root`` itself or the one inside it (``root`` a VOCdevkit folder)."""
+    if not root.is_dir():
+        raise DataError(f"VOC root folder not found: {root}")
+    if (root / f"VOC{year}").is_dir():
+        return root / f"VOC{year}"
+    if (root / "ImageSets").is_dir() or (root / "JPEGImages").is_dir():
+        return root
+    raise DataError(
+        f"{root} is neither a VOCdevkit folder (with VOC{year}/ inside) nor a VOC{year} folder "
+        "(with ImageSets/ and JPEGImages/ inside)"
+    )
+
+
+def _split_ids(voc: Path, split: str) -> list[str]:
+    """The ids of ``ImageSets/Segmentation/<split>.txt``; a missing split file names the splits there are."""
+    split_file = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not split_file.is_file():
+        avail = sorted(p.stem for p in (voc / "ImageSets" / "Segmentation").glob("*.txt"))
+        raise DataError(
+            f"split file not found: {split_file}" + (f" (available splits: {', '.join(avail)})" if avail else "")
+        )
+    return read_id_list(split_file)
+
+
 class VOCSegmentation(_ReportMixin):
     """A PASCAL VOC segmentation split (see the module docstring for the layout and decisions)."""
 
@@ -84,17 +109,7 @@ class VOCSegmentation(_ReportMixin):
     ) -> None:
         root = Path(root).expanduser()
         year = str(year)
-        if not root.is_dir():
-            raise DataError(f"VOC root folder not found: {root}")
-        if (root / f"VOC{year}").is_dir():
-            voc = root / f"VOC{year}"
-        elif (root / "ImageSets").is_dir() or (root / "JPEGImages").is_dir():
-            voc = root
-        else:
-            raise DataError(
-                f"{root} is neither a VOCdevkit folder (with VOC{year}/ inside) nor a VOC{year} folder "
-                "(with ImageSets/ and JPEGImages/ inside)"
-            )
+        voc = _voc_folder(root, year)
         self.root = voc
         self.split = split
         self.year = year
@@ -106,13 +121,7 @@ class VOCSegmentation(_ReportMixin):
         self._lut = subset_lut(self._chosen, len(VOC_CLASSES))
         old_to_new = {old: new for new, old in enumerate(self._chosen)}
 
-        split_file = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not split_file.is_file():
-            avail = sorted(p.stem for p in (voc / "ImageSets" / "Segmentation").glob("*.txt"))
-            raise DataError(
-                f"split file not found: {split_file}" + (f" (available splits: {', '.join(avail)})" if avail else "")
-            )
-        ids = read_id_list(split_file)
+        ids = _split_ids(voc, split)
         self._n_candidates = len(ids)
         self._title = f"VOC{year} {split} ({voc})"
 
@@ -130,26 +139,7 @@ class VOCSegmentation(_ReportMixin):
 
         self._skips = SkipLog()
         if only_original_masks:
-            manifest = voc.parent / "manifest.csv"
-            self.original_source = str(manifest) if manifest.is_file() else str(orig_dir)
-            if manifest.is_file():
-                original = self._read_manifest(manifest)
-                keep_ids = []
-                for i in ids:
-                    if i not in original:
-                        self._skips.add(i, "not in manifest.csv")
-                    elif not original[i]:
-                        self._skips.add(i, "not an original VOC mask")
-                    else:
-                        keep_ids.append(i)
-            else:
-                keep_ids = []
-                for i in ids:
-                    if f"{i}.png" in orig_names:
-                        keep_ids.append(i)
-                    else:
-                        self._skips.add(i, "not an original VOC mask")
-            ids = keep_ids
+            ids = self._original_only(ids, voc.parent / "manifest.csv", orig_dir, orig_names)
 
         ann_names = _list_names(ann_dir)
         self.label_source: dict[str, str] = {}
@@ -163,6 +153,29 @@ class VOCSegmentation(_ReportMixin):
                 self.label_source[i] = "mask"
             self._keep_chosen(samples, i, full, old_to_new)
         self.samples = samples
+
+    def _original_only(self, ids: list[str], manifest: Path, orig_dir: Path, orig_names: set[str]) -> list[str]:
+        """The ids whose mask is an original VOC mask (by ``manifest.csv`` where it exists, else by a file in
+        ``SegmentationClass``); every other id is skipped with its reason."""
+        self.original_source = str(manifest) if manifest.is_file() else str(orig_dir)
+        if manifest.is_file():
+            original = self._read_manifest(manifest)
+            keep_ids = []
+            for i in ids:
+                if i not in original:
+                    self._skips.add(i, "not in manifest.csv")
+                elif not original[i]:
+                    self._skips.add(i, "not an original VOC mask")
+                else:
+                    keep_ids.append(i)
+        else:
+            keep_ids = []
+            for i in ids:
+                if f"{i}.png" in orig_names:
+                    keep_ids.append(i)
+                else:
+                    self._skips.add(i, "not an original VOC mask")
+        return keep_ids
 
     # ---------------------------------------------------------------------------------------------
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from repcam.evaluation.metrics import IoUAccumulator, _nanmean, _safe_div
+from repcam.evaluation.metrics import IoUAccumulator, nanmean, safe_div
 
 
 def _miou_from_counts(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
     """mIoU along the last axis (classes), skipping classes with zero union."""
-    return _nanmean(_safe_div(inter, union), axis=-1)
+    return nanmean(safe_div(inter, union), axis=-1)
 
 
 def bootstrap_diff_ci(
@@ -55,6 +55,29 @@ def bootstrap_diff_ci(
     n_cls = int(num_classes) if num_classes is not None else int(cls.max()) + 1
     if cls.min() < 0 or cls.max() >= n_cls:
         raise ValueError(f"classes must lie in [0, {n_cls})")
+    ia, ua, ib, ub = _image_tables(image_index, cls, arrays, n_cls)
+    point = float(_miou_from_counts(ia.sum(0), ua.sum(0)) - _miou_from_counts(ib.sum(0), ub.sum(0)))
+    diffs, class_diffs = _replicate_diffs(ia, ua, ib, ub, n_boot, seed, per_class)
+    q = 100.0 * (1.0 - confidence) / 2.0
+    # A replicate where neither method has a class with non-zero union gives NaN; drop it.
+    diffs = diffs[~np.isnan(diffs)]
+    mean = (point, float("nan"), float("nan"))
+    if diffs.size:
+        low, high = np.percentile(diffs, [q, 100.0 - q])
+        mean = (point, float(low), float(high))
+    if class_diffs is None:
+        return mean
+    points = safe_div(ia.sum(0), ua.sum(0)) - safe_div(ib.sum(0), ub.sum(0))
+    lows, highs = np.full(n_cls, np.nan), np.full(n_cls, np.nan)
+    for c in range(n_cls):
+        col = class_diffs[:, c][~np.isnan(class_diffs[:, c])]
+        if col.size:
+            lows[c], highs[c] = np.percentile(col, [q, 100.0 - q])
+    return mean, (points, lows, highs)
+
+
+def _image_tables(image_index: Any, cls: np.ndarray, arrays: list[np.ndarray], n_cls: int) -> list[np.ndarray]:
+    """Per-image, per-class sums (images x classes) of each per-record count array; images in sorted id order."""
     _, img = np.unique(np.asarray(image_index), return_inverse=True)
     img = img.ravel()
     n_img = int(img.max()) + 1
@@ -64,9 +87,15 @@ def bootstrap_diff_ci(
         t = np.zeros((n_img, n_cls))
         np.add.at(t, (img, cls), a)
         tables.append(t)
-    ia, ua, ib, ub = tables
+    return tables
 
-    point = float(_miou_from_counts(ia.sum(0), ua.sum(0)) - _miou_from_counts(ib.sum(0), ub.sum(0)))
+
+def _replicate_diffs(
+    ia: np.ndarray, ua: np.ndarray, ib: np.ndarray, ub: np.ndarray, n_boot: int, seed: int, per_class: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """mIoU(a) - mIoU(b) of ``n_boot`` replicates that resample the images (rows of the count tables) with
+    replacement, and with ``per_class`` the (n_boot, C) per-class IoU differences of the same replicates."""
+    n_img, n_cls = ia.shape
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
     class_diffs = np.empty((n_boot, n_cls)) if per_class else None
@@ -81,23 +110,8 @@ def bootstrap_diff_ci(
         ria, rua, rib, rub = w @ ia, w @ ua, w @ ib, w @ ub
         diffs[start : start + m] = _miou_from_counts(ria, rua) - _miou_from_counts(rib, rub)
         if class_diffs is not None:
-            class_diffs[start : start + m] = _safe_div(ria, rua) - _safe_div(rib, rub)
-    q = 100.0 * (1.0 - confidence) / 2.0
-    # A replicate where neither method has a class with non-zero union gives NaN; drop it.
-    diffs = diffs[~np.isnan(diffs)]
-    mean = (point, float("nan"), float("nan"))
-    if diffs.size:
-        low, high = np.percentile(diffs, [q, 100.0 - q])
-        mean = (point, float(low), float(high))
-    if class_diffs is None:
-        return mean
-    points = _safe_div(ia.sum(0), ua.sum(0)) - _safe_div(ib.sum(0), ub.sum(0))
-    lows, highs = np.full(n_cls, np.nan), np.full(n_cls, np.nan)
-    for c in range(n_cls):
-        col = class_diffs[:, c][~np.isnan(class_diffs[:, c])]
-        if col.size:
-            lows[c], highs[c] = np.percentile(col, [q, 100.0 - q])
-    return mean, (points, lows, highs)
+            class_diffs[start : start + m] = safe_div(ria, rua) - safe_div(rib, rub)
+    return diffs, class_diffs
 
 
 def paired_bootstrap(

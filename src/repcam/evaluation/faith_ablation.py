@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from repcam.data.base import SegDataset
 from repcam.evaluation import faithfulness as fm
-from repcam.evaluation.evaluate import BASELINE, _eval_mask
+from repcam.evaluation.evaluate import BASELINE, eval_mask
 from repcam.evaluation.score import METRICS, normalise_maps, record_values
 from repcam.models.backbones import Preprocess
 from repcam.models.train import ImageCache
@@ -197,7 +197,7 @@ class FaithfulnessColumns:
                     self.store[g][keys[j]] = np.array([v[c][0] for c in cols], dtype=np.float32)
                 continue
             sel = torch.tensor(todo, device=self.device)
-            masks = [(_eval_mask(self.ds, images[j], self.protocol), classes[j]) for j in todo] if g == "maxboxacc" else None
+            masks = [(eval_mask(self.ds, images[j], self.protocol), classes[j]) for j in todo] if g == "maxboxacc" else None
             v = record_values(self.model, x[sel], maps[sel], cls[sel], cols, masks)
             for r, j in enumerate(todo):
                 self.store[g][keys[j]] = v[cols[0]][r] if g == "maxboxacc" else np.array([v[c][r] for c in cols], dtype=np.float32)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from repcam.evaluation.metrics import IGNORE_INDEX, _check_2d, _nanmean, _safe_div, prepare_map
+from repcam.evaluation.metrics import IGNORE_INDEX, check_2d, nanmean, prepare_map, safe_div
 
 
 def _best_class(maps: Mapping[int, np.ndarray], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -71,11 +71,11 @@ class ConfusionAccumulator:
         """Per-label IoU, background first; NaN where the union is 0."""
         tp = np.diag(self.matrix)
         union = self.matrix.sum(0) + self.matrix.sum(1) - tp
-        return _safe_div(tp, union)
+        return safe_div(tp, union)
 
     def miou(self) -> float:
         """Mean IoU over labels with a non-zero union (background included)."""
-        return _nanmean(self.iou())
+        return nanmean(self.iou())
 
     def merge(self, other: ConfusionAccumulator) -> None:
         """Add another accumulator's counts."""
@@ -92,7 +92,7 @@ class IRNSweep:
 
     def add(self, maps: Mapping[int, np.ndarray], mask: np.ndarray) -> None:
         mask = np.asarray(mask)
-        _check_2d(mask, "mask")
+        check_2d(mask, "mask")
         # Maps are prepared once per image; only the background comparison depends on t.
         best, labels = _best_class(maps, mask.shape)
         for t, acc in self.accs.items():

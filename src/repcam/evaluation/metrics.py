@@ -5,7 +5,8 @@ IoU with that class's ground-truth mask, and report the mean over classes (mIoU)
 and unions are summed over the whole data set per class before dividing (the usual semantic
 segmentation convention); the mean of per-image IoUs is kept as a secondary number.
 
-Also here: a threshold-free pixel average precision (PxAP). The weakly-supervised-segmentation
+Also here: a threshold-free pixel average precision (PxAP) per class; PxAP over pixels pooled across images is
+:mod:`repcam.evaluation.pxap`. The weakly-supervised-segmentation
 protocol of IRN (argmax against a constant background plane, (C + 1)-label mIoU) is :mod:`repcam.evaluation.irn`,
 the paired bootstrap over images for the difference in mIoU between two methods :mod:`repcam.evaluation.bootstrap`.
 
@@ -41,7 +42,8 @@ _THRESHOLD_TOL = 1e-9
 # --------------------------------------------------------------------------------------------
 
 
-def _check_2d(a: np.ndarray, what: str) -> None:
+def check_2d(a: np.ndarray, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` unless ``a`` is 2-D."""
     if a.ndim != 2:
         raise ValueError(f"{what} must be 2-D (H, W), got shape {a.shape}")
 
@@ -49,7 +51,7 @@ def _check_2d(a: np.ndarray, what: str) -> None:
 def normalize_map(cam: np.ndarray) -> np.ndarray:
     """Min-max normalise a 2-D map to [0, 1] as float32; a constant map becomes all zeros."""
     cam = np.asarray(cam)
-    _check_2d(cam, "cam")
+    check_2d(cam, "cam")
     if cam.size == 0:
         raise ValueError("cam is empty")
     # Computed in float64 so that exact inputs (e.g. 0.15 of a [0, 1] map) stay exact.
@@ -66,7 +68,7 @@ def normalize_map(cam: np.ndarray) -> np.ndarray:
 def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinearly resize a 2-D map to ``size`` = (H, W) as float32 (torch, align_corners=False)."""
     cam = np.asarray(cam)
-    _check_2d(cam, "cam")
+    check_2d(cam, "cam")
     h, w = int(size[0]), int(size[1])
     if h <= 0 or w <= 0:
         raise ValueError(f"size must be positive, got {size}")
@@ -89,7 +91,8 @@ def prepare_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` elementwise in float64, NaN where ``den`` is not positive."""
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)
     out = np.full(np.broadcast(num, den).shape, np.nan)
@@ -97,13 +100,13 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _nanmean(x: np.ndarray, axis: int | None = None) -> Any:
+def nanmean(x: np.ndarray, axis: int | None = None) -> Any:
     """``np.nanmean`` without the all-NaN warning (all-NaN gives NaN)."""
     x = np.asarray(x, dtype=np.float64)
     ok = ~np.isnan(x)
     n = ok.sum(axis=axis)
     s = np.where(ok, x, 0.0).sum(axis=axis)
-    return _safe_div(s, n) if axis is not None else (float(s / n) if n else float("nan"))
+    return safe_div(s, n) if axis is not None else (float(s / n) if n else float("nan"))
 
 
 class PrimaryCounts(NamedTuple):
@@ -205,12 +208,12 @@ class IoUAccumulator:
         self._cls.append(int(cls))
         self._inter.append(int(inter[self._pi]))
         self._union.append(int(union[self._pi]))
-        return float(_safe_div(inter[self._pi], union[self._pi]))
+        return float(safe_div(inter[self._pi], union[self._pi]))
 
     @property
     def records(self) -> list[tuple[str, int, float]]:
         """(image_id, class, IoU at the primary threshold) for every ``add``, in order."""
-        ious = _safe_div(self._counts_array(self._inter), self._counts_array(self._union))
+        ious = safe_div(self._counts_array(self._inter), self._counts_array(self._union))
         return [(i, c, float(v)) for i, c, v in zip(self._ids, self._cls, ious)]
 
     @staticmethod
@@ -229,24 +232,24 @@ class IoUAccumulator:
     def per_class_iou(self, threshold: float | None = None) -> np.ndarray:
         """(C,) summed-over-images IoU per class; NaN where the union is 0 (e.g. never added)."""
         i = self._index(threshold)
-        return _safe_div(self.intersection[i], self.union[i])
+        return safe_div(self.intersection[i], self.union[i])
 
     def miou(self, threshold: float | None = None) -> float:
         """Mean of ``per_class_iou`` over the classes that have a non-zero union."""
-        return _nanmean(self.per_class_iou(threshold))
+        return nanmean(self.per_class_iou(threshold))
 
     def per_image_miou(self) -> float:
         """Mean of the per-(image, class) IoUs at the primary threshold, skipping NaNs."""
-        return _nanmean(_safe_div(self._counts_array(self._inter), self._counts_array(self._union)))
+        return nanmean(safe_div(self._counts_array(self._inter), self._counts_array(self._union)))
 
     def per_class_pxap(self) -> np.ndarray:
         """(C,) pixel average precision per class over the images it was scored on (wsolevaluation's PxAP,
         scores quantised to ``ap_bins`` levels); NaN for a class without positive pixels."""
-        return np.array([_ap_from_hists(self.ap_pos[c], self.ap_neg[c]) for c in range(self.num_classes)])
+        return np.array([ap_from_hists(self.ap_pos[c], self.ap_neg[c]) for c in range(self.num_classes)])
 
     def mpxap(self) -> float:
         """Mean of ``per_class_pxap`` over classes with positive pixels (threshold free)."""
-        return _nanmean(self.per_class_pxap())
+        return nanmean(self.per_class_pxap())
 
     def sweep(self) -> dict[float, float]:
         """Threshold -> mIoU for every tracked threshold."""
@@ -314,7 +317,7 @@ class IoUAccumulator:
 # --------------------------------------------------------------------------------------------
 
 
-def _ap_from_hists(pos: np.ndarray, neg: np.ndarray) -> float:
+def ap_from_hists(pos: np.ndarray, neg: np.ndarray) -> float:
     """AP from positive/negative pixel counts per score level (ascending levels).
 
     Same definition as sklearn's ``average_precision_score``: sum over thresholds, from the
@@ -327,79 +330,6 @@ def _ap_from_hists(pos: np.ndarray, neg: np.ndarray) -> float:
     fp = np.cumsum(neg[::-1].astype(np.float64))
     recall = tp / n_pos
     # Empty levels (histogram mode) add no recall, so their precision value never matters.
-    precision = _safe_div(tp, tp + fp)
+    precision = safe_div(tp, tp + fp)
     steps = np.diff(recall, prepend=0.0)
     return float(np.sum(steps[steps > 0] * precision[steps > 0]))
-
-
-class PixelAPAccumulator:
-    """Streaming PxAP: scores in [0, 1] are binned into ``bins`` levels (``floor(s * bins)``).
-
-    The result is the exact AP of the quantised scores; use it when pooling every pixel of a
-    data set would not fit in memory (wsolevaluation bins the same way, at 0.01 by default).
-    """
-
-    def __init__(self, bins: int = 1000) -> None:
-        if bins <= 0:
-            raise ValueError(f"bins must be positive, got {bins}")
-        self.bins = int(bins)
-        self.pos = np.zeros(self.bins, dtype=np.int64)
-        self.neg = np.zeros(self.bins, dtype=np.int64)
-
-    def add(self, score: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> None:
-        """Add one image's prepared map, bool ground truth and optional bool valid mask."""
-        s, g = _pixels(score, gt, valid)
-        if s.size and (s.min() < 0 or s.max() > 1):
-            raise ValueError("scores must lie in [0, 1] (use prepare_map)")
-        idx = np.minimum((s * self.bins).astype(np.int64), self.bins - 1)
-        self.pos += np.bincount(idx[g], minlength=self.bins)
-        self.neg += np.bincount(idx[~g], minlength=self.bins)
-
-    def value(self) -> float:
-        """PxAP so far (NaN if no positive pixel was seen)."""
-        return _ap_from_hists(self.pos, self.neg)
-
-
-def _pixels(score: np.ndarray, gt: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    score = np.asarray(score)
-    gt = np.asarray(gt)
-    if gt.dtype != bool:
-        raise ValueError("gt must be a bool mask (e.g. mask == cls + 1)")
-    if score.shape != gt.shape or (valid is not None and np.shape(valid) != gt.shape):
-        raise ValueError(f"score, gt and valid shapes differ: {score.shape}, {gt.shape}")
-    if valid is None:
-        return score.ravel(), gt.ravel()
-    v = np.asarray(valid, dtype=bool)
-    return score[v], gt[v]
-
-
-def pixel_average_precision(
-    scores: Sequence[np.ndarray],
-    gts: Sequence[np.ndarray],
-    valids: Sequence[np.ndarray] | None = None,
-    bins: int | None = None,
-) -> float:
-    """Pixel average precision (PxAP) over all valid pixels pooled across images.
-
-    ``scores[i]`` is image i's prepared map, ``gts[i]`` its bool ground truth (same shape) and
-    ``valids[i]`` (optional) a bool mask of the pixels to keep, e.g. ``mask != 255``.
-    ``bins=None`` is exact (sklearn's ``average_precision_score`` on the pooled pixels, sorting
-    them all); ``bins=n`` streams through :class:`PixelAPAccumulator`. NaN if no positive pixel.
-    """
-    if len(scores) != len(gts) or (valids is not None and len(valids) != len(gts)):
-        raise ValueError("scores, gts and valids must have the same length")
-    vs: Sequence[np.ndarray | None] = valids if valids is not None else [None] * len(gts)
-    if bins is not None:
-        acc = PixelAPAccumulator(bins)
-        for s, g, v in zip(scores, gts, vs):
-            acc.add(s, g, v)
-        return acc.value()
-    parts = [_pixels(s, g, v) for s, g, v in zip(scores, gts, vs)]
-    if not parts:
-        return float("nan")
-    s = np.concatenate([p[0].astype(np.float64) for p in parts])
-    g = np.concatenate([p[1] for p in parts])
-    levels, inv = np.unique(s, return_inverse=True)
-    pos = np.bincount(inv[g], minlength=len(levels))
-    neg = np.bincount(inv[~g], minlength=len(levels))
-    return _ap_from_hists(pos, neg)

@@ -12,13 +12,15 @@ mIoU at T = 0.15 and PxAP (:class:`repcam.evaluation.metrics.IoUAccumulator`, ma
 insertion AUC, ROAD MoRF and LeRF, Average Drop and Increase in Confidence (%), MaxBoxAccV2 (%, at the model's
 input resolution, the mask resized by nearest neighbour). Every method after the first gets its difference to the
 first with a paired 95% bootstrap interval over images (PxAP: point difference only, it is not a per-record mean).
+``repcam score``'s data set and model from its arguments: :mod:`repcam.evaluation.score_inputs`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,37 +260,18 @@ def score_maps(
     ``transform``: a PIL image -> the model's normalised (3, S, S) input. ``class_map[k]``: the model output of the
     data set's class k (default: the identity). ROAD's noise is drawn after ``torch.manual_seed(seed)``.
     """
-    extractors = dict(extractor) if isinstance(extractor, Mapping) else {"method": extractor}
-    if not extractors:
-        raise ScoreError("no method to score")
-    cmap = list(range(dataset.num_classes)) if class_map is None else [int(c) for c in class_map]
-    if len(cmap) != dataset.num_classes:
-        raise ScoreError(f"class_map has {len(cmap)} entries but the data set has {dataset.num_classes} classes")
-    n_images = len(dataset) if max_images is None else min(len(dataset), int(max_images))
-    records = [(i, c) for i in range(n_images) for c in sorted(dataset.samples[i].labels)]
-    if not records:
-        raise ScoreError("the data set has no (image, class) record to score")
+    extractors, cmap, records = _records(extractor, dataset, class_map, max_images)
     model = model.to(device)
     torch.manual_seed(seed)
     accs = {m: IoUAccumulator(dataset.num_classes) for m in extractors}
     vals: dict[str, dict[str, list[float]]] = {m: {k: [] for k, _, _ in METRICS if k not in ("miou", "pxap")} for m in extractors}
     box_rows: dict[str, list[np.ndarray]] = {m: [] for m in extractors}
     ids: list[str] = []
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("scoring", total=len(records))
-    try:
+    with _progress(progress, len(records)) as advance:
         cache: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
         for s in range(0, len(records), batch_size):
             chunk = records[s : s + batch_size]
-            for i, _ in chunk:
-                if i not in cache:
-                    cache = {k: v for k, v in cache.items() if k >= chunk[0][0]}  # keep only this chunk's images
-                    cache[i] = (transform(dataset.image(i)), dataset.mask(i))
+            cache = _load_chunk(dataset, chunk, cache, transform)
             x = torch.stack([cache[i][0] for i, _ in chunk]).to(device)
             cls = torch.tensor([cmap[c] for _, c in chunk], device=device)
             size = tuple(x.shape[-2:])
@@ -302,12 +285,64 @@ def score_maps(
                 box_rows[name] += list(per_record.pop("maxboxacc_v2"))
                 for k, v in per_record.items():
                     vals[name][k] += v.tolist()
-            if bar is not None:
-                bar.update(task, advance=len(chunk))
-    finally:
-        if bar is not None:
-            bar.stop()
+            advance(len(chunk))
     methods = list(extractors)
+    values, summary = _summarise(methods, vals, box_rows, accs)
+    return ScoreResult(methods, ids, values, summary, _differences(methods, values, summary, accs, ids, n_boot, seed))
+
+
+def _records(
+    extractor: Extractor | Mapping[str, Extractor], dataset: SegDataset, class_map: Sequence[int] | None, max_images: int | None
+) -> tuple[dict[str, Extractor], list[int], list[tuple[int, int]]]:
+    """:func:`score_maps`'s checked inputs: the extractors by name, the class map and the (image index, class) records."""
+    extractors = dict(extractor) if isinstance(extractor, Mapping) else {"method": extractor}
+    if not extractors:
+        raise ScoreError("no method to score")
+    cmap = list(range(dataset.num_classes)) if class_map is None else [int(c) for c in class_map]
+    if len(cmap) != dataset.num_classes:
+        raise ScoreError(f"class_map has {len(cmap)} entries but the data set has {dataset.num_classes} classes")
+    n_images = len(dataset) if max_images is None else min(len(dataset), int(max_images))
+    records = [(i, c) for i in range(n_images) for c in sorted(dataset.samples[i].labels)]
+    if not records:
+        raise ScoreError("the data set has no (image, class) record to score")
+    return extractors, cmap, records
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
+    """A function that advances a transient progress bar over ``total`` records by n (does nothing when not ``enabled``)."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    bar.start()
+    task = bar.add_task("scoring", total=total)
+    try:
+        yield lambda n: bar.update(task, advance=n)
+    finally:
+        bar.stop()
+
+
+def _load_chunk(
+    dataset: SegDataset, chunk: list[tuple[int, int]], cache: dict[int, tuple[torch.Tensor, np.ndarray]],
+    transform: Callable[[Image.Image], torch.Tensor],
+) -> dict[int, tuple[torch.Tensor, np.ndarray]]:
+    """The cache of (model input, mask) by image index with every image of ``chunk`` in it, each read once."""
+    for i, _ in chunk:
+        if i not in cache:
+            cache = {k: v for k, v in cache.items() if k >= chunk[0][0]}  # keep only this chunk's images
+            cache[i] = (transform(dataset.image(i)), dataset.mask(i))
+    return cache
+
+
+def _summarise(
+    methods: list[str], vals: dict[str, dict[str, list[float]]], box_rows: dict[str, list[np.ndarray]],
+    accs: dict[str, IoUAccumulator],
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, float]]]:
+    """Per method: the per-record values of every metric and the table's numbers (means; MaxBoxAccV2 over all
+    records; mIoU and PxAP from the accumulator)."""
     values: dict[str, dict[str, np.ndarray]] = {}
     summary: dict[str, dict[str, float]] = {}
     for m in methods:
@@ -318,90 +353,19 @@ def score_maps(
         summary[m]["maxboxacc_v2"] = 100 * box
         summary[m]["miou"] = accs[m].miou()
         summary[m]["pxap"] = accs[m].mpxap()
+    return values, summary
+
+
+def _differences(
+    methods: list[str], values: dict[str, dict[str, np.ndarray]], summary: dict[str, dict[str, float]],
+    accs: dict[str, IoUAccumulator], ids: list[str], n_boot: int, seed: int,
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Every method after the first: (difference to the first, low, high) per metric, a paired 95% bootstrap interval
+    over images (PxAP: the point difference only)."""
     intervals: dict[str, dict[str, tuple[float, float, float]]] = {}
     ref = methods[0]
     for m in methods[1:]:
         intervals[m] = {k: fm.paired_difference(values[m][k], values[ref][k], ids, n_boot=n_boot, seed=seed) for k in values[m]}
         intervals[m]["miou"] = tuple(float(v) for v in paired_bootstrap(accs[m], accs[ref], n_boot=n_boot, seed=seed))  # type: ignore[assignment]
         intervals[m]["pxap"] = (summary[m]["pxap"] - summary[ref]["pxap"], float("nan"), float("nan"))
-    return ScoreResult(methods, ids, values, summary, intervals)
-
-
-# ---------------------------------------------------------------------------------------------- command-line inputs
-
-
-@dataclass
-class ScoreInputs:
-    """What ``repcam score`` resolved from its arguments: the data set, the model, its input transform, the class map."""
-
-    dataset: SegDataset
-    model: nn.Module
-    transform: Callable[[Image.Image], torch.Tensor]
-    class_map: list[int]
-
-
-def resolve_inputs(
-    *,
-    config: Path | None = None,
-    folder: Path | None = None,
-    split: str | None = None,
-    model: str | None = None,
-    weights: Path | None = None,
-    run: Path | None = None,
-    input_size: int | None = None,
-) -> ScoreInputs:
-    """The data set (a run config's ``data`` section, the run's own config, or a folder data set) and the model (a
-    stock timm/torchvision name with offline weights, or a run's multi-class model). Errors are one-line
-    :class:`ScoreError` / ``ValueError`` messages naming the file or argument."""
-    from repcam.config import load_config
-    from repcam.data import load_dataset
-
-    if (model is None) == (run is None):
-        raise ScoreError("pass exactly one of --model (a stock timm/torchvision model) or --run (a run's multi-class model)")
-    if weights is not None and model is None:
-        raise ScoreError("--weights applies to --model only")
-    if input_size is not None and (model is None or input_size < 8):
-        raise ScoreError(f"--input-size applies to --model only and must be >= 8, got {input_size}")
-    if config is not None and folder is not None:
-        raise ScoreError("pass at most one of --config and --folder")
-    if run is not None and not Path(run).is_dir():
-        raise ScoreError(f"run directory {run} does not exist")
-    if config is None and folder is None and run is not None:
-        from repcam.config import run_config_path
-
-        config = run_config_path(run)
-        if not config.is_file():  # not "config file RUN/config.yaml does not exist": say what RUN lacks
-            raise ScoreError(f"{run} is not a run directory: it has no config.resolved.yaml or config.yaml "
-                             "(pass a run directory from `repcam run`/`repcam demo`, or the data set with --config/--folder)")
-    if folder is not None:
-        dataset = load_dataset("folder", str(folder), split)  # type: ignore[arg-type]
-    elif config is not None:
-        from repcam.data.base import DataError
-
-        d = load_config(config).data
-        options = {**d.options, **d.eval_options.get(split or d.eval_splits[0], {})}
-        try:
-            dataset = load_dataset(d.kind, d.root, split or d.eval_splits[0], d.classes, **options)
-        except DataError as e:  # e.g. "data folder not found: X": say which config's data section points there
-            raise ScoreError(f"{config}: data: {e}") from None
-    else:
-        raise ScoreError("pass a data set: --folder DIR or --config CONFIG (or --run, whose config is used)")
-    if run is not None:
-        from repcam.explain import Explainer
-
-        ex = Explainer(run, device="cpu")
-        missing = [c for c in dataset.class_names if c not in ex.classes]
-        if missing:
-            raise ScoreError(f"the data set's class {missing[0]!r} is not a class of the run {run} ({', '.join(ex.classes)})")
-        pre = ex.preprocess
-        return ScoreInputs(dataset, ex.mc_model, lambda im: pre.to_tensor(im), [ex.classes.index(c) for c in dataset.class_names])
-    from repcam.stock_model import load_stock_model
-
-    sm = load_stock_model(str(model), str(weights) if weights is not None else None)
-    if input_size is not None:  # e.g. a small model on small images: the maps and every perturbation get cheaper
-        sm.data_config = {**sm.data_config, "input_size": (3, int(input_size), int(input_size))}
-    if len(sm.class_names) == dataset.num_classes and sm.class_names[0] == "class 0":
-        cmap = list(range(dataset.num_classes))  # an unnamed head of the data set's size: output k is class k
-    else:
-        cmap = [sm.class_index(c) for c in dataset.class_names]
-    return ScoreInputs(dataset, sm.model, lambda im: sm.transform(im.convert("RGB")), cmap)
+    return intervals

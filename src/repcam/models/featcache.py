@@ -318,24 +318,11 @@ def build_cache(
         probe = split.trunk(pre.normalize(images(ids[:1]).to(device)))
         shape = (2, len(ids)) + tuple(probe.shape[1:])
         nbytes = int(np.prod(shape)) * 4
-        free = (free_bytes or _free_bytes)(path.parent)
-        if nbytes + DISK_RESERVE > free:
-            raise FreezeError(f"feature cache {path} for freeze point {split.stage!r} needs {nbytes / 2**20:.0f} MiB "
-                              f"({len(ids)} images x 2 flips x {shape[2:]} float32) plus 1 GiB spare, but only "
-                              f"{free / 2**20:.0f} MiB are free; choose a later stage or free disk space")
+        _check_space(path, split.stage, len(ids), shape, nbytes, free_bytes)
         start = time.perf_counter()
 
         def write(tmp: Path) -> None:
-            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-            for b in range(0, len(ids), batch_size):
-                x = pre.normalize(images(ids[b : b + batch_size]).to(device))
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                # Flipping the uint8 image before normalising (as fit does) equals flipping the normalised one.
-                mm[0, b : b + len(x)] = split.trunk(x).float().cpu().numpy()
-                mm[1, b : b + len(x)] = split.trunk(x.flip(-1)).float().cpu().numpy()
-            mm.flush()
-            del mm
+            _write_features(tmp, shape, split, pre, ids, images, device, batch_size, channels_last)
 
         try:
             art.save(write, ids=ids, trunk=trunk_key, stage=split.stage, shape=list(shape), bytes=nbytes)
@@ -343,6 +330,32 @@ def build_cache(
             if channels_last:
                 split.model.to(memory_format=torch.contiguous_format)
         return _loaded(art, trunk_key, seconds=time.perf_counter() - start)
+
+
+def _check_space(path: Path, stage: str, n_images: int, shape: tuple[int, ...], nbytes: int,
+                 free_bytes: Callable[[Path], int] | None) -> None:
+    """:class:`FreezeError` unless ``nbytes`` fit on the disk of ``path`` with :data:`DISK_RESERVE` to spare."""
+    free = (free_bytes or _free_bytes)(path.parent)
+    if nbytes + DISK_RESERVE > free:
+        raise FreezeError(f"feature cache {path} for freeze point {stage!r} needs {nbytes / 2**20:.0f} MiB "
+                          f"({n_images} images x 2 flips x {shape[2:]} float32) plus 1 GiB spare, but only "
+                          f"{free / 2**20:.0f} MiB are free; choose a later stage or free disk space")
+
+
+def _write_features(tmp: Path, shape: tuple[int, ...], split: FrozenSplit, pre: Preprocess, ids: list[int],
+                    images: Callable[[Sequence[int]], torch.Tensor], device: torch.device, batch_size: int,
+                    channels_last: bool) -> None:
+    """Write the trunk features of images ``ids`` and of their horizontal flips to the .npy file ``tmp`` (2, n, ...)."""
+    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+    for b in range(0, len(ids), batch_size):
+        x = pre.normalize(images(ids[b : b + batch_size]).to(device))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        # Flipping the uint8 image before normalising (as fit does) equals flipping the normalised one.
+        mm[0, b : b + len(x)] = split.trunk(x).float().cpu().numpy()
+        mm[1, b : b + len(x)] = split.trunk(x.flip(-1)).float().cpu().numpy()
+    mm.flush()
+    del mm
 
 
 def _loaded(art: Artefact, trunk_key: str, seconds: float | None) -> FeatureCache:

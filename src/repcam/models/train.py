@@ -145,30 +145,8 @@ def fit(
     for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=gen)
         flips = torch.rand(n, generator=gen) < 0.5
-        total_loss, correct, seen = 0.0, 0.0, 0
-        for b in range(0, n, batch_size):
-            idx = order[b : b + batch_size]
-            if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a single image
-                continue
-            if inputs is None:
-                x = images[idx]
-                x = torch.where(flips[idx].view(-1, 1, 1, 1), x.flip(-1), x)
-                x = pre.normalize(x.to(device, non_blocking=True))
-            else:
-                x = inputs(idx, flips[idx]).to(device, non_blocking=True)
-            y = targets[idx].to(device)
-            step_loss, logits = step(model, x, y) if step is not None else (None, model(x))
-            if loss == "ce":
-                batch_loss = F.cross_entropy(logits, y) if step_loss is None else step_loss
-                correct += (logits.argmax(1) == y).sum().item()
-            else:
-                batch_loss = F.binary_cross_entropy_with_logits(logits, y.float()) if step_loss is None else step_loss
-                correct += ((logits > 0) == (y > 0.5)).float().mean(1).sum().item()
-            opt.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            opt.step()
-            total_loss += batch_loss.item() * len(idx)
-            seen += len(idx)
+        total_loss, correct, seen = _epoch(model, opt, images, targets, pre, order, flips, loss=loss, batch_size=batch_size,
+                                           device=device, inputs=inputs, step=step)
         acc = correct / max(seen, 1)
         mean_loss = total_loss / max(seen, 1)
         history.append({"epoch": epoch, "loss": mean_loss, "accuracy": acc, "lr": opt.param_groups[0]["lr"]})
@@ -180,6 +158,51 @@ def fit(
             break
     model.eval()
     return FitResult(epoch, acc, history[-1]["loss"] if history else float("nan"), time.perf_counter() - start, history)
+
+
+def _epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    images: torch.Tensor | None,
+    targets: torch.Tensor,
+    pre: Preprocess,
+    order: torch.Tensor,
+    flips: torch.Tensor,
+    *,
+    loss: str,
+    batch_size: int,
+    device: torch.device,
+    inputs: BatchInputs | None,
+    step: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
+) -> tuple[float, float, int]:
+    """One epoch of :func:`fit` over the images in ``order``, each flipped where ``flips`` says: (summed loss,
+    correct predictions, images seen)."""
+    n = len(targets)
+    total_loss, correct, seen = 0.0, 0.0, 0
+    for b in range(0, n, batch_size):
+        idx = order[b : b + batch_size]
+        if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a single image
+            continue
+        if inputs is None:
+            x = images[idx]
+            x = torch.where(flips[idx].view(-1, 1, 1, 1), x.flip(-1), x)
+            x = pre.normalize(x.to(device, non_blocking=True))
+        else:
+            x = inputs(idx, flips[idx]).to(device, non_blocking=True)
+        y = targets[idx].to(device)
+        step_loss, logits = step(model, x, y) if step is not None else (None, model(x))
+        if loss == "ce":
+            batch_loss = F.cross_entropy(logits, y) if step_loss is None else step_loss
+            correct += (logits.argmax(1) == y).sum().item()
+        else:
+            batch_loss = F.binary_cross_entropy_with_logits(logits, y.float()) if step_loss is None else step_loss
+            correct += ((logits > 0) == (y > 0.5)).float().mean(1).sum().item()
+        opt.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        opt.step()
+        total_loss += batch_loss.item() * len(idx)
+        seen += len(idx)
+    return total_loss, correct, seen
 
 
 @torch.no_grad()
