@@ -346,6 +346,7 @@ def _os_reason(e: OSError) -> str:
 
 
 def main() -> None:  # pragma: no cover
+    """``python -m repcam.cli``: the CLI, logging at WARNING (the ``repcam`` console script calls ``app`` directly)."""
     logging.basicConfig(level=logging.WARNING)
     app()
 

@@ -29,6 +29,9 @@ def run_config_path(run_dir: str | Path) -> Path:
 
 @dataclass
 class DataConfig:
+    """The ``data`` section: which data set (kind, root, splits, class subset) and its loader options; keys and defaults
+    in the README's config table ("Runs, configs and the paper's tables")."""
+
     kind: str = "partsworld"  # partsworld | voc | coco | folder
     root: str | None = None
     train_split: str = "train"
@@ -41,6 +44,9 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
+    """The ``backbone`` section: the classifier architecture, its starting weights and input size; see the README's
+    config table ("Runs, configs and the paper's tables")."""
+
     name: str = "tiny_cnn"
     weights: str | None = None  # "imagenet", a state-dict path, or null
     input_size: int | None = None
@@ -48,6 +54,9 @@ class BackboneConfig:
 
 @dataclass
 class MultiClassConfig:
+    """The ``multiclass`` section: training of the multi-class model and how its baseline's budget is matched; see the
+    README's config table ("Runs, configs and the paper's tables")."""
+
     mode: str = "multilabel"  # multilabel (fair default: sigmoid on all images) | single (the paper: softmax on single-label images)
     epochs: int = 200
     lr: float = 1e-4
@@ -69,6 +78,9 @@ def multiclass_training(mc: MultiClassConfig) -> dict[str, Any]:
 
 @dataclass
 class PairConfig:
+    """The ``pairs`` section: training of the binary pair models (stopping rule, starting weights, partial fine-tuning);
+    see the README's config table ("Runs, configs and the paper's tables")."""
+
     epochs: int = 10
     lr: float = 1e-4
     batch_size: int = 24
@@ -85,6 +97,9 @@ class PairConfig:
 
 @dataclass
 class SelectionConfig:
+    """The ``selection`` section: how many representative classes, the selection methods, and whether every pair is
+    trained; see the README's config table ("Runs, configs and the paper's tables")."""
+
     n: int = 4
     methods: list[str] = field(default_factory=lambda: ["random", "rank-a", "rank-b", "s1", "s2", "s3", "s4"])
     min_cluster_size: int = 4
@@ -102,6 +117,9 @@ class GridConfig:
 
 @dataclass
 class EvalConfig:
+    """The ``evaluation`` section: threshold, protocol, stored map size, extra rows (variants, grid, faithfulness); see
+    the README's config table ("Runs, configs and the paper's tables")."""
+
     threshold: float = 0.15
     protocol: str = "whole"  # whole: resize the whole image; crop: the paper's centre crop
     map_size: int = 64  # stored maps are map_size x map_size float16
@@ -120,6 +138,9 @@ class EvalConfig:
 
 @dataclass
 class ExecutionConfig:
+    """The ``execution`` section: where work units run (in process, a process pool or Ray) and with how many threads;
+    see the README's config table ("Runs, configs and the paper's tables")."""
+
     kind: str = "inprocess"  # inprocess | process (local pool) | ray (local cluster, or `address`)
     workers: int = 1
     address: str | None = None  # an existing Ray cluster, e.g. "ray://head:10001" or "auto"
@@ -128,6 +149,9 @@ class ExecutionConfig:
 
 @dataclass
 class RunConfig:
+    """A whole config file: the top-level keys (name, seed, device, baselines) and one field per section; see the
+    README's config table ("Runs, configs and the paper's tables")."""
+
     name: str = "run"
     seed: int = 0
     device: str = "auto"

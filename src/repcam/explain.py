@@ -49,6 +49,8 @@ class Explanation:
     image_size: tuple[int, int] | None = None  # (width, height) of the original image (None: that of ``image``)
 
     def panels(self) -> dict[str, np.ndarray | None]:
+        """Panel title -> map, in display order: "vs <class>" per representative class, the method's fused map, then
+        Grad-CAM (None where a map is absent)."""
         out: dict[str, np.ndarray | None] = {f"vs {s}": m for s, m in self.representative_maps.items()}
         out[self.method] = self.fused
         out["Grad-CAM"] = self.gradcam
@@ -106,6 +108,8 @@ class Explainer:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, method: str | None = None, device: str = "auto") -> "Explainer":
+        """The same as ``Explainer(run_dir, method, device)``: ``method`` a selection ("S-1") or its +F / +A+F row;
+        None: the selection of the best +A+F row in the first evaluated split's results (else the first selection)."""
         return cls(run_dir, method, device)
 
     # ---- loading -------------------------------------------------------------------------------

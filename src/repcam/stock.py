@@ -316,6 +316,7 @@ def explain_image(
 
 
 def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of ``items`` of at most ``size`` elements each."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
 

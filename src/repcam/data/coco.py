@@ -141,15 +141,18 @@ class COCOSegmentation(_ReportMixin):
         return samples
 
     def image_info(self, i: int) -> dict:
+        """The COCO ``images`` entry of sample ``i`` (file_name, height, width, id)."""
         return self.coco.imgs[self._img_by_sid[self.samples[i].id]]
 
     def image_path(self, i: int) -> Path:
+        """The file of sample ``i``: ``file_name`` under ``image_dir``; DataError if the entry has none."""
         info = self.image_info(i)
         if "file_name" not in info:
             raise DataError(f"{self.annotation_file}: image {info.get('id')} has no file_name")
         return self.image_dir / info["file_name"]
 
     def image(self, i: int) -> Image.Image:
+        """The i-th image as 8-bit RGB."""
         return load_rgb(self.image_path(i))
 
     def full_mask(self, i: int) -> np.ndarray:
@@ -200,6 +203,7 @@ class COCOSegmentation(_ReportMixin):
         return out
 
     def mask(self, i: int) -> np.ndarray:
+        """The i-th mask over the chosen classes only (:meth:`full_mask` through the subset table), uint8 (H, W)."""
         return self._lut[self.full_mask(i)]
 
     def _extra_report(self) -> list[str]:

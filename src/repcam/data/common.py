@@ -156,10 +156,12 @@ class SkipLog:
         self.items: list[tuple[str, str]] = []
 
     def add(self, sample_id: str, reason: str) -> None:
+        """Record one skipped sample and its reason."""
         self.counts[reason] += 1
         self.items.append((sample_id, reason))
 
     def summary(self) -> str:
+        """One line for a report: the total skipped and the count per reason, most common first."""
         if not self.counts:
             return "none skipped"
         total = sum(self.counts.values())
@@ -241,6 +243,7 @@ class _ReportMixin(SegDataset):
 
 
 def check_mask_size(mask: np.ndarray, mask_path: Path | str, img_path: Path) -> None:
+    """Raise DataError unless ``mask`` has the image's size (read from its header), naming both files."""
     w, h = image_size(img_path)
     if mask.shape != (h, w):
         raise DataError(

@@ -170,6 +170,7 @@ class FolderSegmentation(_ReportMixin):
         return out
 
     def image_path(self, i: int) -> Path:
+        """The image file of sample ``i`` (``images/<id>.<ext>``); DataError if there is none."""
         sid = self.samples[i].id
         if sid not in self._images:
             exts = "|".join(e[1:] for e in IMAGE_EXTENSIONS)
@@ -177,12 +178,15 @@ class FolderSegmentation(_ReportMixin):
         return self._images[sid]
 
     def mask_path(self, i: int) -> Path:
+        """The mask file of sample ``i``: ``masks/<id>.png`` (not checked to exist)."""
         return self.root / "masks" / f"{self.samples[i].id}.png"
 
     def image(self, i: int) -> Image.Image:
+        """The i-th image as 8-bit RGB."""
         return load_rgb(self.image_path(i))
 
     def mask(self, i: int) -> np.ndarray:
+        """The i-th mask, values checked and mapped to the chosen classes, uint8 (H, W) of the image's size."""
         path = self.mask_path(i)
         arr = read_index_png(path, len(self._all_class_names))
         check_mask_size(arr, path, self.image_path(i))

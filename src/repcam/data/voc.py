@@ -218,15 +218,19 @@ class VOCSegmentation(_ReportMixin):
         return self.root / src / f"{sample_id}.png"
 
     def image_path(self, i: int) -> Path:
+        """The image file of sample ``i``: ``JPEGImages/<id>.jpg``."""
         return self.root / "JPEGImages" / f"{self.samples[i].id}.jpg"
 
     def mask_path(self, i: int) -> Path:
+        """The mask file of sample ``i``, from the folder ``mask_source`` records; DataError if none was found."""
         return self._mask_path(self.samples[i].id)
 
     def image(self, i: int) -> Image.Image:
+        """The i-th image as 8-bit RGB."""
         return load_rgb(self.image_path(i))
 
     def mask(self, i: int) -> np.ndarray:
+        """The i-th mask, values checked and mapped to the chosen classes, uint8 (H, W) of the image's size."""
         path = self.mask_path(i)
         arr = read_index_png(path, len(VOC_CLASSES))
         check_mask_size(arr, path, self.image_path(i))

@@ -19,6 +19,7 @@ class LayerError(ValueError):
 
 
 def module_names(model: nn.Module) -> list[str]:
+    """The dotted names of every submodule of ``model`` (the model itself, named "", left out)."""
     return [name for name, _ in model.named_modules() if name]
 
 

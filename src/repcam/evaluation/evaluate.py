@@ -26,6 +26,9 @@ BASELINE_ROWS = TRAINED_BASELINES  # trained baselines (repcam.models.baselines)
 
 @dataclass
 class SplitResult:
+    """What :func:`evaluate_split` returns: the class names, an IoU accumulator per row name, the pairwise mIoU matrix,
+    per selection the images whose representative's pair model was missing, the Top-k selections and the IRN sweeps."""
+
     classes: list[str]
     accs: dict[str, IoUAccumulator]
     pairwise: np.ndarray  # [c, s]: mIoU of class c's last-layer maps from the (c, s) pair model; NaN if not trained

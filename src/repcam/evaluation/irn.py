@@ -91,6 +91,7 @@ class IRNSweep:
         self.accs = {float(t): ConfusionAccumulator(num_classes) for t in thresholds}
 
     def add(self, maps: Mapping[int, np.ndarray], mask: np.ndarray) -> None:
+        """Score one image: ``maps`` (class index -> map of each present class) against ``mask``, at every threshold."""
         mask = np.asarray(mask)
         check_2d(mask, "mask")
         # Maps are prepared once per image; only the background comparison depends on t.
@@ -99,6 +100,7 @@ class IRNSweep:
             acc.add(_label_at(best, labels, t), mask)
 
     def result(self) -> dict[float, float]:
+        """Background threshold -> (C + 1)-label mIoU over the images added so far."""
         return {t: acc.miou() for t, acc in self.accs.items()}
 
 

@@ -37,6 +37,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def add(self, key: str, entry: T) -> T:
+        """Register ``entry`` under ``key`` and return it; ValueError if ``key`` is taken."""
         if key in self._entries:
             raise ValueError(f"{self.what} {key!r} is registered twice")
         self._entries[key] = entry
@@ -55,12 +56,15 @@ class Registry(Generic[T]):
         return len(self._entries)
 
     def keys(self) -> tuple[str, ...]:
+        """The keys, in registration order."""
         return tuple(self._entries)
 
     def values(self) -> list[T]:
+        """The entries, in registration order."""
         return list(self._entries.values())
 
     def items(self) -> list[tuple[str, T]]:
+        """(key, entry) pairs, in registration order."""
         return list(self._entries.items())
 
 
@@ -110,6 +114,7 @@ class Method:
 
     @classmethod
     def try_parse(cls, name: str) -> "Method | None":
+        """Like :meth:`parse`, but None for a name no method writes."""
         try:
             return cls.parse(name)
         except ValueError:
@@ -141,6 +146,8 @@ class SelectionInput:
         return len(self.B)
 
     def kmeans_clusters(self) -> np.ndarray:
+        """The improved k-means clusters of the classes (from B's affinity, seeded by purpose "kmeans"), computed on the
+        first call and kept in ``clusters`` for every S-k method."""
         if self.clusters is None:
             self.clusters = S.improved_kmeans(S.affinity(self.B), self.n, self.min_cluster_size, seed=self.seed("kmeans") % (2**32))
         return self.clusters
@@ -151,6 +158,9 @@ SelectionFn = Callable[[SelectionInput], S.Selection]
 
 @dataclass(frozen=True)
 class SelectionMethod:
+    """A registered selection method: its ``selection.methods`` key, the selection part of its row names, and the
+    function that chooses the representative classes."""
+
     key: str  # the value in selection.methods
     display: str  # the row name's selection part
     select: SelectionFn
@@ -217,6 +227,8 @@ def selection_order() -> list[str]:
 
 @dataclass(frozen=True)
 class MapKind:
+    """A multi-class baseline row: its :class:`Method` and the map kind stored for it in the multi-class maps file."""
+
     method: Method
     kind: str  # the map kind stored in the multi-class maps file (repcam.pipeline.maps)
 

@@ -36,6 +36,7 @@ class Costs:
     cache_image: float = 0.0  # the feature cache's cost per image (trunk forward of the image and its flip)
 
     def pairs(self, image_epochs: int, cache_images: int = 0) -> float:
+        """The cost of ``image_epochs`` pair-model image-epochs plus the feature cache over ``cache_images`` images."""
         return image_epochs * self.pair + cache_images * self.cache_image
 
 

@@ -66,9 +66,11 @@ class FrozenSplit:
     frozen: list[tuple[nn.Module, str]]
 
     def frozen_modules(self) -> list[nn.Module]:
+        """The frozen modules (everything up to and including ``stage``), in ``frozen`` order."""
         return [getattr(parent, name) for parent, name in self.frozen]
 
     def stage_module(self) -> nn.Module:
+        """The module named ``stage``, whose output is the trunk's."""
         return self.model.get_submodule(self.stage)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,12 +217,15 @@ class PartialModel(nn.Module):
         self.from_features = from_features
 
     def train(self, mode: bool = True) -> "PartialModel":
+        """Set training mode as ``nn.Module.train`` does, but keep the frozen modules in eval mode (their BatchNorm
+        statistics are those the feature cache was computed with); returns self."""
         super().train(mode)
         for m in self.split.frozen_modules():  # frozen BatchNorm keeps its running statistics, as the cache assumes
             m.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (n, num_classes) from trunk features ``x`` (``from_features``) or from images ``x`` (n, 3, H, W)."""
         return self.split.rest(x) if self.from_features else self.inner(x)
 
 

@@ -35,8 +35,10 @@ class TinyCNN(nn.Module):
         self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 3, H, W) images -> (n, widths[-1], H/16, W/16) layer4 features (H/8 with ``last_stride=1``)."""
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 3, H, W) images -> (n, num_classes) logits: global average pooling of the layer4 features, then fc."""
         return self.fc(self.forward_features(x).mean((2, 3)))

@@ -25,6 +25,7 @@ BatchInputs = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (image row
 
 
 def resolve_device(device: str) -> torch.device:
+    """``"auto"``: CUDA if available, else CPU; any other name as given (ValueError for CUDA on a machine without)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -91,11 +92,15 @@ class ImageCache:
         return good
 
     def stack(self, idx: Sequence[int]) -> torch.Tensor:
+        """The images ``idx`` (already loaded by :meth:`ok`) as one uint8 (len(idx), 3, S, S) tensor."""
         return torch.stack([self._get(i) for i in idx]) if idx else torch.empty(0, *self._shape, dtype=torch.uint8)
 
 
 @dataclass
 class FitResult:
+    """What :func:`fit` returns: epochs trained (fewer than asked when ``target_accuracy`` stopped it), the last epoch's
+    training accuracy and mean loss, wall-clock seconds, and one dict per epoch (epoch, loss, accuracy, lr)."""
+
     epochs: int
     train_accuracy: float
     final_loss: float

@@ -58,6 +58,7 @@ class RunContext:
 
     # ---- console, timings, notes -----------------------------------------------------------------
     def say(self, msg: str) -> None:
+        """Print ``msg`` (rich markup) on the run's console."""
         self.console.print(msg)
 
     def note(self, msg: str) -> None:
@@ -67,6 +68,8 @@ class RunContext:
 
     @contextmanager
     def progress(self, label: str, total: int) -> Iterator:
+        """A progress bar for ``label`` over ``total`` steps (hidden without ``show_progress``); yields
+        ``advance(n=1)``."""
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             console=self.console, disable=not self.show_progress, transient=False,
@@ -76,16 +79,19 @@ class RunContext:
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:
+        """Add the time the ``with`` block takes to ``timings[step]`` (when it ends without an error)."""
         t0 = time.perf_counter()
         yield
         self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - t0
 
     # ---- keys and seeds (their values are part of every stored artefact's key: never change them) -------------
     def data_key(self) -> dict[str, Any]:
+        """The data settings (and the run's seed) that every data-dependent artefact's key includes."""
         d = self.cfg.data
         return {"kind": d.kind, "root": str(d.root), "classes": d.classes, "options": d.options, "seed": self.cfg.seed}
 
     def model_key(self) -> dict[str, Any]:
+        """What a trained model's key includes: :meth:`data_key`, the training split and the backbone section."""
         return {"data": self.data_key(), "train_split": self.cfg.data.train_split, "backbone": asdict(self.cfg.backbone)}
 
     def seed(self, *parts: Any) -> int:
@@ -116,6 +122,7 @@ class RunContext:
 
     # ---- models and execution ------------------------------------------------------------------
     def model_spec(self, num_classes: int) -> ModelSpec:
+        """The configured backbone as a :class:`ModelSpec` with ``num_classes`` outputs (picklable, for work units)."""
         b = self.cfg.backbone
         return ModelSpec(b.name, num_classes, b.weights, b.input_size)
 

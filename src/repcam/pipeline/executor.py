@@ -49,6 +49,10 @@ def default_threads(workers: int) -> int:
 
 
 class Executor:
+    """Runs work units (:class:`Unit`) in this process (``inprocess``), a spawned local process pool (``process``) or
+    on Ray (``ray``: a local cluster of ``workers`` CPUs, or the one at ``address``); as a context manager it closes
+    on exit."""
+
     def __init__(self, kind: str = "inprocess", workers: int = 1, address: str | None = None) -> None:
         if kind not in KINDS:
             raise ExecutorError(f"unknown executor {kind!r}; choose one of {', '.join(KINDS)}")
@@ -66,6 +70,7 @@ class Executor:
         self.close()
 
     def close(self) -> None:
+        """Shut down the process pool (waiting for it, pending units cancelled), and Ray if this executor started it."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -42,6 +42,7 @@ def kind_name(weighting: str, fusion: str) -> str:
 
 
 def label(selection: str) -> str:
+    """The grid source label of a selection's pair rows, ``pairs <selection>`` (the first part of their row names)."""
     return f"pairs {selection}"
 
 
@@ -94,6 +95,7 @@ class PairGrid:
         return art.done() and set(self.kinds) <= set(RecordFile(art.path).kinds)
 
     def todo(self) -> int:
+        """How many of the pair and fused files are not complete yet (missing, stale, or lacking a kind)."""
         return sum(not self._complete(a) for a in [*self.pair_arts.values(), *self.fused_arts.values()])
 
     def extract(self, load_model: Callable[[Pair], nn.Module], cache: ImageCache, pre: Any, jobs: Sequence[tuple[int, int, Any]],

@@ -34,6 +34,9 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class PairTraining:
+    """One pair model's training, shipped to :func:`train_pair`: the model, its images and 0/1 labels, seeds, the
+    ``pairs`` settings and, optionally, starting weights and a freeze point with cached features."""
+
     model: ModelSpec
     images: torch.Tensor  # (n, 3, S, S) uint8: class a's images, then class b's
     labels: torch.Tensor  # (n,) 0 for a, 1 for b
@@ -88,11 +91,15 @@ class StackedImages:
         self.images = images
 
     def stack(self, idx: Sequence[int]) -> torch.Tensor:
+        """The images ``idx`` (ids, not rows) as one uint8 tensor, in the order given."""
         return self.images[[self.row[int(i)] for i in idx]]
 
 
 @dataclass(frozen=True)
 class MapExtraction:
+    """One model's map extraction, shipped to :func:`extract_maps`: the model and its weights, the images it needs, the
+    (image id, class, target) jobs, the map kinds and size, batch size, device and amp."""
+
     model: ModelSpec
     state: dict[str, torch.Tensor]
     image_ids: tuple[int, ...]
@@ -106,6 +113,8 @@ class MapExtraction:
 
 
 def extract_maps(spec: MapExtraction) -> MapRecords:
+    """The maps of ``spec.jobs`` (:func:`repcam.pipeline.maps.extract`) from the model rebuilt with ``spec.state``, over
+    the images shipped with the spec."""
     bb = spec.model.build(pretrained=False)
     bb.model.load_state_dict(spec.state)
     return extract(bb.model, StackedImages(spec.image_ids, spec.images), bb.preprocess, list(spec.jobs),

@@ -72,6 +72,8 @@ class RunResults:
 
 @dataclass
 class PaperTable:
+    """One of the paper's tables as text cells: title, header, rows (first cell the row name) and notes."""
+
     title: str
     header: list[str]
     rows: list[list[str]]
@@ -83,6 +85,7 @@ class PaperTable:
         return line[self.header.index(column)]
 
     def markdown(self) -> str:
+        """The table as Markdown: a ``##`` title, the pipe table, then the notes as a list."""
         lines = [f"## {self.title}", "", "| " + " | ".join(self.header) + " |", "|" + "|".join("---" for _ in self.header) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in self.rows]
         if self.notes:
@@ -90,6 +93,7 @@ class PaperTable:
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:
+        """The header and rows as CSV text (title and notes left out)."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(self.header)
@@ -184,6 +188,7 @@ def delta(row: Mapping[str, Any] | None, suffix: str = "") -> str:
 
 
 def seconds(s: float | None) -> str:
+    """A wall time for a table cell: seconds below 2 minutes, minutes above; "-" when unknown."""
     if s is None:
         return "-"
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"

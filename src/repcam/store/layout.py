@@ -154,18 +154,23 @@ class RunDir:
 
     # ---- maps, results, figures -------------------------------------------------------------------
     def maps_dir(self, split: str) -> Path:
+        """``maps/<split>/``: every stored map file of a split."""
         return self.root / "maps" / slug(split)
 
     def multiclass_maps(self, split: str) -> Path:
+        """The multi-class model's maps of a split."""
         return self.maps_dir(split) / "multiclass.npz"
 
     def contrast_maps(self, split: str, selection: str) -> Path:
+        """The multi-class model's contrast maps of one selection (``evaluation.variants: contrast``)."""
         return self.maps_dir(split) / f"contrast__{slug(selection)}.npz"
 
     def pair_maps(self, split: str, files: ClassFiles, a: str, b: str) -> Path:
+        """The maps of the pair model of classes ``a`` and ``b`` (either order) on a split."""
         return self.maps_dir(split) / f"{files.pair(a, b)}.npz"
 
     def baseline_maps(self, split: str, kind: str) -> Path:
+        """The maps of a trained Table-5 baseline ("acol", "cbam") on a split."""
         return self.maps_dir(split) / f"baseline__{kind}.npz"
 
     def grid_maps(self, split: str, source_stem: str, weighting: str) -> Path:
@@ -185,6 +190,7 @@ class RunDir:
         return self.root / "results"
 
     def results_dir(self, split: str) -> Path:
+        """``results/<split>/``: a split's tables and results."""
         return self.results_root / slug(split)
 
     def result(self, split: str, name: str) -> Path:
@@ -192,12 +198,15 @@ class RunDir:
         return self.results_dir(split) / name
 
     def ablation(self, split: str) -> Path:
+        """``results/<split>/ablation.json``: the split's ablation table, one row per method."""
         return self.result(split, ABLATION_JSON)
 
     def accumulators(self, split: str) -> Path:
+        """``results/<split>/accumulators.json``: every row's IoU accumulator state, by row name."""
         return self.result(split, ACCUMULATORS_JSON)
 
     def pairwise(self, split: str) -> Path:
+        """``results/<split>/pairwise.json``: the classes and the pairwise mIoU matrix of the pair models."""
         return self.result(split, PAIRWISE_JSON)
 
     def faithfulness_records(self, split: str) -> Path:
@@ -205,9 +214,11 @@ class RunDir:
         return self.result(split, FAITHFULNESS_NPZ)
 
     def figures_dir(self, split: str) -> Path:
+        """``figures/<split>/``: a split's figures."""
         return self.root / "figures" / slug(split)
 
     def figure_index(self, split: str) -> Path:
+        """``figures/<split>/index.json``: the index of the split's figures."""
         return self.figures_dir(split) / FIGURE_INDEX
 
     def seed(self, seed: int) -> "RunDir":

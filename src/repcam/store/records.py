@@ -42,6 +42,7 @@ class NpyStream:
         self.rows = 0
 
     def write(self, chunk: np.ndarray) -> None:
+        """Append ``chunk``'s rows (its other dimensions must match the array's)."""
         chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
         if chunk.shape[1:] != self.shape[1:]:
             raise ValueError(f"{self.path.name}: chunk of shape {chunk.shape} for an array of shape {self.shape}")
@@ -49,6 +50,7 @@ class NpyStream:
         self.rows += len(chunk)
 
     def close(self) -> None:
+        """Close the file; ValueError unless exactly as many rows were written as the shape says."""
         self._f.close()
         if self.rows != self.shape[0]:
             raise ValueError(f"{self.path.name}: {self.rows} rows written, {self.shape[0]} expected")
@@ -70,6 +72,8 @@ class RecordWriter:
         self.streams[kind].write(chunk)
 
     def commit(self, **info) -> None:
+        """Close the streams (each must be complete), pack them uncompressed into the artefact with
+        :meth:`Artefact.save` (``info`` goes into its sidecar), and remove the scratch folder."""
         try:
             for s in self.streams.values():
                 s.close()
@@ -85,6 +89,7 @@ class RecordWriter:
             self.discard()
 
     def discard(self) -> None:
+        """Close the streams and remove the scratch folder, writing nothing (after an error, or after commit)."""
         for s in self.streams.values():
             if not s._f.closed:
                 s._f.close()

@@ -25,6 +25,8 @@ class MapSpool:
         self._sorted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def add(self, method: str, image: int, cls: int, cam: np.ndarray) -> None:
+        """Append ``cam`` (as float16; every map must have the first one's shape) as ``method``'s map of class ``cls``
+        on ``image``."""
         m = np.ascontiguousarray(cam, dtype=np.float16)
         if self.shape is None:
             self.shape = m.shape
@@ -42,6 +44,7 @@ class MapSpool:
         return list(self._index)
 
     def images(self) -> list[int]:
+        """Every image with a map of any method, sorted."""
         return sorted({i for images, _ in self._index.values() for i in images})
 
     def maps_of(self, method: str, image: int) -> dict[int, np.ndarray]:
@@ -64,6 +67,7 @@ class MapSpool:
         return out
 
     def close(self) -> None:
+        """Close the files and delete the spool's folder."""
         for f in self._files.values():
             f.close()
         self._files.clear()

@@ -42,10 +42,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_write`)."""
     atomic_write(path, lambda p: p.write_text(text))
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` to ``path`` atomically as indented JSON (numpy scalars and arrays as numbers and lists)."""
     write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
@@ -74,6 +76,7 @@ def _json_default(o: Any) -> Any:
 
 
 def read_json(path: Path) -> Any:
+    """The parsed JSON of ``path`` (no checksum check: see :func:`verify`)."""
     return json.loads(path.read_text())
 
 
@@ -84,6 +87,7 @@ def slug(name: str) -> str:
 
 
 def sha256(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -148,6 +152,8 @@ class Artefact:
         self.meta_path = self.path.with_name(self.path.name + ".meta.json")
 
     def done(self) -> bool:
+        """Whether the artefact is complete and current: file and sidecar exist, and the sidecar holds this key and the
+        file's checksum."""
         if not (self.path.is_file() and self.meta_path.is_file()):
             return False
         try:
@@ -157,17 +163,23 @@ class Artefact:
         return meta.get("key") == self.key and meta.get("sha256") == sha256(self.path)
 
     def meta(self) -> dict[str, Any]:
+        """The sidecar's contents: key, sha256 and whatever ``info`` :meth:`save` was given."""
         return read_json(self.meta_path)
 
     def save(self, write: Callable[[Path], None], **info: Any) -> None:
+        """Write the file atomically through ``write(tmp_path)``, then the sidecar (key, checksum, ``info``); the old
+        sidecar goes first, so it never vouches for a new file."""
         self.meta_path.unlink(missing_ok=True)  # a stale sidecar must never vouch for a new file
         atomic_write(self.path, write)
         write_json(self.meta_path, {"key": self.key, "sha256": sha256(self.path), **info})
 
     def save_torch(self, obj: Any, **info: Any) -> None:
+        """Save ``obj`` with ``torch.save`` (see :meth:`save`)."""
         self.save(lambda p: torch.save(obj, p), **info)
 
     def load_torch(self) -> Any:
+        """The file through ``torch.load(weights_only=True)`` onto the CPU (the checksum is not checked here: see
+        :meth:`done`); ArtefactError if it cannot be loaded."""
         try:
             return torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - a crafted or damaged file whose sidecar still matches: the file's problem
@@ -175,6 +187,7 @@ class Artefact:
                                 "to compute it again") from None
 
     def save_npz(self, arrays: dict[str, np.ndarray], **info: Any) -> None:
+        """Save ``arrays`` as an uncompressed ``.npz`` (see :meth:`save`)."""
         def write(p: Path) -> None:
             with open(p, "wb") as f:
                 np.savez(f, **arrays)
@@ -182,6 +195,7 @@ class Artefact:
         self.save(write, **info)
 
     def load_npz(self) -> dict[str, np.ndarray]:
+        """The arrays of the ``.npz``, its checksum verified first and every dtype one repcam writes (no pickles)."""
         from repcam.store.records import check_dtype  # the allow-list of what repcam writes
 
         with np.load(verify(self.path), allow_pickle=False) as z:

@@ -65,6 +65,9 @@ class PairStage:
             self.init_key = first_meta()["sha256"]
 
     def artefact(self, a: int, b: int, names: tuple[str, ...]) -> Artefact:
+        """The stored model of the pair (a, b) of ``names``: its path and its key (model key, pairs settings, the pair,
+        and the multi-class weights it starts from, if any); ``pairs.init`` and ``freeze_until`` at their defaults
+        are left out so that keys from before those options still match."""
         pairs = asdict(self.ctx.cfg.pairs)
         if pairs["init"] == "pretrained":  # the default: left out so that keys from before the option still match
             del pairs["init"]
