@@ -268,6 +268,15 @@ def test_artefact_refuses_a_malicious_pickle_in_one_line(tmp_path: Path):
     assert "\n" not in str(e.value) and not (tmp_path / "pwned").exists()
 
 
+def test_artefact_load_torch_checks_the_checksum(tmp_path: Path):
+    art = Artefact(tmp_path / "m.pt", "k")
+    art.save_torch({"w": torch.zeros(1)})
+    assert art.load_torch()["w"].shape == (1,)
+    torch.save({"w": torch.ones(2)}, art.path)  # replaced after it was written, sidecar untouched
+    with pytest.raises(ArtefactError, match=r"m.pt: checksum does not match"):
+        art.load_torch()
+
+
 def test_cli_run_refuses_a_malicious_model_in_one_line(tiny_run: Path, tmp_path: Path):
     run = shutil.copytree(tiny_run, tmp_path / "run")
     forge(run / "multiclass" / "model.pt", tmp_path / "pwned")

@@ -178,10 +178,12 @@ class Artefact:
         self.save(lambda p: torch.save(obj, p), **info)
 
     def load_torch(self) -> Any:
-        """The file through ``torch.load(weights_only=True)`` onto the CPU (the checksum is not checked here: see
-        :meth:`done`); ArtefactError if it cannot be loaded."""
+        """The file through ``torch.load(weights_only=True)`` onto the CPU, its checksum verified first (as
+        :meth:`load_npz`: a model file replaced after :meth:`done` was asked is caught); ArtefactError if it does not
+        match or cannot be loaded."""
+        path = verify(self.path)
         try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - a crafted or damaged file whose sidecar still matches: the file's problem
             raise ArtefactError(f"cannot load {self.path}: {load_error_message(e)}; delete it and its .meta.json "
                                 "to compute it again") from None
