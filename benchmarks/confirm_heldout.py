@@ -25,7 +25,7 @@ from repcam.pipeline.context import RunContext
 from repcam.pipeline.grid import contrast_stem, topk_stem
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordFile
-from repcam.reporting.tables import _delta
+from repcam.reporting.tables import delta_cell
 from repcam.store.storage import write_text
 
 ROW = re.compile(r"^(?P<label>.+) \[(?P<weighting>[a-z+]+), (?P<fusion>[a-z]+)\]$")
@@ -87,7 +87,7 @@ def main() -> None:
                 cells.append("—")
                 continue
             d, lo, hi, sig, _ = paired_test(accs[name], accs[ref], n_boot=1000, seed=0)  # the ablation's interval and test
-            cells.append(_delta({"diff": d, "ci_low": lo, "ci_high": hi, "significant": sig}))  # and its cell format
+            cells.append(delta_cell({"diff": d, "ci_low": lo, "ci_high": hi, "significant": sig}))  # and its cell format
         lines.append(f"| {name} | {100 * accs[name].miou():.2f} | " + " | ".join(cells) + " |")
     md = "\n".join(lines) + "\n"
     print(md)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-import repcam.reporting.figures as figures
+import repcam.reporting.map_figures as map_figures
 from repcam.data.images import DISPLAY_SIDE
 from repcam.explain import Explainer, ExplainError
 from repcam.store.storage import read_json, slug
@@ -83,8 +83,8 @@ def test_large_photo_is_drawn_at_a_bounded_size(tiny_run, tmp_path, monkeypatch)
     path = tmp_path / "big.jpg"
     Image.new("RGB", (3000, 2000), (90, 140, 60)).save(path)
     drawn: list[tuple[int, ...]] = []
-    real = figures._as_image
-    monkeypatch.setattr(figures, "_as_image", lambda im: drawn.append(np.asarray(im).shape) or real(im))
+    real = map_figures._as_image
+    monkeypatch.setattr(map_figures, "_as_image", lambda im: drawn.append(np.asarray(im).shape) or real(im))
     explainer = Explainer.from_run(tiny_run, device="cpu")
     (ex,) = explainer.explain(path, explainer.classes[0])
     assert max(ex.image.shape[:2]) == DISPLAY_SIDE and ex.image_size == (3000, 2000)

@@ -93,6 +93,7 @@ class MultiLayerGradCAM:
 
     @property
     def layer_names(self) -> list[str]:
+        """The names of the hooked layers, shallow to deep (the order of the layer maps)."""
         return [n for n, _ in self.layers]
 
     def __call__(self, x: torch.Tensor, targets: Target | Sequence[Target] | torch.Tensor) -> CAMResult:
@@ -122,37 +123,41 @@ class MultiLayerGradCAM:
         cam = F.interpolate(cam.clamp_min(0).unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
         return normalize_maps(cam.squeeze(1))
 
+    def _capture_hook(self, idx: int, name: str, captured: dict[int, torch.Tensor]):
+        """The forward hook of layer ``idx`` (``name``): checks that its output is a (B, C, H, W) feature map (after
+        the reshape transform) and puts the tensor to differentiate in ``captured[idx]``."""
+        reshape = self.reshape or (lambda t: t)
+
+        def hook(_module, _inputs, output):
+            shaped = reshape(output.detach()) if torch.is_tensor(output) else None
+            if not torch.is_tensor(shaped) or shaped.dim() != 4:
+                shape = tuple(output.shape) if torch.is_tensor(output) else type(output).__name__
+                after = f" ({tuple(shaped.shape)} after reshape_transform)" if torch.is_tensor(shaped) and self.reshape else ""
+                raise LayerError(
+                    f"layer {name!r} outputs {shape}{after}; Grad-CAM needs a (B, C, H, W) feature map"
+                    + ("" if self.reshape else ": pass reshape_transform= (a callable returning one)")
+                )
+            if not output.requires_grad:
+                # Parameters are frozen during the call, so the lowest hooked activation becomes a leaf:
+                # backward stops there instead of running through the stem.
+                output = output.detach().requires_grad_(True)
+                captured[idx] = output
+                return output
+            captured[idx] = output
+            return None
+
+        return hook
+
     def _forward_backward(self, x: torch.Tensor, targets) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         model = self.model
         captured: dict[int, torch.Tensor] = {}
 
         reshape = self.reshape or (lambda t: t)
 
-        def make_hook(idx: int, name: str):
-            def hook(_module, _inputs, output):
-                shaped = reshape(output.detach()) if torch.is_tensor(output) else None
-                if not torch.is_tensor(shaped) or shaped.dim() != 4:
-                    shape = tuple(output.shape) if torch.is_tensor(output) else type(output).__name__
-                    after = f" ({tuple(shaped.shape)} after reshape_transform)" if torch.is_tensor(shaped) and self.reshape else ""
-                    raise LayerError(
-                        f"layer {name!r} outputs {shape}{after}; Grad-CAM needs a (B, C, H, W) feature map"
-                        + ("" if self.reshape else ": pass reshape_transform= (a callable returning one)")
-                    )
-                if not output.requires_grad:
-                    # Parameters are frozen during the call, so the lowest hooked activation becomes a leaf:
-                    # backward stops there instead of running through the stem.
-                    output = output.detach().requires_grad_(True)
-                    captured[idx] = output
-                    return output
-                captured[idx] = output
-                return None
-
-            return hook
-
         params = list(model.parameters())
         flags = [p.requires_grad for p in params]
         was_training = model.training
-        handles = [m.register_forward_hook(make_hook(i, n)) for i, (n, m) in enumerate(self.layers)]
+        handles = [m.register_forward_hook(self._capture_hook(i, n, captured)) for i, (n, m) in enumerate(self.layers)]
         try:
             model.eval()
             for p in params:

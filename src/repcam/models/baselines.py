@@ -31,7 +31,7 @@ from repcam.engine.layers import auto_layers, resolve_layers
 from repcam.evaluation.evaluate import BASELINE_ROWS
 from repcam.models.backbones import Backbone, Preprocess
 from repcam.models.train import ImageCache, fit
-from repcam.pipeline.maps import _shrink
+from repcam.pipeline.maps import shrink_maps
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordFile, RecordWriter
 from repcam.store.storage import Artefact, config_key, read_json
@@ -288,7 +288,7 @@ def extract_baseline_maps(model: nn.Module, fn: MapFn, cache: ImageCache, pre: P
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
         x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
-        sink("map", _shrink(fn(model, x, [int(j[2]) for j in chunk]), map_size))
+        sink("map", shrink_maps(fn(model, x, [int(j[2]) for j in chunk]), map_size))
 
 
 # ---- in a run ------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from torch import nn
 from repcam.engine.cam import ContrastTarget, MultiLayerGradCAM
 from repcam.engine.fusion import fuse_layers
 from repcam.models.train import ImageCache
-from repcam.pipeline.maps import _shrink
+from repcam.pipeline.maps import shrink_maps
 from repcam.store.records import RecordFile, RecordWriter
 from repcam.store.storage import Artefact, config_key, slug, write_json, write_text
 
@@ -140,7 +140,7 @@ def extract_grid(model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[t
         for w, layer_maps in by_weighting.items():
             for fusion in fusions:
                 maps = layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
-                sinks[w](fusion, _shrink(maps, map_size))
+                sinks[w](fusion, shrink_maps(maps, map_size))
 
 
 @dataclass

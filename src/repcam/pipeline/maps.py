@@ -17,8 +17,12 @@ from repcam.models.train import ImageCache
 MapRecords = dict[str, np.ndarray]  # "image" (n,), "cls" (n,), then one (n, S, S) float16 array per map kind
 
 
-def _shrink(maps: torch.Tensor, size: int) -> np.ndarray:
-    """(n, H, W) maps in [0, 1] -> (n, size, size) float16; stored maps need not keep input resolution."""
+def shrink_maps(maps: torch.Tensor, size: int) -> np.ndarray:
+    """(n, H, W) maps in [0, 1] -> (n, size, size) float16, the form every stored map takes.
+
+    Bilinear resize (only when the side differs), clamped to [0, 1], on the CPU: stored maps need not keep input
+    resolution. The one owner of that form: :func:`extract`, the grid and the model-based baselines all use it.
+    """
     if maps.shape[-1] != size or maps.shape[-2] != size:
         maps = F.interpolate(maps.unsqueeze(1).float(), size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
     return maps.detach().clamp(0, 1).cpu().numpy().astype(np.float16)
@@ -57,18 +61,18 @@ def extract(
         targets = [j[2] if callable(j[2]) else int(j[2]) for j in chunk]
         res = gradcam(x, targets)
         if "last" in out:
-            out["last"].append(_shrink(res.last, map_size))
+            out["last"].append(shrink_maps(res.last, map_size))
         if "fused" in out:
-            out["fused"].append(_shrink(res.fused, map_size))
+            out["fused"].append(shrink_maps(res.fused, map_size))
         if "mean" in out:
-            out["mean"].append(_shrink(fuse_layers(res.layer_maps, "mean"), map_size))
+            out["mean"].append(shrink_maps(fuse_layers(res.layer_maps, "mean"), map_size))
         if layercam is not None:
-            out["layercam"].append(_shrink(layercam(x, targets).fused, map_size))
+            out["layercam"].append(shrink_maps(layercam(x, targets).fused, map_size))
         if "cam" in out:
             if parts is None:
                 out["cam"].append(np.full((len(chunk), map_size, map_size), np.nan, np.float16))
             else:
-                out["cam"].append(_shrink(zhou_cam(parts[0], parts[1], model, x, targets), map_size))
+                out["cam"].append(shrink_maps(zhou_cam(parts[0], parts[1], model, x, targets), map_size))
         if sink is not None:
             for k, arrs in out.items():
                 sink(k, arrs.pop())

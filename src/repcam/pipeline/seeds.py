@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from repcam.config import RunConfig
-from repcam.reporting.tables import _csv, markdown_table, method_order
+from repcam.reporting.tables import csv_text, markdown_table, method_order
 from repcam.store.layout import RunDir
 from repcam.store.storage import read_json, write_json, write_text
 
@@ -72,6 +72,6 @@ def write_seed_tables(run_dir: Path, split: str, seeds: Sequence[int]) -> str:
           "interval of the difference to Grad-CAM lay above / below zero.\n\n" + markdown_table(header, table))
     out = RunDir(run_dir).results_dir(split)
     write_text(out / "seeds.md", md)
-    write_text(out / "seeds.csv", _csv(header, table))
+    write_text(out / "seeds.csv", csv_text(header, table))
     write_json(out / "seeds.json", {"split": split, "seeds": list(rows_by_seed), "rows": summary})
     return md

@@ -178,33 +178,15 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
     Grad-CAM; they need the data set (reloaded from ``config.yaml``) and the stored maps; the layer figures also
     load the pair model (the method's first representative class) and recompute its per-layer Grad-CAM.
     """
-    from repcam.evaluation.evaluate import BASELINE, MC_METHODS
     from repcam.evaluation.metrics import IoUAccumulator
-    from repcam.reporting.tables import method_order
     from repcam.store.storage import write_json
 
     run_dir = Path(run_dir)
     paths = RunDir(run_dir)
     out = paths.figures_dir(split)
     out.mkdir(parents=True, exist_ok=True)
-    figs: dict[str, Path] = {}
-    captions: dict[str, str] = {}
-    skipped: dict[str, str] = {}
-    warnings: list[str] = []
-
-    def attempt(name: str, caption: str, make) -> Any:
-        try:
-            p = make(out / name)
-        except ArtefactError:  # a damaged or foreign file in the run directory is not a missing figure: refuse
-            raise
-        except Exception as e:  # a figure is a convenience: report why it is missing, never fail the run
-            log.warning("figure %s skipped: %s", name, e)
-            skipped[name] = f"{type(e).__name__}: {e}"
-            return None
-        if p is not None:
-            figs[name] = Path(p)
-            captions[name] = caption
-        return p
+    drawn = _Drawn(out)
+    attempt, skipped = drawn.attempt, drawn.skipped
 
     sim = _read_json(paths.similarity) if paths.similarity.is_file() else None
     classes: list[str] = list(sim["classes"]) if sim else []
@@ -228,6 +210,60 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
     if not classes and paths.pairwise(split).is_file():
         classes = list(_read_json(paths.pairwise(split))["classes"])
 
+    _score_figures(drawn, split, accs, classes, best, best_f, fmt)
+
+    if paths.pairwise(split).is_file():
+        pw = _read_json(paths.pairwise(split))
+        if any(v is not None and math.isfinite(v) for row in pw["miou"] for v in row):
+            attempt("pairwise", "Grad-CAM mIoU of each class (row) from its binary model against each other class (column); grey: no model.",
+                    lambda p: pairwise_heatmap(pw["miou"], pw["classes"], p, fmt=fmt))
+        else:
+            skipped["pairwise"] = "no pair model scored"
+
+    if examples:
+        _example_figures(drawn, run_dir, split, accs, best, classes, fmt, layers)
+
+    figs, captions = drawn.figs, drawn.captions
+    index = {"split": split, "figures": {n: {"file": figs[n].name, "caption": captions[n]} for n in figs}, "skipped": skipped,
+             "warnings": drawn.warnings}
+    write_json(paths.figure_index(split), index)
+    return figs
+
+
+class _Drawn:
+    """The figures of a split as they are drawn into ``out``: {name: path}, their captions, the ones skipped (with
+    the reason) and the warnings, for ``index.json``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.figs: dict[str, Path] = {}
+        self.captions: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}
+        self.warnings: list[str] = []
+
+    def attempt(self, name: str, caption: str, make) -> Any:
+        """``make(path)``'s figure, recorded under ``name`` with ``caption``; None (and the reason recorded) if it fails."""
+        try:
+            p = make(self.out / name)
+        except ArtefactError:  # a damaged or foreign file in the run directory is not a missing figure: refuse
+            raise
+        except Exception as e:  # a figure is a convenience: report why it is missing, never fail the run
+            log.warning("figure %s skipped: %s", name, e)
+            self.skipped[name] = f"{type(e).__name__}: {e}"
+            return None
+        if p is not None:
+            self.figs[name] = Path(p)
+            self.captions[name] = caption
+        return p
+
+
+def _score_figures(drawn: _Drawn, split: str, accs: Mapping[str, Any], classes: list[str], best: str | None,
+                   best_f: str | None, fmt: str) -> None:
+    """The per-class bars and the threshold curves, from the accumulators ``accs``."""
+    from repcam.evaluation.evaluate import MC_METHODS
+    from repcam.reporting.tables import method_order
+
+    attempt, skipped = drawn.attempt, drawn.skipped
     if accs and classes:
         order = method_order(list(accs))
         chosen = [m for m in order if m in MC_METHODS] + [m for m in (best_f, best) if m and m in accs]
@@ -242,38 +278,31 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
     else:
         skipped["per_class"] = skipped["thresholds"] = "accumulators.json not found"
 
-    if paths.pairwise(split).is_file():
-        pw = _read_json(paths.pairwise(split))
-        if any(v is not None and math.isfinite(v) for row in pw["miou"] for v in row):
-            attempt("pairwise", "Grad-CAM mIoU of each class (row) from its binary model against each other class (column); grey: no model.",
-                    lambda p: pairwise_heatmap(pw["miou"], pw["classes"], p, fmt=fmt))
-        else:
-            skipped["pairwise"] = "no pair model scored"
 
-    if examples:
-        if not (best and BASELINE in accs and best in accs):
-            skipped["examples"] = f"needs the {BASELINE} and a '+A+F' method in accumulators.json"
-        else:
-            picks = pick_examples(accs[best].records, accs[BASELINE].records)
-            if not picks:
-                skipped["examples"] = "no (image, class) with an IoU for both methods"
-            data = _RunData(run_dir, split) if picks else None
-            for label, pick in picks.items():
-                pick["threshold"] = accs[BASELINE].primary
-                n_warn = len(warnings)
-                attempt(f"example_{label}", _example_caption(label, pick, best, classes),
-                        lambda p, pick=pick, label=label: _example_figure(data, pick, label, best, classes, p, fmt, warnings))
-                if len(warnings) > n_warn and f"example_{label}" in captions:
-                    captions[f"example_{label}"] += " Warning: " + warnings[-1]
-                if layers:
-                    attempt(f"layers_{label}", f"Per-layer Grad-CAM maps and their fusion (paper Fig. 6) for the {label} example, "
-                            f"from the binary model of the class against its first representative in {best}; Grad-CAM of the multi-class model for comparison.",
-                            lambda p, pick=pick, label=label: _layer_figure(data, pick, label, best, classes, p, fmt))
+def _example_figures(drawn: _Drawn, run_dir: Path, split: str, accs: Mapping[str, Any], best: str | None,
+                     classes: list[str], fmt: str, layers: bool) -> None:
+    """The best, median and worst examples of ``best`` against Grad-CAM, and their layer figures if ``layers``."""
+    from repcam.evaluation.evaluate import BASELINE
 
-    index = {"split": split, "figures": {n: {"file": figs[n].name, "caption": captions[n]} for n in figs}, "skipped": skipped,
-             "warnings": warnings}
-    write_json(paths.figure_index(split), index)
-    return figs
+    attempt, skipped, captions, warnings = drawn.attempt, drawn.skipped, drawn.captions, drawn.warnings
+    if not (best and BASELINE in accs and best in accs):
+        skipped["examples"] = f"needs the {BASELINE} and a '+A+F' method in accumulators.json"
+    else:
+        picks = pick_examples(accs[best].records, accs[BASELINE].records)
+        if not picks:
+            skipped["examples"] = "no (image, class) with an IoU for both methods"
+        data = _RunData(run_dir, split) if picks else None
+        for label, pick in picks.items():
+            pick["threshold"] = accs[BASELINE].primary
+            n_warn = len(warnings)
+            attempt(f"example_{label}", _example_caption(label, pick, best, classes),
+                    lambda p, pick=pick, label=label: _example_figure(data, pick, label, best, classes, p, fmt, warnings))
+            if len(warnings) > n_warn and f"example_{label}" in captions:
+                captions[f"example_{label}"] += " Warning: " + warnings[-1]
+            if layers:
+                attempt(f"layers_{label}", f"Per-layer Grad-CAM maps and their fusion (paper Fig. 6) for the {label} example, "
+                        f"from the binary model of the class against its first representative in {best}; Grad-CAM of the multi-class model for comparison.",
+                        lambda p, pick=pick, label=label: _layer_figure(data, pick, label, best, classes, p, fmt))
 
 
 def _example_caption(label: str, pick: Mapping[str, Any], method: str, classes: Sequence[str]) -> str:

@@ -30,12 +30,14 @@ def _pct(x: float) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown (pipe) table of ``header`` and ``rows``, cells as ``str`` gives them, with a final newline."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
-def _csv(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+def csv_text(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """The CSV text (Python's default dialect, ``\\r\\n`` line ends) of ``header`` then ``rows``: what a table's .csv file holds."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)
@@ -43,7 +45,13 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return buf.getvalue()
 
 
-def _delta(r: dict, suffix: str = "") -> str:
+def delta_cell(r: dict, suffix: str = "") -> str:
+    """The cell of a row's difference to a baseline, in points: ``+d [+lo, +hi]``, `` (n.s.)`` appended where the
+    paired 95% interval contains 0; ``+d`` alone where the interval is NaN, ``-`` where the row has none.
+
+    ``r`` holds ``diff``, ``ci_low``, ``ci_high`` and ``significant`` (fractions, as the evaluation writes them), each
+    name followed by ``suffix`` (``"_strongest"``: against the strongest multi-class baseline).
+    """
     if "ci_low" + suffix not in r:
         return "-"
     d, lo, hi = r["diff" + suffix], r["ci_low" + suffix], r["ci_high" + suffix]
@@ -54,6 +62,8 @@ def _delta(r: dict, suffix: str = "") -> str:
 
 
 def ablation_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The ablation table (header, body) of an evaluation's rows, in :func:`method_order`: mIoU, the differences to
+    Grad-CAM (and to the strongest baseline where that is another), per-image mIoU, best threshold, PxAP, IRN mIoU."""
     by = {r["method"]: r for r in rows}
     strongest = next((r["strongest_baseline"] for r in rows if "strongest_baseline" in r), None)
     header = ["Method", "mIoU@T", "Δ vs Grad-CAM [95% CI]"]
@@ -63,9 +73,9 @@ def ablation_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     out = []
     for name in method_order(list(by)):
         r = by[name]
-        line = [name, _pct(r["miou"]), "baseline" if name == BASELINE else _delta(r)]
+        line = [name, _pct(r["miou"]), "baseline" if name == BASELINE else delta_cell(r)]
         if strongest and strongest != BASELINE:
-            line.append("strongest baseline" if name == strongest else _delta(r, "_strongest"))
+            line.append("strongest baseline" if name == strongest else delta_cell(r, "_strongest"))
         irn = f"{_pct(r['irn_miou'])} ({r['irn_bg_threshold']:.2f})" if "irn_miou" in r else "-"
         line += [_pct(r["per_image_miou"]), f"{r['best_threshold']:.2f}", _pct(r["best_miou"]), _pct(r.get("pxap")), irn]
         out.append(line)
@@ -115,7 +125,7 @@ def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict
     if skipped:
         md += f"\n{skipped} evaluation images could not be read and were skipped.\n"
     write_text(out_dir / ABLATION_MD, md)  # the names readers open come from repcam.store.layout
-    write_text(out_dir / "ablation.csv", _csv(header, table))
+    write_text(out_dir / "ablation.csv", csv_text(header, table))
     write_json(out_dir / ABLATION_JSON, {"split": split, "rows": rows, "notes": list(notes), "skipped_images": skipped, **(extra or {})})
 
     names = method_order(list(result.accs))
@@ -126,7 +136,7 @@ def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict
         ious = result.accs[n].per_class_iou()
         pc_rows.append([n] + [_pct(v) for v in ious] + [_pct(result.accs[n].miou())])
     write_text(out_dir / "per_class.md", markdown_table(pc_header, pc_rows))
-    write_text(out_dir / PER_CLASS_CSV, _csv(pc_header, pc_rows))
+    write_text(out_dir / PER_CLASS_CSV, csv_text(pc_header, pc_rows))
 
     strongest = next((r["strongest_baseline"] for r in rows if "strongest_baseline" in r), None)
     pcd = {r["method"]: r["per_class_strongest"] for r in rows if "per_class_strongest" in r}
@@ -139,14 +149,14 @@ def write_tables(out_dir: Path, split: str, result: SplitResult, rows: list[dict
         intro = (f"Per-class IoU difference to {strongest} (the strongest multi-class baseline), in points; "
                  "*: the paired 95% bootstrap interval over images excludes 0.\n\n")
         write_text(out_dir / "per_class_delta.md", intro + markdown_table(["Method"] + classes, pcd_rows))
-        write_text(out_dir / "per_class_delta.csv", _csv(["Method"] + classes, pcd_rows))
+        write_text(out_dir / "per_class_delta.csv", csv_text(["Method"] + classes, pcd_rows))
 
     thresholds = result.accs[names[0]].thresholds if names else []
     sweep_rows = [[n] + [_pct(result.accs[n].miou(t)) for t in thresholds] for n in names]
-    write_text(out_dir / SWEEP_CSV, _csv(["Method"] + [f"{t:.2f}" for t in thresholds], sweep_rows))
+    write_text(out_dir / SWEEP_CSV, csv_text(["Method"] + [f"{t:.2f}" for t in thresholds], sweep_rows))
 
     pw_rows = [[classes[c]] + [("-" if c == s else _pct(result.pairwise[c, s])) for s in range(len(classes))] for c in range(len(classes))]
     write_text(out_dir / "pairwise.md", "Grad-CAM mIoU of class (row) from the binary model against class (column).\n\n" + markdown_table(["class"] + classes, pw_rows))
-    write_text(out_dir / "pairwise.csv", _csv(["class"] + classes, pw_rows))
+    write_text(out_dir / "pairwise.csv", csv_text(["class"] + classes, pw_rows))
     write_json(out_dir / PAIRWISE_JSON, {"classes": classes, "miou": [[None if math.isnan(v) else v for v in row] for row in result.pairwise.tolist()]})
     return md

@@ -4,7 +4,7 @@ selection, every pair model's, and the grid's; each an artefact keyed by what ch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from repcam.data import SegDataset
 from repcam.engine.cam import ContrastTarget
@@ -59,12 +59,7 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
     jobs = [j for j in jobs if j[0] in ok]
     mc_sha = read_json(RunDir.meta(ctx.paths / mc_path))["sha256"]
     mc_art = Artefact(ctx.paths.multiclass_maps(split), config_key({"mc": mc_sha, **maps_key}))
-    contrast_arts = {}
-    if "contrast" in ev.variants:
-        for sel_name, sel in selections.items():
-            reps = {names[c]: [names[r] for r in sel[c]] for c in sorted(sel)}
-            key = config_key({"mc": mc_sha, "contrast": reps, "gamma": ev.contrast_gamma, **maps_key})
-            contrast_arts[sel_name] = Artefact(ctx.paths.contrast_maps(split, sel_name), key)
+    contrast_arts = _contrast_artefacts(ctx, split, selections, names, mc_sha, maps_key) if "contrast" in ev.variants else {}
     pair_arts = {}
     files = ClassFiles(names)
     for (a, b), model_art in models.items():
@@ -101,6 +96,27 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
         except ExecutorError as e:
             raise RunError(str(e)) from e
 
+    maps = SplitMaps(ds, cache, jobs, maps_key, mc_art, contrast_arts, pair_arts, grid, pair_grid)
+    _grid_maps(ctx, split, maps, mc_model, models)
+    return maps
+
+
+def _contrast_artefacts(ctx: RunContext, split: str, selections: dict[str, S.Selection], names: Sequence[str], mc_sha: str,
+                        maps_key: dict[str, Any]) -> dict[str, Artefact]:
+    """selection -> the artefact of its contrast maps (the multi-class model's, against the selection's representatives)."""
+    ev = ctx.cfg.evaluation
+    contrast_arts = {}
+    for sel_name, sel in selections.items():
+        reps = {names[c]: [names[r] for r in sel[c]] for c in sorted(sel)}
+        key = config_key({"mc": mc_sha, "contrast": reps, "gamma": ev.contrast_gamma, **maps_key})
+        contrast_arts[sel_name] = Artefact(ctx.paths.contrast_maps(split, sel_name), key)
+    return contrast_arts
+
+
+def _grid_maps(ctx: RunContext, split: str, maps: SplitMaps, mc_model, models: dict[tuple[int, int], Artefact]) -> None:
+    """The grid's maps of ``split`` (``evaluation.grid``), extracted where not stored; nothing without a grid."""
+    ev = ctx.cfg.evaluation
+    grid, pair_grid, cache, jobs = maps.grid, maps.pair_grid, maps.cache, maps.jobs
     if grid is not None:  # evaluation.grid: the multi-class model's maps per (source, weighting), reused when stored
         with ctx.timed(f"grid maps {split}"), ctx.progress(f"grid maps on {split}", len(grid.cells)) as adv:
             adv(len(grid.cells) - len(grid.todo()))
@@ -109,7 +125,6 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
             with ctx.progress(f"grid pair maps on {split}", len(pair_grid.pair_arts) + len(pair_grid.fused_arts)) as adv:
                 pair_grid.extract(lambda p: ctx.stored_model(2, models[p]), cache, ctx.preprocess, jobs, ctx.device,
                                   ev.map_size, ev.batch_size, ev.amp, adv)
-    return SplitMaps(ds, cache, jobs, maps_key, mc_art, contrast_arts, pair_arts, grid, pair_grid)
 
 
 def stream_maps(ctx: RunContext, art: Artefact, model, cache: ImageCache, jobs: list, kinds: list[str]) -> None:
