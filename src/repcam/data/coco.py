@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from .base import IGNORE_INDEX, DataError, Sample
-from .common import NO_CHOSEN_CLASS, SkipLog, _ReportMixin, image_size, load_rgb, select_classes, subset_lut
+from .common import NO_CHOSEN_CLASS, SkipLog, ReportMixin, image_size, load_rgb, select_classes, subset_lut
 
 
 def _categories(coco: Any, ann_file: Path) -> tuple[list[int], tuple[str, ...]]:
@@ -66,7 +66,7 @@ def _check_annotations(coco: Any, cat_index: dict[int, int], ann_file: Path) -> 
             )
 
 
-class COCOSegmentation(_ReportMixin):
+class COCOSegmentation(ReportMixin):
     """A COCO split with semantic masks built from the instance annotations."""
 
     def __init__(

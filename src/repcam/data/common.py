@@ -1,5 +1,5 @@
 """Helpers shared by the VOC, COCO and folder loaders: class subsets, image and index-PNG mask reading, split
-files, and the skip bookkeeping with ``report()`` and ``validate()`` (:class:`_ReportMixin`)."""
+files, and the skip bookkeeping with ``report()`` and ``validate()`` (:class:`ReportMixin`)."""
 
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ class SkipLog:
         return f"{total} skipped ({parts})"
 
 
-class _ReportMixin(SegDataset):
+class ReportMixin(SegDataset):
     """Skip bookkeeping, ``report()`` and ``validate()`` shared by the loaders."""
 
     _skips: SkipLog

@@ -40,7 +40,7 @@ from PIL import Image
 from .base import DataError, Sample
 from .common import (
     SkipLog,
-    _ReportMixin,
+    ReportMixin,
     check_mask_size,
     load_rgb,
     mask_class_indices,
@@ -53,7 +53,7 @@ from .common import (
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class FolderSegmentation(_ReportMixin):
+class FolderSegmentation(ReportMixin):
     """A data set in the plain folder layout described in this module's docstring."""
 
     def __init__(

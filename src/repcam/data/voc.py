@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from .base import DataError, Sample
-from .common import SkipLog, _ReportMixin, check_mask_size, load_rgb, mask_class_indices, read_id_list, read_index_png, select_classes, subset_lut
+from .common import SkipLog, ReportMixin, check_mask_size, load_rgb, mask_class_indices, read_id_list, read_index_png, select_classes, subset_lut
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle",
@@ -95,7 +95,7 @@ def _split_ids(voc: Path, split: str) -> list[str]:
     return read_id_list(split_file)
 
 
-class VOCSegmentation(_ReportMixin):
+class VOCSegmentation(ReportMixin):
     """A PASCAL VOC segmentation split (see the module docstring for the layout and decisions)."""
 
     def __init__(
