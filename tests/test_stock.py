@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from torch import nn
 import torch.nn.functional as F
 import torchvision
 from PIL import Image
@@ -118,6 +119,21 @@ def test_contrast_layercam_is_the_grids_top4_contrast_layercam_paper_row(lite0, 
     np.testing.assert_allclose(ex.maps, F.interpolate(by_grid.unsqueeze(1), size=size, mode="bilinear").squeeze(1).numpy(), atol=1e-5)
     fewer = StockExplainer(lite0, "contrast-layercam", topk=2, rivals=1, device="cpu").explain([photos["coffee"]])[0]
     assert np.abs(fewer.maps - ex.maps).max() > 1e-3  # rivals= overrides the method's default of 4
+
+
+def test_cam_is_zhou_cam_of_the_models_own_classifier_and_refuses_other_heads(lite0, photos):
+    from repcam.engine.cam import zhou_cam
+
+    ex = StockExplainer(lite0, "cam", topk=2, device="cpu").explain([photos["coffee"]])[0]
+    x = lite0.transform(Image.fromarray(photos["coffee"])).unsqueeze(0).expand(2, -1, -1, -1)
+    by_hand = zhou_cam(lite0.model.forward_features, lite0.model.get_classifier(), lite0.model, x, ex.indices)
+    size = photos["coffee"].shape[:2]
+    np.testing.assert_allclose(ex.maps, F.interpolate(by_hand.unsqueeze(1), size=size, mode="bilinear").squeeze(1).numpy(), atol=1e-5)
+    no_gap = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(5))
+    with pytest.raises(StockError, match="method 'cam' needs a model that ends in global average pooling"):
+        StockExplainer(no_gap, "cam", class_names=list("abcde"), device="cpu")
+    with pytest.raises(StockError, match="layers do not apply to method 'cam'"):
+        StockExplainer(lite0, "cam", layers=["blocks.6"], device="cpu")
 
 
 def test_any_module_gets_imagenet_preprocessing_and_given_class_names(photos):

@@ -26,8 +26,9 @@ from torch import nn
 
 from repcam.data.base import DataError
 from repcam.data.images import read_image, to_rgb8
-from repcam.engine.cam import CAMError, ContrastTarget, MultiLayerGradCAM, Target
+from repcam.engine.cam import CAMError, ContrastTarget, MultiLayerGradCAM, Target, zhou_cam
 from repcam.engine.layers import LayerError, LayerSpec, resolve_layers
+from repcam.models.backbones import gap_fc_parts
 from repcam.models.train import resolve_device
 from repcam.stock_model import StockError, StockModel, as_stock_model, short_name
 from repcam.store.storage import atomic_write, slug
@@ -55,6 +56,7 @@ class StockMethod:
     label: str  # the figure's panel title
     description: str
     rivals: int = 3
+    engine: Literal["gradient", "cam"] = "gradient"  # "cam": Zhou et al.'s CAM from the FC weights, no backward
 
 
 METHODS: dict[str, StockMethod] = {
@@ -65,10 +67,13 @@ METHODS: dict[str, StockMethod] = {
     "contrast-layercam": StockMethod("layercam", "paper", "all", True, "LayerCAM+A contrast vs top-4",
                                      "LayerCAM weights, the paper's multi-layer fusion, target y_c - mean(y_r) over the image's top-4 other classes",
                                      rivals=4),
+    "cam": StockMethod("gradcam", "mean", "last", False, "CAM", "Zhou et al.'s CAM: the last feature map weighted by the class's FC weights (GAP + FC models)",
+                       engine="cam"),
 }
 """The methods by name; the same maps as a run's Grad-CAM, LayerCAM, Grad-CAM+A and contrast rows, and
 ``contrast-layercam`` = the evaluation grid's ``top-4 contrast [layercam, paper]`` row (chosen on VOCdevkit-mini val;
-README "Which method when")."""
+README "Which method when"), and ``cam`` = the run's CAM row (Zhou et al., for models that end in GAP + FC; the
+strongest single map on VOCdevkit-mini at the paper's budget, val and train)."""
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -223,12 +228,23 @@ class StockExplainer:
         self.model = self.stock.model.to(self.device)
         self.method, self.spec = method, METHODS[method]
         self.topk, self.rivals, self.gamma = min(topk, len(self.stock.class_names)), rivals, gamma
+        self.cam_parts = None
+        if self.spec.engine == "cam":
+            if layers != "auto":
+                raise StockError("layers do not apply to method 'cam' (it uses the feature map the classifier pools)")
+            self.cam_parts = gap_fc_parts(self.model)
+            if self.cam_parts is None:
+                raise StockError(f"method 'cam' needs a model that ends in global average pooling and one linear layer "
+                                 f"(a timm CNN); {type(self.model).__name__} does not: use layercam")
+            self.layer_names = ["forward_features"]
+            return
         try:
             if layers == "auto" and self.spec.auto == "last":
                 layers = [resolve_layers(self.model, "auto")[-1][1]]  # the classic single-layer map
             self.cam = MultiLayerGradCAM(self.model, layers, fusion=self.spec.fusion, weighting=self.spec.weighting)
         except (LayerError, CAMError) as e:
             raise StockError(str(e)) from None
+        self.layer_names = self.cam.layer_names
 
     @property
     def class_names(self) -> list[str]:
@@ -271,10 +287,12 @@ class StockExplainer:
                 else:
                     targets.append(c)
         try:
-            result = self.cam(x[rows], targets)
+            if self.cam_parts is not None:  # plain class indices: CAM has no contrast target
+                maps = zhou_cam(*self.cam_parts, self.model, x[rows], [int(t) for t in targets]).cpu()
+            else:
+                maps = self.cam(x[rows], targets).fused.cpu()
         except (LayerError, CAMError) as e:
             raise StockError(str(e)) from None
-        maps = result.fused.cpu()
         out, k = [], 0
         for b, (arr, cls) in enumerate(zip(arrays, per_image)):
             m = maps[k : k + len(cls)]
@@ -283,7 +301,7 @@ class StockExplainer:
             m = F.interpolate(m.unsqueeze(1), size=arr.shape[:2], mode="bilinear", align_corners=False).squeeze(1).clamp(0, 1)
             top = [(int(i), float(probs[b, i])) for i in order[b, :5]]
             out.append(StockExplanation(arr, [self.class_names[c] for c in cls], list(cls), [float(probs[b, c]) for c in cls],
-                                        m.numpy(), self.method, self.cam.layer_names, top))
+                                        m.numpy(), self.method, self.layer_names, top))
         return out
 
 
@@ -308,7 +326,7 @@ def explain_image(
     ``classes``: names (any ImageNet synonym, e.g. ``"tabby"``) or indices; default the ``topk`` top predictions.
     ``method``: one of :data:`METHODS` (``gradcam``, ``layercam``, ``paper``, ``contrast``: against the image's
     ``rivals`` highest-scoring other classes, default 3; ``contrast-layercam``: LayerCAM weights and the paper's
-    fusion of all stages, against the top 4). Preprocessing: timm's data config of the model (ImageNet defaults
+    fusion of all stages, against the top 4; ``cam``: Zhou et al.'s CAM, for GAP + FC models). Preprocessing: timm's data config of the model (ImageNet defaults
     for torchvision models), the whole image resized to the input size.
     """
     explainer = StockExplainer(model, method, layers, weights=weights, class_names=class_names, topk=topk, rivals=rivals, device=device)
