@@ -201,6 +201,7 @@ class ReportMixin(SegDataset):
         return {name: counts.get(k, 0) for k, name in enumerate(self.class_names)}
 
     def report(self) -> str:
+        """A human-readable summary: candidate and kept images, skips by reason, dropped classes, images per class."""
         lines = [f"{self._title}: {self._n_candidates} candidate images, {len(self.samples)} kept, "
                  f"{self._skips.summary()}"]
         dropped = [n for n in self._all_class_names if n not in self.class_names]

@@ -177,6 +177,7 @@ class ChannelAttention(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) features -> (B, C, 1, 1) channel gates in (0, 1)."""
         gate = self.mlp(x.mean((2, 3))) + self.mlp(x.amax((2, 3)))
         return torch.sigmoid(gate)[:, :, None, None]
 
@@ -190,6 +191,7 @@ class SpatialAttention(nn.Module):
         self.bn = nn.BatchNorm2d(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) features -> (B, 1, H, W) spatial gates in (0, 1)."""
         pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)
         return torch.sigmoid(self.bn(self.conv(pooled)))
 
@@ -203,6 +205,7 @@ class CBAM(nn.Module):
         self.spatial = SpatialAttention(kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the same shape, gated by channel then spatial attention."""
         x = x * self.channel(x)
         return x * self.spatial(x)
 
@@ -216,6 +219,7 @@ class AttendedStage(nn.Module):
         self.cbam = CBAM(channels)
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The stage's output, passed through CBAM."""
         return self.cbam(self.stage(*args, **kwargs))
 
 

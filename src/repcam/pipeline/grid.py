@@ -145,6 +145,8 @@ def extract_grid(model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[t
 
 @dataclass
 class GridCell:
+    """One record file of the grid: a map source under one weighting, stored in ``art`` (one map kind per fusion)."""
+
     source: GridSource
     weighting: str
     art: Artefact
@@ -182,6 +184,7 @@ class Grid:
         return cell.art.done() and set(self.fusions) <= set(RecordFile(cell.art.path).kinds)
 
     def todo(self) -> list[GridCell]:
+        """The cells whose record file is missing, stale or lacks a requested fusion."""
         return [c for c in self.cells if not self._complete(c)]
 
     def extract(self, model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[tuple[int, int, Any]], device: torch.device,

@@ -16,6 +16,7 @@ from repcam.store.storage import read_json, write_json, write_text
 
 
 def seed_dirs(run_dir: Path, seeds: Sequence[int]) -> dict[int, Path]:
+    """Seed -> its run directory (``RUN_DIR/seed-K``) under ``run_dir``."""
     return {s: RunDir(run_dir).seed(s).root for s in seeds}
 
 
