@@ -132,8 +132,20 @@ def test_cam_is_zhou_cam_of_the_models_own_classifier_and_refuses_other_heads(li
     no_gap = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(5))
     with pytest.raises(StockError, match="method 'cam' needs a model that ends in global average pooling"):
         StockExplainer(no_gap, "cam", class_names=list("abcde"), device="cpu")
+    import timm
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3)
+    with pytest.raises(StockError, match="method 'cam' needs a model that ends in global average pooling"):
+        StockExplainer(vit, "cam", class_names=list("abc"), device="cpu")
     with pytest.raises(StockError, match="layers do not apply to method 'cam'"):
         StockExplainer(lite0, "cam", layers=["blocks.6"], device="cpu")
+
+
+def test_a_module_that_cannot_run_on_rgb_is_a_one_line_error():
+    gray_only = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(StockError, match=r"the model cannot run on a \(1, 3, 64, 64\) input: ") as info:
+        StockExplainer(gray_only, "layercam", device="cpu")
+    assert "\n" not in str(info.value)
 
 
 def test_any_module_gets_imagenet_preprocessing_and_given_class_names(photos):

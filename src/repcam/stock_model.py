@@ -164,13 +164,17 @@ def _head_size(model: nn.Module, sd: dict[str, torch.Tensor]) -> int | None:
     return int(sd[keys[-1]].shape[0]) if keys else None
 
 
-def _num_classes(model: nn.Module) -> int:
-    """The model's output count, from one tiny dry run (robust to any head layout)."""
+def _num_classes(model: nn.Module, size: Sequence[int] = (64, 64)) -> int:
+    """The model's output count, from one dry run at ``size`` (robust to any head layout). A model with a fixed input
+    size (a timm ViT) needs its own: pass the data config's."""
     was_training = model.training  # a caller's module is left in the mode it came in
     try:
         with torch.no_grad():
             p = next(model.parameters())
-            out = model.eval()(torch.zeros(1, 3, 64, 64, device=p.device, dtype=p.dtype))
+            out = model.eval()(torch.zeros(1, 3, *size, device=p.device, dtype=p.dtype))
+    except Exception as e:  # noqa: BLE001 - whatever the module raises, the user's module is the cause
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise StockError(f"the model cannot run on a (1, 3, {size[0]}, {size[1]}) input: {first}") from None
     finally:
         model.train(was_training)
     if not torch.is_tensor(out) or out.dim() != 2:
@@ -195,7 +199,7 @@ def as_stock_model(model: nn.Module | str | StockModel, weights: str | os.PathLi
             cfg = resolve_model_data_config(model)
         else:
             cfg = {"input_size": (3, 224, 224), "interpolation": "bilinear", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-        n = _num_classes(model)
+        n = _num_classes(model, tuple(cfg["input_size"][-2:]) if hasattr(model, "pretrained_cfg") else (64, 64))
         sm = StockModel(model, cfg, class_names_for(model, n), "the caller's module", type(model).__name__)
     else:
         raise StockError(f"model must be an nn.Module or a model name, got {type(model).__name__}")
