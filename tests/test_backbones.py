@@ -75,6 +75,10 @@ def test_unknown_backbone_and_preprocess():
 def test_gap_fc_parts_for_cam():
     assert gap_fc_parts(build_classifier("tiny_cnn", 3, weights=None).model) is not None
     assert gap_fc_parts(build_classifier("resnet18", 3, weights=None).model) is not None
+    import timm
+
+    # Token pooling feeds the head tokens, not a spatial map: no CAM (the run stores NaN maps, stock explain refuses).
+    assert gap_fc_parts(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3)) is None
 
 
 def test_preprocess_scales_a_16_bit_image_instead_of_clipping_it_white():

@@ -233,9 +233,6 @@ class StockExplainer:
             if layers != "auto":
                 raise StockError("layers do not apply to method 'cam' (it uses the feature map the classifier pools)")
             self.cam_parts = gap_fc_parts(self.model)
-            # A timm transformer names its token pooling by a string: tokens, not a spatial map, feed its head.
-            if not isinstance(getattr(self.model, "global_pool", nn.Identity()), nn.Module):
-                self.cam_parts = None
             if self.cam_parts is None:
                 raise StockError(f"method 'cam' needs a model that ends in global average pooling and one linear layer "
                                  f"(a timm CNN); {type(self.model).__name__} does not: use layercam")

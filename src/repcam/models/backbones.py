@@ -272,6 +272,8 @@ def gap_fc_parts(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tenso
     if hasattr(model, "forward_features") and hasattr(model, "get_classifier"):
         fc = model.get_classifier()
         pool = getattr(model, "global_pool", None)
+        if isinstance(pool, str):  # a timm transformer's token pooling ("token", "avg" over tokens): no spatial map
+            return None
         if isinstance(fc, nn.Linear) and getattr(pool, "pool_type", "avg") == "avg":
             return model.forward_features, fc
     return None
