@@ -81,6 +81,29 @@ def test_gap_fc_parts_for_cam():
     assert gap_fc_parts(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3)) is None
 
 
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "efficientnet_b0", "densenet121", "tf_efficientnet_lite0"])
+def test_gap_fc_parts_rebuild_the_models_logits(arch):
+    """CAM is only right if GAP of the returned map through the returned FC is the model's own output: checked
+    against forward() for torchvision's families (no forward_features) and a timm CNN."""
+    import timm
+    import torchvision
+
+    torch.manual_seed(0)
+    maker = timm.create_model if arch.startswith("tf_") else torchvision.models.get_model
+    model = maker(arch, num_classes=5).eval()
+    features, fc = gap_fc_parts(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(fc(features(x).mean((2, 3))), model(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "mobilenet_v3_small", "convnext_tiny"])
+def test_gap_fc_parts_refuses_heads_that_are_not_one_linear_layer(arch):
+    import torchvision
+
+    assert gap_fc_parts(torchvision.models.get_model(arch, num_classes=5)) is None
+
+
 def test_preprocess_scales_a_16_bit_image_instead_of_clipping_it_white():
     """Preprocess.to_uint8 (behind to_tensor, the README engine example) converts through repcam.data.images.to_rgb8."""
     import numpy as np

@@ -141,6 +141,14 @@ def test_cam_is_zhou_cam_of_the_models_own_classifier_and_refuses_other_heads(li
         StockExplainer(lite0, "cam", layers=["blocks.6"], device="cpu")
 
 
+def test_cam_runs_on_a_torchvision_resnet_which_has_no_forward_features(photos):
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(num_classes=3)
+    ex = StockExplainer(resnet, "cam", class_names=list("abc"), topk=2, device="cpu").explain([photos["coffee"]])[0]
+    assert ex.maps.shape == (2, *photos["coffee"].shape[:2]) and np.isfinite(ex.maps).all()
+    assert ex.maps.max() > 0.99 and ex.maps.min() < 0.5  # normalised, then resized to the photo
+
+
 def test_a_module_that_cannot_run_on_rgb_is_a_one_line_error():
     gray_only = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     with pytest.raises(StockError, match=r"the model cannot run on a \(1, 3, 64, 64\) input: ") as info:

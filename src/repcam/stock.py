@@ -235,7 +235,8 @@ class StockExplainer:
             self.cam_parts = gap_fc_parts(self.model)
             if self.cam_parts is None:
                 raise StockError(f"method 'cam' needs a model that ends in global average pooling and one linear layer "
-                                 f"(a timm CNN); {type(self.model).__name__} does not: use layercam")
+                                 f"(a timm CNN, torchvision's ResNet, MobileNet-v2, EfficientNet, DenseNet); "
+                                 f"{type(self.model).__name__} does not: use layercam")
             self.layer_names = ["forward_features"]
             return
         try:

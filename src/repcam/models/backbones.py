@@ -22,6 +22,7 @@ from PIL import Image
 
 from repcam.data.images import to_rgb8
 from torch import nn
+from torch.nn import functional as F
 
 from repcam.models.tinycnn import TinyCNN
 from repcam.store.storage import load_error_message
@@ -276,4 +277,32 @@ def gap_fc_parts(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tenso
             return None
         if isinstance(fc, nn.Linear) and getattr(pool, "pool_type", "avg") == "avg":
             return model.forward_features, fc
+    return _torchvision_gap_fc_parts(model)
+
+
+def _only_linear(head: nn.Module) -> nn.Linear | None:
+    """The head's one linear layer when everything else in it is dropout (identity at eval), else None."""
+    if isinstance(head, nn.Linear):
+        return head
+    if not isinstance(head, nn.Sequential):
+        return None
+    linears = [m for m in head if isinstance(m, nn.Linear)]
+    rest = [m for m in head if not isinstance(m, (nn.Linear, nn.Dropout))]
+    return linears[0] if len(linears) == 1 and not rest else None
+
+
+def _torchvision_gap_fc_parts(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Linear] | None:
+    """torchvision's GAP + FC families, which have no ``forward_features``: the pooled map is rebuilt from their
+    forward() (ResNet/ResNeXt/Wide-ResNet, MobileNet-v2, EfficientNet, DenseNet). VGG (two hidden FC layers),
+    MobileNet-v3 (a hidden FC) and ConvNeXt (LayerNorm after the pool) are not linear in the pooled map: None."""
+    tvm = torchvision.models
+    if isinstance(model, tvm.ResNet) and isinstance(model.fc, nn.Linear):
+        def resnet_features(x: torch.Tensor) -> torch.Tensor:
+            x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+            return model.layer4(model.layer3(model.layer2(model.layer1(x))))
+        return resnet_features, model.fc
+    if isinstance(model, (tvm.MobileNetV2, tvm.EfficientNet)) and (fc := _only_linear(model.classifier)) is not None:
+        return model.features, fc
+    if isinstance(model, tvm.DenseNet) and isinstance(model.classifier, nn.Linear):
+        return (lambda x: F.relu(model.features(x))), model.classifier  # DenseNet's forward applies ReLU before the pool
     return None
