@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+import torch
 from PIL import Image
 
 from repcam.config import RESOLVED_CONFIG
@@ -82,6 +83,24 @@ def test_object_dtype_and_foreign_members_are_refused_before_mapping(tmp_path: P
     _object_npz(good.path)
     with pytest.raises(ArtefactError, match="checksum does not match ok.npz.meta.json"):
         good.load_npz()
+
+
+def test_an_artefact_is_hashed_once_per_version_and_a_replaced_file_is_not_done(tmp_path: Path, monkeypatch):
+    from repcam.store import storage
+
+    calls = []
+    real = storage.sha256
+    monkeypatch.setattr(storage, "sha256", lambda p: calls.append(p) or real(p))
+    art = Artefact(tmp_path / "m.pt", "k")
+    art.save_torch({"w": torch.ones(2)})
+    assert len(calls) == 1  # the save's own checksum
+    assert art.done() and art.done() and torch.equal(art.load_torch()["w"], torch.ones(2))
+    assert len(calls) == 1  # done() and the load trust the stamp recorded at save
+    assert not Artefact(art.path, "other").done()  # another key: not done, whatever the checksum
+    torch.save({"w": torch.zeros(2)}, art.path)  # replaced behind the sidecar's back: new stamp, hashed, refused
+    assert not art.done() and len(calls) == 2
+    with pytest.raises(ArtefactError, match="checksum does not match m.pt.meta.json"):
+        art.load_torch()
 
 
 def test_report_on_a_crafted_map_file_is_a_one_line_error_not_a_segfault(run_copy: Path):

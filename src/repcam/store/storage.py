@@ -115,6 +115,15 @@ def check_writable(folder: Path) -> None:
 _verified: dict[Path, tuple[int, int, int]] = {}  # path -> (inode, size, mtime_ns) at its last successful check
 
 
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remember(path: Path) -> None:
+    _verified[path] = _stamp(path)
+
+
 def verify(path: Path) -> Path:
     """``path`` if its ``.meta.json`` sidecar exists and holds its SHA-256, else :class:`ArtefactError`.
 
@@ -123,10 +132,9 @@ def verify(path: Path) -> Path:
     """
     path = Path(path)
     try:
-        st = path.stat()
+        stamp = _stamp(path)
     except OSError as e:
         raise ArtefactError(f"{path}: cannot read it ({e.strerror or e})") from None
-    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
     if _verified.get(path) == stamp:
         return path
     meta_path = path.with_name(path.name + ".meta.json")
@@ -160,7 +168,13 @@ class Artefact:
             meta = read_json(self.meta_path)
         except (OSError, json.JSONDecodeError):
             return False
-        return meta.get("key") == self.key and meta.get("sha256") == sha256(self.path)
+        if meta.get("key") != self.key:
+            return False
+        try:
+            verify(self.path)  # hashes through verify's cache, so the load that usually follows does not hash again
+        except ArtefactError:
+            return False
+        return True
 
     def meta(self) -> dict[str, Any]:
         """The sidecar's contents: key, sha256 and whatever ``info`` :meth:`save` was given."""
@@ -172,6 +186,7 @@ class Artefact:
         self.meta_path.unlink(missing_ok=True)  # a stale sidecar must never vouch for a new file
         atomic_write(self.path, write)
         write_json(self.meta_path, {"key": self.key, "sha256": sha256(self.path), **info})
+        _remember(self.path)  # just hashed: a load in the same process need not hash it again
 
     def save_torch(self, obj: Any, **info: Any) -> None:
         """Save ``obj`` with ``torch.save`` (see :meth:`save`)."""
