@@ -17,3 +17,12 @@ mkdir -p benchmarks/results
 } > "benchmarks/results/$name.md.tmp"
 mv "benchmarks/results/$name.md.tmp" "benchmarks/results/$name.md"
 cp "$run_dir/timings.json" "benchmarks/results/$name.timings.json"
+# What `repcam tables` reads, kept so that Tables 4 and 5 can be rebuilt from the repository without the run directory:
+#   repcam tables benchmarks/results/runs/NAME ... --table 4
+keep="benchmarks/results/runs/$name"
+rm -rf "$keep" && mkdir -p "$keep"
+cp "$run_dir/config.resolved.yaml" "$run_dir/timings.json" "$keep/"
+for f in "$run_dir"/results/*/ablation.json; do
+  split=$(basename "$(dirname "$f")")
+  mkdir -p "$keep/results/$split" && cp "$f" "$keep/results/$split/"
+done

@@ -122,6 +122,19 @@ def test_table4_one_column_per_run_numbers_from_ablation_json(run_a, run_b):
     assert csv_lines[0].startswith(f"Method,{labels[0]},") and len(csv_lines) == len(t.rows) + 1
 
 
+def test_a_copy_of_the_three_files_tables_read_gives_the_same_table(run_a, tmp_path: Path):
+    """benchmarks/run_config.sh keeps config.resolved.yaml, timings.json and results/<split>/ablation.json of each
+    benchmark run under benchmarks/results/runs/, so that the tables can be rebuilt from the repository alone."""
+    copy = tmp_path / run_a.name
+    for rel in ("config.resolved.yaml", "timings.json", "results/val/ablation.json"):
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(run_a / rel, copy / rel)
+    for n in (4, 5):
+        full, kept = compose([run_a], n, ["val"]), compose([copy], n, ["val"])
+        assert kept.rows == full.rows and kept.header == full.header
+        assert kept.notes == [note.replace(str(run_a), str(copy)) for note in full.notes]
+
+
 def _synthetic(rows: dict[str, dict], backbone: str = "vgg19", wall: float | None = 3725.0) -> RunResults:
     return RunResults(Path("/runs/x"), backbone, wall, {"val": {m: {"method": m, **r} for m, r in rows.items()}})
 
