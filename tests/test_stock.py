@@ -57,7 +57,14 @@ def _box_mask(shape: tuple[int, ...], box: tuple[int, int, int, int]) -> np.ndar
     return inside
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+# XGrad-CAM's map on Lite0's last stage is diffuse on the cat (in/out mean ratio 1.17; 22.6 on the cup; every ratio:
+# benchmarks/bench_stock_photos.py): a measured
+# property of the method on this model, kept as a strict xfail so that a change that alters it is seen.
+_DIFFUSE = {"xgradcam": "XGrad-CAM on Lite0 is diffuse on chelsea (in/out mean ratio 1.17 < 1.5)"}
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=_DIFFUSE[m])) if m in _DIFFUSE
+                                    else m for m in METHODS])
 def test_predicted_class_map_peaks_on_the_object(lite0, photos, method):
     results = StockExplainer(lite0, method, topk=1, device="cpu").explain(list(photos.values()))
     for (name, (box, expected)), ex in zip(PHOTOS.items(), results):
@@ -68,6 +75,18 @@ def test_predicted_class_map_peaks_on_the_object(lite0, photos, method):
         y, x = np.unravel_index(m.argmax(), m.shape)
         assert inside[y, x], f"{name} ({method}): peak at x={x}, y={y}, outside {box}"
         assert m[inside].mean() > 1.5 * m[~inside].mean(), f"{name} ({method}): the map is not concentrated on the object"
+
+
+@pytest.mark.parametrize("method", [m for m, spec in METHODS.items() if spec.engine == "gradient" and not spec.contrast])
+def test_each_plain_method_is_the_engine_with_its_weighting_and_layers(lite0, photos, method):
+    spec = METHODS[method]
+    ex = StockExplainer(lite0, method, topk=2, device="cpu").explain([photos["coffee"]])[0]
+    x = lite0.transform(Image.fromarray(photos["coffee"])).unsqueeze(0).expand(2, -1, -1, -1)
+    layers = [resolve_layers(lite0.model, "auto")[-1][1]] if spec.auto == "last" else "auto"
+    res = MultiLayerGradCAM(lite0.model, layers, fusion=spec.fusion, weighting=spec.weighting)(x, ex.indices)
+    expected = F.interpolate(res.fused.unsqueeze(1), size=photos["coffee"].shape[:2], mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(ex.maps, expected.squeeze(1).numpy(), atol=1e-5)
+    assert ex.layers == res.layer_names
 
 
 def test_explain_image_is_the_engine_on_the_models_own_preprocessing(lite0, photos):

@@ -167,7 +167,7 @@ def explain(
     model: Optional[str] = typer.Option(None, "--model", help="Instead of --run: a stock timm model name or torchvision/<name>."),
     weights: Optional[Path] = typer.Option(None, help="With --model: a local state-dict file (default: offline ImageNet weights)."),
     cls: Optional[list[str]] = typer.Option(None, "--class", help="Class to explain (repeatable; with --model a name or index); default: every class scored >= --min-score (--run), the top-k predictions (--model)."),
-    method: Optional[str] = typer.Option(None, help="--run: the selection whose representative classes to use (e.g. S-1; default the run's best +A+F row). --model: gradcam, layercam (default), paper, contrast, contrast-layercam or cam."),
+    method: Optional[str] = typer.Option(None, help="--run: the selection whose representative classes to use (e.g. S-1; default the run's best +A+F row). --model: gradcam, layercam (default), paper, contrast, contrast-layercam, gradcampp, xgradcam, hirescam, eigengradcam or cam."),
     layers: Optional[list[str]] = typer.Option(None, "--layers", help="With --model: target layer names (repeatable), or auto (default)."),
     min_score: Optional[float] = typer.Option(None, help="With --run and no --class: explain the classes scored at least this high (default 0.5)."),
     topk: Optional[int] = typer.Option(None, help="With --model and no --class: explain the k top predictions (default 3)."),

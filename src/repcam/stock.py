@@ -67,13 +67,21 @@ METHODS: dict[str, StockMethod] = {
     "contrast-layercam": StockMethod("layercam", "paper", "all", True, "LayerCAM+A contrast vs top-4",
                                      "LayerCAM weights, the paper's multi-layer fusion, target y_c - mean(y_r) over the image's top-4 other classes",
                                      rivals=4),
+    # pytorch-grad-cam's single-layer variants (the weighting registry's names, as `repcam score --method`), on the
+    # deepest stage (several --layers: their mean)
+    "gradcampp": StockMethod("gradcampp", "mean", "last", False, "Grad-CAM++", "Grad-CAM++: second-order positive-gradient channel weights"),
+    "xgradcam": StockMethod("xgradcam", "mean", "last", False, "XGrad-CAM", "XGrad-CAM: activation-normalised gradient channel weights"),
+    "hirescam": StockMethod("hirescam", "mean", "last", False, "HiResCAM", "HiResCAM: element-wise gradient x activation, no averaging"),
+    "eigengradcam": StockMethod("eigengradcam", "mean", "last", False, "EigenGrad-CAM",
+                                "EigenGrad-CAM: first principal component of gradient x activation"),
     "cam": StockMethod("gradcam", "mean", "last", False, "CAM", "Zhou et al.'s CAM: the last feature map weighted by the class's FC weights (GAP + FC models)",
                        engine="cam"),
 }
 """The methods by name; the same maps as a run's Grad-CAM, LayerCAM, Grad-CAM+A and contrast rows, and
 ``contrast-layercam`` = the evaluation grid's ``top-4 contrast [layercam, paper]`` row (chosen on VOCdevkit-mini val;
 README "Which method when"), and ``cam`` = the run's CAM row (Zhou et al., for models that end in GAP + FC; the
-strongest single map on VOCdevkit-mini at the paper's budget, val and train)."""
+strongest single map on VOCdevkit-mini at the paper's budget, val and train); ``gradcampp``, ``xgradcam``, ``hirescam``
+and ``eigengradcam`` are the engine's weightings of those names on the deepest stage (not measured on VOC here)."""
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -327,7 +335,8 @@ def explain_image(
     ``classes``: names (any ImageNet synonym, e.g. ``"tabby"``) or indices; default the ``topk`` top predictions.
     ``method``: one of :data:`METHODS` (``gradcam``, ``layercam``, ``paper``, ``contrast``: against the image's
     ``rivals`` highest-scoring other classes, default 3; ``contrast-layercam``: LayerCAM weights and the paper's
-    fusion of all stages, against the top 4; ``cam``: Zhou et al.'s CAM, for GAP + FC models). Preprocessing: timm's data config of the model (ImageNet defaults
+    fusion of all stages, against the top 4; ``cam``: Zhou et al.'s CAM, for GAP + FC models;
+    ``gradcampp``, ``xgradcam``, ``hirescam``, ``eigengradcam`` on the deepest stage). Preprocessing: timm's data config of the model (ImageNet defaults
     for torchvision models), the whole image resized to the input size.
     """
     explainer = StockExplainer(model, method, layers, weights=weights, class_names=class_names, topk=topk, rivals=rivals, device=device)
