@@ -182,6 +182,33 @@ def test_score_maps_mask_oracle_beats_its_inverse(tmp_path):
     assert "MaxBoxAccV2" in res.markdown()
 
 
+def test_score_extractors_are_the_stock_methods_including_contrast_and_cam():
+    """`repcam score --method NAME` and `repcam explain --model --method NAME` share one engine (repcam.stock.MethodEngine)."""
+    from repcam.engine.cam import MultiLayerGradCAM, zhou_cam
+    from repcam.evaluation.score import ScoreError, make_extractor
+    from repcam.models.backbones import gap_fc_parts
+    from repcam.stock import METHODS, rival_target
+
+    torch.manual_seed(0)
+    model = TinyCNN(6).eval()
+    x, cls = torch.randn(3, 3, 32, 32), torch.tensor([0, 4, 2])
+    for name in METHODS:
+        maps = make_extractor(name, model)(x, cls)
+        assert maps.shape == (3, 32, 32) and torch.isfinite(maps).all(), name
+    ranking = model(x).argsort(1, descending=True).tolist()
+    targets = [rival_target(int(c), ranking[b], 4) for b, c in enumerate(cls)]
+    assert all(len(t.references) == 4 and t.cls not in t.references for t in targets)
+    expected = MultiLayerGradCAM(model, "auto", fusion="paper", weighting="layercam")(x, targets).fused
+    assert torch.allclose(make_extractor("contrast-layercam", model)(x, cls), expected, atol=1e-6)
+    assert not torch.allclose(make_extractor("layercam", model)(x, cls), expected, atol=1e-3)
+    assert torch.allclose(make_extractor("cam", model)(x, cls), zhou_cam(*gap_fc_parts(model), model, x, cls.tolist()))
+    no_gap = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    with pytest.raises(ScoreError, match="method 'cam': method 'cam' needs a model that ends in global average pooling"):
+        make_extractor("cam", no_gap)
+    with pytest.raises(ScoreError, match="unknown method 'gradcam\\+\\+'; choose from gradcam, layercam"):
+        make_extractor("gradcam++", model)
+
+
 def _repcam(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("repcam")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}

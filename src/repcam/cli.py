@@ -260,7 +260,7 @@ def _explain_run(images: list[str], run: Path, cls: Optional[list[str]], method:
 
 @app.command()
 def score(
-    method: list[str] = typer.Option(..., "--method", help="Repeatable: gradcam, layercam, gradcampp, xgradcam, hirescam, paper, or pgc:<pytorch-grad-cam class>; the first is the reference."),
+    method: list[str] = typer.Option(..., "--method", help="Repeatable: a method of repcam explain --model (gradcam, layercam, paper, contrast, contrast-layercam, gradcampp, xgradcam, hirescam, eigengradcam, cam) or pgc:<pytorch-grad-cam class>; the first is the reference."),
     folder: Optional[Path] = typer.Option(None, help="A folder data set (classes.txt, images/, masks/)."),
     config: Optional[Path] = typer.Option(None, help="A run config whose data section is scored (default with --run: the run's)."),
     split: Optional[str] = typer.Option(None, help="The split (default: the config's first eval split; a folder: every image)."),

@@ -202,6 +202,78 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, np.asarray(array, dtype=np.float32))
 
 
+def rival_target(cls: int, ranking: Sequence[int], rivals: int, gamma: float = 1.0) -> ContrastTarget:
+    """``cls`` against the ``rivals`` best-ranked other classes of ``ranking`` (one image's classes, best first)."""
+    return ContrastTarget(cls, tuple([r for r in ranking[: rivals + 1] if r != cls][:rivals]), gamma)
+
+
+class MethodEngine:
+    """One method of :data:`METHODS` built on one model: ``engine(images, targets)`` gives (B, H, W) maps in [0, 1]
+    at input resolution. The one place a method's name becomes an engine call, shared by ``repcam explain --model``
+    (:class:`StockExplainer`) and ``repcam score`` (:func:`method_extractor`)."""
+
+    def __init__(self, model: nn.Module, method: str, layers: Sequence[LayerSpec] | str = "auto") -> None:
+        if method not in METHODS:
+            raise StockError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        self.model, self.spec = model, METHODS[method]
+        self.cam_parts = None
+        self.cam: MultiLayerGradCAM | None = None
+        if self.spec.engine == "cam":
+            if layers != "auto":
+                raise StockError("layers do not apply to method 'cam' (it uses the feature map the classifier pools)")
+            self.cam_parts = gap_fc_parts(model)
+            if self.cam_parts is None:
+                raise StockError(f"method 'cam' needs a model that ends in global average pooling and one linear layer "
+                                 f"(a timm CNN, torchvision's ResNet, MobileNet-v2, EfficientNet, DenseNet); "
+                                 f"{type(model).__name__} does not: use layercam")
+            self.layer_names = ["forward_features"]
+            return
+        try:
+            if layers == "auto" and self.spec.auto == "last":
+                layers = [resolve_layers(model, "auto")[-1][1]]  # the classic single-layer map
+            self.cam = MultiLayerGradCAM(model, layers, fusion=self.spec.fusion, weighting=self.spec.weighting)
+        except (LayerError, CAMError) as e:
+            raise StockError(str(e)) from None
+        self.layer_names = self.cam.layer_names
+
+    def targets(self, classes: Sequence[int], rankings: Sequence[Sequence[int]], rivals: int, gamma: float = 1.0) -> list[Target]:
+        """One target per map: the class index, or for a contrast method the class against its image's top rivals
+        (``rankings[i]``: map i's image's classes, best first)."""
+        if not self.spec.contrast:
+            return [int(c) for c in classes]
+        return [rival_target(int(c), ranking, rivals, gamma) for c, ranking in zip(classes, rankings)]
+
+    def __call__(self, x: torch.Tensor, targets: Sequence[Target]) -> torch.Tensor:
+        try:
+            if self.cam_parts is not None:  # plain class indices: CAM has no contrast target
+                return zhou_cam(*self.cam_parts, self.model, x, [int(t) for t in targets])
+            return self.cam(x, targets).fused
+        except (LayerError, CAMError) as e:
+            raise StockError(str(e)) from None
+
+
+def method_extractor(method: str, model: nn.Module, rivals: int | None = None, gamma: float = 1.0
+                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``method`` as an ``(images (B, 3, H, W), class indices (B,)) -> (B, H, W) maps`` callable, the extractor that
+    :func:`repcam.evaluation.score.score_maps` takes; a contrast method ranks each image's classes by the model's
+    own logits (one extra forward without gradients)."""
+    engine = MethodEngine(model, method)
+    rivals = engine.spec.rivals if rivals is None else rivals
+
+    def extract(x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        rankings: list[list[int]] = [[] for _ in range(len(x))]
+        if engine.spec.contrast:
+            was_training = model.training
+            try:
+                with torch.no_grad():
+                    rankings = model.eval()(x).argsort(1, descending=True).tolist()
+            finally:
+                model.train(was_training)
+        return engine(x, engine.targets([int(c) for c in cls], rankings, rivals, gamma))
+
+    return extract
+
+
 class StockExplainer:
     """A stock model, one method and its layers, ready for batches of images (what ``repcam explain --model`` uses).
 
@@ -236,24 +308,8 @@ class StockExplainer:
         self.model = self.stock.model.to(self.device)
         self.method, self.spec = method, METHODS[method]
         self.topk, self.rivals, self.gamma = min(topk, len(self.stock.class_names)), rivals, gamma
-        self.cam_parts = None
-        if self.spec.engine == "cam":
-            if layers != "auto":
-                raise StockError("layers do not apply to method 'cam' (it uses the feature map the classifier pools)")
-            self.cam_parts = gap_fc_parts(self.model)
-            if self.cam_parts is None:
-                raise StockError(f"method 'cam' needs a model that ends in global average pooling and one linear layer "
-                                 f"(a timm CNN, torchvision's ResNet, MobileNet-v2, EfficientNet, DenseNet); "
-                                 f"{type(self.model).__name__} does not: use layercam")
-            self.layer_names = ["forward_features"]
-            return
-        try:
-            if layers == "auto" and self.spec.auto == "last":
-                layers = [resolve_layers(self.model, "auto")[-1][1]]  # the classic single-layer map
-            self.cam = MultiLayerGradCAM(self.model, layers, fusion=self.spec.fusion, weighting=self.spec.weighting)
-        except (LayerError, CAMError) as e:
-            raise StockError(str(e)) from None
-        self.layer_names = self.cam.layer_names
+        self.engine = MethodEngine(self.model, method, layers)
+        self.layer_names = self.engine.layer_names
 
     @property
     def class_names(self) -> list[str]:
@@ -287,21 +343,9 @@ class StockExplainer:
         order = probs.argsort(1, descending=True)
         per_image = [wanted if wanted is not None else order[b, : self.topk].tolist() for b in range(len(arrays))]
         rows = [b for b, cls in enumerate(per_image) for _ in cls]
-        targets: list[Target] = []
-        for b, cls in enumerate(per_image):
-            for c in cls:
-                if self.spec.contrast:
-                    rivals = [r for r in order[b].tolist()[: self.rivals + 1] if r != c][: self.rivals]
-                    targets.append(ContrastTarget(c, tuple(rivals), self.gamma))
-                else:
-                    targets.append(c)
-        try:
-            if self.cam_parts is not None:  # plain class indices: CAM has no contrast target
-                maps = zhou_cam(*self.cam_parts, self.model, x[rows], [int(t) for t in targets]).cpu()
-            else:
-                maps = self.cam(x[rows], targets).fused.cpu()
-        except (LayerError, CAMError) as e:
-            raise StockError(str(e)) from None
+        ranking = [order[b].tolist() for b, cls in enumerate(per_image) for _ in cls]
+        targets = self.engine.targets([c for cls in per_image for c in cls], ranking, self.rivals, self.gamma)
+        maps = self.engine(x[rows], targets).cpu()
         out, k = [], 0
         for b, (arr, cls) in enumerate(zip(arrays, per_image)):
             m = maps[k : k + len(cls)]

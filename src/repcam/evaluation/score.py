@@ -38,16 +38,6 @@ from repcam.evaluation.metrics import DEFAULT_THRESHOLD, IoUAccumulator
 
 Extractor = Callable[[torch.Tensor, torch.Tensor], Any]
 
-REPCAM_METHODS: dict[str, tuple[str, str, str]] = {
-    # name: (weighting, layer fusion, auto layers: the deepest one or all stages); as repcam.stock.METHODS
-    "gradcam": ("gradcam", "mean", "last"),
-    "layercam": ("layercam", "mean", "all"),
-    "gradcampp": ("gradcampp", "mean", "last"),
-    "xgradcam": ("xgradcam", "mean", "last"),
-    "hirescam": ("hirescam", "mean", "last"),
-    "paper": ("gradcam", "paper", "all"),
-}
-"""repcam's methods by name; ``pgc:<Class>`` names wrap pytorch-grad-cam's classes instead."""
 
 METRICS: tuple[tuple[str, str, str], ...] = (
     # key, column title, which direction is better
@@ -68,20 +58,23 @@ class ScoreError(ValueError):
 
 
 def make_extractor(name: str, model: nn.Module) -> Extractor:
-    """An extractor by name: one of :data:`REPCAM_METHODS`, or ``pgc:<Class>`` (e.g. ``pgc:GradCAM``) for a
-    pytorch-grad-cam CAM class on the model's deepest auto layer (needs the optional ``grad-cam`` package)."""
-    from repcam.engine.cam import CAMError, MultiLayerGradCAM
+    """An extractor by name: one of :data:`repcam.stock.METHODS` (the methods of ``repcam explain --model``, the same
+    maps), or ``pgc:<Class>`` (e.g. ``pgc:GradCAM``) for a pytorch-grad-cam CAM class on the model's deepest auto
+    layer (needs the optional ``grad-cam`` package)."""
     from repcam.engine.layers import LayerError, resolve_layers
+    from repcam.stock import METHODS, method_extractor
+    from repcam.stock_model import StockError
 
-    try:
-        deepest = resolve_layers(model, "auto")[-1]
-        if name in REPCAM_METHODS:
-            weighting, fusion, auto = REPCAM_METHODS[name]
-            cam = MultiLayerGradCAM(model, [deepest[0]] if auto == "last" else "auto", fusion=fusion, weighting=weighting)
-            return lambda x, cls: cam(x, [int(c) for c in cls]).fused
-    except (LayerError, CAMError) as e:
-        raise ScoreError(f"method {name!r}: {e}") from None
+    if name in METHODS:
+        try:
+            return method_extractor(name, model)
+        except StockError as e:
+            raise ScoreError(f"method {name!r}: {e}") from None
     if name.startswith("pgc:"):
+        try:
+            deepest = resolve_layers(model, "auto")[-1]
+        except LayerError as e:
+            raise ScoreError(f"method {name!r}: {e}") from None
         try:
             import pytorch_grad_cam
             from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -97,7 +90,7 @@ def make_extractor(name: str, model: nn.Module) -> Extractor:
             return torch.from_numpy(pgc(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in cls]))
 
         return extract
-    raise ScoreError(f"unknown method {name!r}; choose from {', '.join(REPCAM_METHODS)} or pgc:<pytorch-grad-cam class>")
+    raise ScoreError(f"unknown method {name!r}; choose from {', '.join(METHODS)} or pgc:<pytorch-grad-cam class>")
 
 
 def normalise_maps(maps: Any, shape: tuple[int, int, int], name: str) -> torch.Tensor:
