@@ -154,7 +154,7 @@ def _key(img: torch.Tensor) -> tuple:
 
 def test_score_maps_mask_oracle_beats_its_inverse(tmp_path):
     from repcam.data import load_dataset
-    from repcam.evaluation.score import score_maps
+    from repcam.evaluation.score import ScoreError, score_maps
 
     ds = load_dataset("folder", str(_folder(tmp_path)), None)
     torch.manual_seed(0)
@@ -180,6 +180,16 @@ def test_score_maps_mask_oracle_beats_its_inverse(tmp_path):
     assert d < 0 and lo <= d <= hi
     assert {r["metric"] for r in res.rows()} >= {"deletion", "insertion", "road_morf", "road_lerf", "avg_drop", "maxboxacc_v2"}
     assert "MaxBoxAccV2" in res.markdown()
+    only = score_maps({"oracle": oracle, "inverse": lambda x, c: 1 - oracle(x, c)}, ds, model, transform,
+                      metrics=["pxap", "miou", "avg_drop"], n_boot=200)  # the selection, in METRICS order
+    assert only.metrics == ("miou", "pxap", "avg_drop") and {r["metric"] for r in only.rows()} == set(only.metrics)
+    assert only.markdown().splitlines()[0] == "| method | mIoU@0.15 (↑) | PxAP (↑) | Avg Drop % (↓) |"
+    for key in only.metrics:  # the same numbers as with every metric
+        assert only.summary["inverse"][key] == pytest.approx(res.summary["inverse"][key])
+        assert only.intervals["inverse"][key][0] == pytest.approx(res.intervals["inverse"][key][0])
+    assert "deletion" not in only.values["oracle"]
+    with pytest.raises(ScoreError, match="unknown metric 'iou'; choose from miou, pxap, deletion"):
+        score_maps(oracle, ds, model, transform, metrics=["iou"])
 
 
 def test_score_extractors_are_the_stock_methods_including_contrast_and_cam():
@@ -236,3 +246,11 @@ def test_cli_score_writes_a_table_and_rejects_bad_arguments(tmp_path):
     assert bad.returncode == 2
     lines = [ln for ln in bad.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "nosuchcam" in lines[0] and "Traceback" not in bad.stderr
+    bad = _repcam("score", "--folder", str(data), "--model", "tiny_cnn", "--weights", str(tmp_path / "tiny.pt"),
+                  "--method", "gradcam", "--metric", "miou", "--metric", "road", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: unknown metric 'road'; choose from miou")
+    few = _repcam("score", "--folder", str(data), "--model", "tiny_cnn", "--weights", str(tmp_path / "tiny.pt"),
+                  "--method", "gradcam", "--method", "cam", "--metric", "miou", "--metric", "pxap", "--input-size", "32",
+                  "--no-progress", cwd=tmp_path)
+    assert few.returncode == 0, few.stderr
+    assert "| method | mIoU@0.15 (↑) | PxAP (↑) |" in few.stdout and "| cam |" in few.stdout

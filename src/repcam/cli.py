@@ -271,13 +271,14 @@ def score(
     max_images: Optional[int] = typer.Option(None, help="Score only the first N images."),
     steps: int = typer.Option(20, help="Deletion / insertion steps."),
     road_percentiles: Optional[list[float]] = typer.Option(None, "--road-percentile", help="Repeatable (default 10, 20, ..., 90)."),
+    metric: Optional[list[str]] = typer.Option(None, "--metric", help="Repeatable: only these of miou, pxap, deletion, insertion, road_morf, road_lerf, avg_drop, avg_increase, maxboxacc_v2 (default all; miou and pxap need no extra forward pass)."),
     batch_size: int = typer.Option(8, help="Records per batch."),
     out: Optional[Path] = typer.Option(None, help="Also write the table to a .md, .csv or .json file."),
     device: str = typer.Option("cpu", help="auto, cpu or cuda."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Score CAM methods against a data set's masks and the model: mIoU, PxAP, deletion/insertion, ROAD, Average Drop, MaxBoxAccV2."""
-    from repcam.evaluation.score import make_extractor, score_maps
+    from repcam.evaluation.score import make_extractor, metric_keys, score_maps
     from repcam.evaluation.score_inputs import resolve_inputs
     from repcam.models.train import resolve_device
 
@@ -293,12 +294,13 @@ def score(
             raise _fail(f"cannot write {out}: {_os_reason(e)}") from None
     try:
         dev = resolve_device(device)
+        keys = metric_keys(metric)  # before any data or model is loaded
         inputs = resolve_inputs(config=config, folder=folder, split=split, model=model, weights=weights, run=run,
                                 input_size=input_size)
         extractors = {m: make_extractor(m, inputs.model.to(dev)) for m in dict.fromkeys(method)}
         result = score_maps(extractors, inputs.dataset, inputs.model, inputs.transform, class_map=inputs.class_map,
                             max_images=max_images, batch_size=batch_size, steps=steps,
-                            road_percentiles=road_percentiles or (10, 20, 30, 40, 50, 60, 70, 80, 90), device=dev, progress=progress)
+                            road_percentiles=road_percentiles or (10, 20, 30, 40, 50, 60, 70, 80, 90), metrics=keys, device=dev, progress=progress)
     except (ConfigError, DataError, ValueError, FileNotFoundError, ArtefactError) as e:
         raise _fail(e) from None
     typer.echo(result.markdown())

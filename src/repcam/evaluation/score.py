@@ -115,12 +115,16 @@ class ScoreResult:
     values: dict[str, dict[str, np.ndarray]]  # method -> metric -> (N,) per-record values
     summary: dict[str, dict[str, float]]  # method -> metric -> value (the table's number)
     intervals: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)  # method -> metric -> diff, lo, hi
+    metrics: tuple[str, ...] = tuple(k for k, _, _ in METRICS)  # the keys scored, in METRICS order
+
+    def _columns(self) -> list[tuple[str, str, str]]:
+        return [m for m in METRICS if m[0] in self.metrics]
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per (method, metric): value, difference to the first method and its interval (None where none)."""
         out = []
         for m in self.methods:
-            for key, title, better in METRICS:
+            for key, title, better in self._columns():
                 d = self.intervals.get(m, {}).get(key)
                 out.append({"method": m, "metric": key, "title": title, "better": better, "value": _num(self.summary[m][key]),
                             "diff": _num(d[0]) if d else None, "low": _num(d[1]) if d else None, "high": _num(d[2]) if d else None})
@@ -128,10 +132,11 @@ class ScoreResult:
 
     def markdown(self) -> str:
         """The table: one row per method, one column per metric; rows after the first add `diff [low, high]` vs it."""
-        head = "| method | " + " | ".join(f"{t} ({'↑' if b == 'higher' else '↓'})" for _, t, b in METRICS) + " |"
-        lines = [head, "|---|" + "---:|" * len(METRICS)]
+        columns = self._columns()
+        head = "| method | " + " | ".join(f"{t} ({'↑' if b == 'higher' else '↓'})" for _, t, b in columns) + " |"
+        lines = [head, "|---|" + "---:|" * len(columns)]
         for m in self.methods:
-            cells = [format_cell(self.summary[m][key], self.intervals.get(m, {}).get(key)) for key, _, _ in METRICS]
+            cells = [format_cell(self.summary[m][key], self.intervals.get(m, {}).get(key)) for key, _, _ in columns]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         n = len(self.image_ids)
         lines.append(f"\n{n} records ((image, class) pairs) on {len(set(self.image_ids))} images; in brackets: difference to "
@@ -243,6 +248,7 @@ def score_maps(
     steps: int = fm.DEFAULT_STEPS,
     road_percentiles: Sequence[float] = fm.ROAD_PERCENTILES,
     box_thresholds: Sequence[float] = fm.BOX_CAM_THRESHOLDS,
+    metrics: Sequence[str] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     device: torch.device | str = "cpu",
@@ -251,13 +257,16 @@ def score_maps(
     """Score one extractor (or a dict name -> extractor) on every (image, class) record of ``dataset``.
 
     ``transform``: a PIL image -> the model's normalised (3, S, S) input. ``class_map[k]``: the model output of the
-    data set's class k (default: the identity). ROAD's noise is drawn after ``torch.manual_seed(seed)``.
+    data set's class k (default: the identity). ROAD's noise is drawn after ``torch.manual_seed(seed)``. ``metrics``:
+    keys of :data:`METRICS` to compute (default all; mIoU and PxAP alone need no extra forward pass).
     """
+    keys = metric_keys(metrics)
+    faith = tuple(k for k in keys if k in FAITHFULNESS_KEYS)
     extractors, cmap, records = _records(extractor, dataset, class_map, max_images)
     model = model.to(device)
     torch.manual_seed(seed)
     accs = {m: IoUAccumulator(dataset.num_classes) for m in extractors}
-    vals: dict[str, dict[str, list[float]]] = {m: {k: [] for k, _, _ in METRICS if k not in ("miou", "pxap")} for m in extractors}
+    vals: dict[str, dict[str, list[float]]] = {m: {k: [] for k in faith if k != "maxboxacc_v2"} for m in extractors}
     box_rows: dict[str, list[np.ndarray]] = {m: [] for m in extractors}
     ids: list[str] = []
     with _progress(progress, len(records)) as advance:
@@ -273,15 +282,28 @@ def score_maps(
                 maps = normalise_maps(fn(x, cls), (len(chunk), *size), name).to(device)
                 for (i, c), m in zip(chunk, maps.cpu().numpy()):
                     accs[name].add(dataset.samples[i].id, c, m, cache[i][1])
-                per_record = record_values(model, x, maps, cls, FAITHFULNESS_KEYS, [(cache[i][1], c) for i, c in chunk],
+                if not faith:
+                    continue
+                per_record = record_values(model, x, maps, cls, faith, [(cache[i][1], c) for i, c in chunk],
                                            steps=steps, road_percentiles=road_percentiles, box_thresholds=box_thresholds)
-                box_rows[name] += list(per_record.pop("maxboxacc_v2"))
+                box_rows[name] += list(per_record.pop("maxboxacc_v2", []))
                 for k, v in per_record.items():
                     vals[name][k] += v.tolist()
             advance(len(chunk))
     methods = list(extractors)
     values, summary = _summarise(methods, vals, box_rows, accs)
-    return ScoreResult(methods, ids, values, summary, _differences(methods, values, summary, accs, ids, n_boot, seed))
+    return ScoreResult(methods, ids, values, summary, _differences(methods, values, summary, accs, ids, n_boot, seed), keys)
+
+
+def metric_keys(metrics: Sequence[str] | None) -> tuple[str, ...]:
+    """``metrics`` checked against :data:`METRICS` and put in its order (None: all of them)."""
+    known = [k for k, _, _ in METRICS]
+    if metrics is None:
+        return tuple(known)
+    unknown = [k for k in metrics if k not in known]
+    if unknown or not metrics:
+        raise ScoreError(f"unknown metric {unknown[0]!r}; choose from {', '.join(known)}" if unknown else "no metric to score")
+    return tuple(k for k in known if k in metrics)
 
 
 def _records(
@@ -340,10 +362,13 @@ def _summarise(
     summary: dict[str, dict[str, float]] = {}
     for m in methods:
         values[m] = {k: np.asarray(v, dtype=np.float64) for k, v in vals[m].items()}
-        box, _, per_record = fm.max_box_acc_v2(np.stack(box_rows[m]))
-        values[m]["maxboxacc_v2"] = 100 * per_record
+        box = None
+        if box_rows[m]:  # MaxBoxAccV2 was asked for
+            box, _, per_record = fm.max_box_acc_v2(np.stack(box_rows[m]))
+            values[m]["maxboxacc_v2"] = 100 * per_record
         summary[m] = {k: float(v.mean()) for k, v in values[m].items()}
-        summary[m]["maxboxacc_v2"] = 100 * box
+        if box is not None:
+            summary[m]["maxboxacc_v2"] = 100 * box
         summary[m]["miou"] = accs[m].miou()
         summary[m]["pxap"] = accs[m].mpxap()
     return values, summary
