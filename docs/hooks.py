@@ -1,0 +1,30 @@
+"""MkDocs hook (mkdocs.yml ``hooks:``): serve the repository's benchmark result files inside the site.
+
+The pages link to them as ``../benchmarks/results/<file>``, the path that works when one reads docs/*.md in the
+repository. Here the files are added to the site under ``benchmarks/results/`` and those links are rewritten to
+it, so ``mkdocs build --strict`` checks them like any other link (a missing result file fails the build).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mkdocs.structure.files import File, Files
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVED = "benchmarks/results"  # repository folder served at the same path in the site (its top level only)
+SUFFIXES = (".md", ".csv")
+
+
+def on_files(files: Files, config) -> Files:
+    for path in sorted((ROOT / SERVED).iterdir()):
+        if path.is_file() and path.suffix in SUFFIXES:
+            files.append(File(path.relative_to(ROOT).as_posix(), str(ROOT), config["site_dir"], config["use_directory_urls"]))
+    return files
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    if page.file.src_uri.startswith(SERVED):
+        return markdown
+    # pages live at the top of docs/, so ../benchmarks/results/ in the repository is benchmarks/results/ in the site
+    return markdown.replace(f"](../{SERVED}/", f"]({SERVED}/")
