@@ -1,5 +1,6 @@
 """Every relative link of README.md points to a file of the repository, and an anchor into a docs page names one of
-that page's headings (the documentation site itself is checked by `make docs`: mkdocs build --strict)."""
+that page's headings (the documentation site itself is checked by `make docs`: mkdocs build --strict); every stock
+method has its picture on the Explain page."""
 
 import re
 import unicodedata
@@ -60,3 +61,14 @@ def test_the_check_finds_a_missing_file_and_a_missing_anchor(tmp_path):
 
 def test_the_readme_is_a_front_page():
     assert (ROOT / "README.md").stat().st_size <= 12 * 1024
+
+
+def test_every_stock_method_has_its_picture_on_the_explain_page():
+    from repcam.stock import METHODS
+
+    page = (ROOT / "docs" / "explain.md").read_text(encoding="utf-8")
+    pictured = set(re.findall(r"!\[[^\]]*\]\(methods/([\w-]+)\.png\)", page))
+    assert pictured == set(METHODS), "rerun docs/make_method_figures.py and add the method to docs/explain.md"
+    for name in METHODS:
+        path = ROOT / "docs" / "methods" / f"{name}.png"
+        assert path.is_file() and path.stat().st_size < 200_000, path
