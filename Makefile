@@ -1,10 +1,11 @@
-# Two entry points: `make demo` (the main job on the built-in data) and `make test`.
+# Two entry points: `make demo` (the main job on the built-in data) and `make test`; `make docs` builds the site.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.repcam-installed
+DOCS_STAMP := $(VENV)/.repcam-docs-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,5 +21,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,docs]"
+	@touch $(DOCS_STAMP)
+
+# The documentation site (mkdocs.yml, pages in docs/) into site/; --strict: a broken link or a missing page fails.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache site

@@ -105,7 +105,7 @@ def test_gap_fc_parts_refuses_heads_that_are_not_one_linear_layer(arch):
 
 
 def test_preprocess_scales_a_16_bit_image_instead_of_clipping_it_white():
-    """Preprocess.to_uint8 (behind to_tensor, the README engine example) converts through repcam.data.images.to_rgb8."""
+    """Preprocess.to_uint8 (behind to_tensor, the engine example of docs/explain.md) converts through repcam.data.images.to_rgb8."""
     import numpy as np
     from PIL import Image
 

@@ -197,7 +197,7 @@ def test_contrast_target_is_the_gradcam_of_the_logit_difference():
 
 @pytest.mark.parametrize("arch", ["resnet18", "tf_efficientnet_lite0"])
 def test_mixed_precision_maps_stay_close_to_float32(arch):
-    """amp=True (bfloat16 on CPU) changes maps by a mean absolute 0.002-0.014 here (README states the tolerance)."""
+    """amp=True (bfloat16 on CPU) changes maps by a mean absolute 0.002-0.014 here (docs/scale.md states the tolerance)."""
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, num_classes=5).eval()
     x = torch.randn(2, 3, 128, 128)

@@ -68,6 +68,6 @@ def test_clusters_of_b_recover_the_planted_groups(demo_runs):
 
 
 def test_pair_models_do_not_beat_the_multiclass_multilayer_map(demo_runs):
-    """Recorded so the README's statement stays true: on the demo, Grad-CAM+A (no pair model) beats S-1+A+F."""
+    """Recorded so the statement of docs/results.md stays true: on the demo, Grad-CAM+A (no pair model) beats S-1+A+F."""
     diffs = [_rows(r)["Grad-CAM+A"]["miou"] - _rows(r)["S-1+A+F"]["miou"] for r in demo_runs.values()]
     assert np.mean(diffs) > 0
