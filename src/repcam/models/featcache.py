@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from repcam.models.backbones import Preprocess
-from repcam.store.storage import Artefact, config_key
+from repcam.store.storage import Artefact, config_key, temp_prefix
 
 STAGE_CONTAINERS = ("blocks", "features", "stages")
 DISK_RESERVE = 1 << 30  # leave 1 GiB free beside the cache: the run still has models and maps to write
@@ -312,7 +312,7 @@ def build_cache(
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path):
         # Holding the lock, no other builder is alive: temp files left next to the cache are from a killed build.
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        for stale in path.parent.glob(f"{temp_prefix(path)}*.tmp"):
             stale.unlink(missing_ok=True)
         if art.done():  # built by another process while this one waited
             return _loaded(art, trunk_key, seconds=None)
