@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from .base import IGNORE_INDEX, DataError, Sample
-from .common import NO_CHOSEN_CLASS, SkipLog, ReportMixin, image_size, load_rgb, select_classes, subset_lut
+from .common import NO_CHOSEN_CLASS, SkipLog, ReportMixin, image_size, load_rgb, name_problem, select_classes, subset_lut
 
 
 def _categories(coco: Any, ann_file: Path) -> tuple[list[int], tuple[str, ...]]:
@@ -45,6 +45,10 @@ def _categories(coco: Any, ann_file: Path) -> tuple[list[int], tuple[str, ...]]:
     if len(cat_ids) > 254:
         raise DataError(f"{ann_file} has {len(cat_ids)} categories; at most 254 fit a uint8 mask")
     all_names = tuple(str(coco.cats[c]["name"]) for c in cat_ids)
+    for c, name in zip(cat_ids, all_names):
+        problem = name_problem(name)
+        if problem:
+            raise DataError(f"{ann_file}: category {c}: {problem}")
     dup = sorted({n for n in all_names if all_names.count(n) > 1})
     if dup:
         raise DataError(f"{ann_file} has several categories named {', '.join(dup)}")

@@ -4,6 +4,7 @@ files, and the skip bookkeeping with ``report()`` and ``validate()`` (:class:`Re
 from __future__ import annotations
 
 import collections
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +15,30 @@ from .base import IGNORE_INDEX, DataError, Sample, SegDataset
 from .images import read_image
 
 NO_CHOSEN_CLASS = "no chosen class"
+
+
+_NOT_TEXT = ("Cc", "Zl", "Zp")  # control characters (NUL, tab, newline, ESC, U+0085 NEL...) and line/paragraph separators
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a class name (it would split a line of a table or a file, or print invisibly), or None.
+
+    Control characters and line separators are refused (Unicode categories Cc, Zl, Zp); any other character, emoji
+    with their joiners included, is allowed (file names come from :class:`repcam.store.rundir.ClassFiles`).
+    """
+    bad = next((ch for ch in name if unicodedata.category(ch) in _NOT_TEXT), None)
+    if bad is not None:
+        return f"class name {name!r} contains the control character U+{ord(bad):04X}; class names must be printable text"
+    return None
+
+
+def split_lines(text: str) -> list[str]:
+    """``text``'s lines, split on ``\n`` only (a ``\r`` before it dropped): not ``str.splitlines``, which also splits
+    on U+0085, U+2028, form feeds and more, so that a character inside a name would shift every later line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def select_classes(all_names: Sequence[str], classes: Sequence[str] | None, source: str) -> list[int]:

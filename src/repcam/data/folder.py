@@ -44,9 +44,11 @@ from .common import (
     check_mask_size,
     load_rgb,
     mask_class_indices,
+    name_problem,
     read_id_list,
     read_index_png,
     select_classes,
+    split_lines,
     subset_lut,
 )
 
@@ -122,7 +124,7 @@ class FolderSegmentation(ReportMixin):
         if not path.is_file():
             raise DataError(f"class list not found: {path} (one class name per line)")
         try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            lines = split_lines(path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"cannot read {path}: {e}") from e
         while lines and not lines[-1].strip():
@@ -133,6 +135,9 @@ class FolderSegmentation(ReportMixin):
         for n, name in enumerate(names):
             if not name:
                 raise DataError(f"{path} line {n + 1} is blank; line k must name class k")
+            problem = name_problem(name)
+            if problem:
+                raise DataError(f"{path} line {n + 1}: {problem}")
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise DataError(f"{path} lists class(es) twice: {', '.join(dup)}")
