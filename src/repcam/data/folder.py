@@ -45,6 +45,7 @@ from .common import (
     load_rgb,
     mask_class_indices,
     name_problem,
+    raise_problems,
     read_id_list,
     read_index_png,
     select_classes,
@@ -109,14 +110,20 @@ class FolderSegmentation(ReportMixin):
         csv_labels = self._read_labels_csv(root / "labels.csv", all_names)
         self.label_source: dict[str, str] = {}
         samples: list[Sample] = []
+        problems: list[str] = []
         for i in ids:
             if i in csv_labels:
                 full = csv_labels[i]
                 self.label_source[i] = "labels.csv"
             else:
-                full = mask_class_indices(mask_dir / f"{i}.png", len(all_names))
+                try:
+                    full = mask_class_indices(mask_dir / f"{i}.png", len(all_names))
+                except DataError as e:  # every bad mask in one error, not the first one per attempt
+                    problems.append(str(e))
+                    continue
                 self.label_source[i] = "mask"
             self._keep_chosen(samples, i, full, old_to_new)
+        raise_problems(problems)
         self.samples = samples
 
     @staticmethod
