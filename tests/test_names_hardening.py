@@ -84,3 +84,27 @@ def test_markdown_cells_never_break_a_row():
     import io
 
     assert next(csv.reader(io.StringIO(csv_text(header, [])))) == header
+
+
+def test_rank_selection_on_few_classes_says_n_does_not_apply_and_fails_before_training():
+    from types import SimpleNamespace
+
+    from repcam.config import from_dict
+    from repcam.pipeline.context import RunError
+    from repcam.pipeline.stages.pairs import PairStage
+
+    cfg = from_dict({"selection": {"methods": ["rank-a"], "n": 2}, "pairs": {"min_images": 1}}, "test")
+
+    class Four:
+        num_classes = 4
+        class_names = ("a", "b", "c", "d")
+
+        def indices_with(self, c):
+            return [c]
+
+    with pytest.raises(RunError) as info:
+        PairStage(SimpleNamespace(cfg=cfg)).check_classes(Four())
+    msg = str(info.value)
+    assert "Rank-a picks 4 classes" in msg and "selection.n does not apply" in msg and "only 3 other classes" in msg
+    Four.num_classes, Four.class_names = 6, tuple("abcdef")
+    PairStage(SimpleNamespace(cfg=cfg)).check_classes(Four())  # 6 classes: 5 others, the 4 positions scaled to fit
