@@ -131,7 +131,7 @@ class FolderSegmentation(ReportMixin):
         if not path.is_file():
             raise DataError(f"class list not found: {path} (one class name per line)")
         try:
-            lines = split_lines(path.read_text(encoding="utf-8-sig"))
+            lines = split_lines(path.read_bytes().decode("utf-8-sig"))  # no newline translation: a lone \r is not a line end
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"cannot read {path}: {e}") from e
         while lines and not lines[-1].strip():

@@ -138,8 +138,9 @@ class RecordFile:
                     version = np.lib.format.read_magic(f)
                     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                     shape, fortran, dtype = read_header(f)
-                except ValueError as e:
-                    raise ArtefactError(f"{self.path}: member {name} is not a valid .npy array ({e})") from None
+                except Exception as e:  # noqa: BLE001 - a damaged header raises ValueError, SyntaxError, TokenError...
+                    raise ArtefactError(f"{self.path}: member {name} is not a valid .npy array "
+                                        f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
                 if fortran:
                     raise ArtefactError(f"{self.path}: member {name} is Fortran-ordered")
                 check_dtype(self.path, name, dtype)
