@@ -108,3 +108,12 @@ def test_rank_selection_on_few_classes_says_n_does_not_apply_and_fails_before_tr
     assert "Rank-a picks 4 classes" in msg and "selection.n does not apply" in msg and "only 3 other classes" in msg
     Four.num_classes, Four.class_names = 6, tuple("abcdef")
     PairStage(SimpleNamespace(cfg=cfg)).check_classes(Four())  # 6 classes: 5 others, the 4 positions scaled to fit
+
+
+@pytest.mark.parametrize("splits, words", [(["val", "Val"], "share the results folder"), (["a b", "a_b"], "share the results folder"),
+                                           (["v\nal"], "printable"), (["x" * 101], "at most 100 bytes")])
+def test_eval_split_names_that_would_share_or_break_a_folder_are_refused(splits, words):
+    from repcam.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=words):
+        from_dict({"data": {"eval_splits": splits}}, "test.yaml")

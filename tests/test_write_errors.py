@@ -216,3 +216,12 @@ def test_the_cli_on_a_disk_that_fills_up_prints_one_line_and_no_traceback(tmp_pa
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and f"cannot write {run / 'multiclass' / 'model.pt'}: " in errors[0] and "EFBIG" in errors[0], res.stderr
     assert _no_temp(run) and not (run / ".repcam.lock").exists()
+
+
+def test_figure_names_from_long_image_stems_are_bounded_and_distinct():
+    from repcam.store.storage import bounded_slug
+
+    a, b = "photo" * 60, "photo" * 59 + "photx"  # 300 characters each: a legal file stem, no longer once a class is added
+    assert bounded_slug("cat.jpg") == "cat.jpg"
+    assert bounded_slug(a) != bounded_slug(b)
+    assert all(len(bounded_slug(s).encode()) <= 100 for s in (a, b, "é" * 200))

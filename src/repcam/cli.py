@@ -15,7 +15,7 @@ from repcam.config import ConfigError, demo_config, load_config, validate
 from repcam.data.base import DataError
 from repcam.store.layout import ABLATION_MD, RunDir
 from repcam.store.rundir import RunDirLocked, locked
-from repcam.store.storage import ArtefactError, WriteError, check_writable, slug
+from repcam.store.storage import ArtefactError, WriteError, bounded_slug, check_writable
 
 if TYPE_CHECKING:  # repcam.pipeline.run (timm, the engine) is imported only once a run starts: config errors come back fast
     from repcam.pipeline.run import Run
@@ -222,8 +222,8 @@ def _explain_stock(images: list[str], model: str, weights: Optional[Path], cls: 
                       layers=layers or None, out=out or Path("explain"), save_npy=save_npy,
                       topk=3 if topk is None else topk, rivals=rivals,
                       batch_size=8 if batch_size is None else batch_size, fmt=fmt, device=device, console=console, echo=typer.echo)
-    except ExplainError as e:
-        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+    except (ExplainError, WriteError) as e:
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -248,7 +248,7 @@ def _explain_run(images: list[str], run: Path, cls: Optional[list[str]], method:
             for image in map(Path, images):
                 for ex in explainer.explain(image, cls or None, min_score):
                     # The run's class -> file-name mapping: two classes never share a figure (e.g. 'x y' and 'x_y').
-                    target = folder / f"{slug(image.stem)}_{explainer.files.stem(ex.cls)}.{fmt}"
+                    target = folder / f"{bounded_slug(image.stem)}_{explainer.files.stem(ex.cls)}.{fmt}"
                     try:
                         path = ex.save(target, fmt=fmt)
                     except OSError as e:

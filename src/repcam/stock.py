@@ -32,7 +32,7 @@ from repcam.engine.modes import eval_mode
 from repcam.models.backbones import gap_fc_parts
 from repcam.models.train import resolve_device
 from repcam.stock_model import StockError, StockModel, as_stock_model, short_name
-from repcam.store.storage import atomic_write, slug
+from repcam.store.storage import atomic_write, bounded_slug
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -188,7 +188,8 @@ class StockExplanation:
         folder = Path(folder)
         paths = []
         for k in range(len(self.classes)):
-            base = folder / f"{slug(stem)}_{self.indices[k]}_{slug(short_name(self.classes[k]))}"
+            # Bounded: an image stem and a class name may each be near the 255-byte limit of a file name.
+            base = folder / f"{bounded_slug(stem)}_{self.indices[k]}_{bounded_slug(short_name(self.classes[k]))}"
             fig = self.figure(k)
             meta = {"Software": None} if fmt == "png" else ({"Date": None} if fmt == "svg" else {"CreationDate": None})
             path = base.with_name(base.name + "." + fmt)

@@ -163,6 +163,19 @@ def slug(name: str) -> str:
     return keep or "_"
 
 
+def bounded_slug(name: str, max_bytes: int = 100) -> str:
+    """:func:`slug` of ``name``, at most ``max_bytes`` UTF-8 bytes: a longer one is cut (on a character boundary) and
+    ends in ``-<8 hex of sha256(name)>``, so different long names stay different (for image stems in figure names;
+    class names use :class:`repcam.store.rundir.ClassFiles`)."""
+    s = slug(name)
+    if len(s.encode("utf-8", "surrogatepass")) <= max_bytes:
+        return s
+    tail = "-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    while len((s + tail).encode("utf-8", "surrogatepass")) > max_bytes:
+        s = s[:-1]
+    return s + tail
+
+
 def sha256(path: Path) -> str:
     """The hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
