@@ -3,10 +3,12 @@
 Layout::
 
     root/
-      classes.txt            one class name per line, in index order: line k (0-based) is class k,
+      classes.txt            one class name per line (lines end in \\n or \\r\\n; names are printable text, no
+                             control characters), in index order: line k (0-based) is class k,
                              stored as value k + 1 in the masks (at most 254 classes)
       images/<id>.<ext>      the images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp; any mode, read as RGB)
-      masks/<id>.png         index masks, same size as the image: palette ('P') or greyscale ('L') PNG whose
+      masks/<id>.png         index masks, same size as the image as displayed (its EXIF orientation applied, as
+                             every image repcam reads): palette ('P') or greyscale ('L') PNG whose
                              pixel values are 0 = background, k + 1 = class k, 255 = ignore
       splits/<split>.txt     optional: the ids of a split, one per line
       labels.csv             optional: image-level labels, rows "id,class1;class2" (header "id,labels" allowed)
