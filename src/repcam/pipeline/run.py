@@ -88,8 +88,6 @@ class Run(RunContext):
             train = self.load_split(self.cfg.data.train_split)
         self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
         self.multiclass.num_classes = train.num_classes
-        self.pairs.check_classes(train)
-        self.pairs.check_freeze()
         with self.timed("load data"):
             # Before any training: every bad split file, mask or annotation of every split, in one error, in seconds.
             problems: list[str] = []
@@ -104,6 +102,8 @@ class Run(RunContext):
             raise_problems(problems)
             for note in split_overlaps(train, self.cfg.data.train_split, evals):
                 self.note(note)  # notes.json, every table and the report
+        self.pairs.check_classes(train)  # after the data: a data problem is the first thing to fix
+        self.pairs.check_freeze()
         return train
 
 
