@@ -15,7 +15,7 @@ from repcam.config import ConfigError, demo_config, load_config, validate
 from repcam.data.base import DataError
 from repcam.store.layout import ABLATION_MD, RunDir
 from repcam.store.rundir import RunDirLocked, locked
-from repcam.store.storage import ArtefactError, check_writable, slug
+from repcam.store.storage import ArtefactError, WriteError, bounded_slug, check_writable
 
 if TYPE_CHECKING:  # repcam.pipeline.run (timm, the engine) is imported only once a run starts: config errors come back fast
     from repcam.pipeline.run import Run
@@ -51,7 +51,7 @@ def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
             run = Run(cfg, run_dir, console=console, show_progress=progress)
             stack.enter_context(locked(run_dir, _note))
             run.run()
-        except (ConfigError, DataError, RunError, RunDirLocked, ValueError, FileNotFoundError) as e:
+        except (ConfigError, DataError, RunError, RunDirLocked, ValueError, FileNotFoundError, WriteError) as e:
             raise _fail(e) from None
         try:
             from repcam.reporting.report import write_report
@@ -146,7 +146,7 @@ def report(
                 check_writable(run_dir)
                 _lock(stack, run_dir)  # it writes figures/ and report.html into the run directory
             path = write_report(run_dir, figures=figures)
-        except (FileNotFoundError, ArtefactError) as e:
+        except (FileNotFoundError, ArtefactError, WriteError) as e:
             raise _fail(e) from None
         except OSError as e:
             raise _fail(f"cannot write the report into {run_dir}: {_os_reason(e)}; "
@@ -222,8 +222,8 @@ def _explain_stock(images: list[str], model: str, weights: Optional[Path], cls: 
                       layers=layers or None, out=out or Path("explain"), save_npy=save_npy,
                       topk=3 if topk is None else topk, rivals=rivals,
                       batch_size=8 if batch_size is None else batch_size, fmt=fmt, device=device, console=console, echo=typer.echo)
-    except ExplainError as e:
-        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+    except (ExplainError, WriteError) as e:
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -248,13 +248,13 @@ def _explain_run(images: list[str], run: Path, cls: Optional[list[str]], method:
             for image in map(Path, images):
                 for ex in explainer.explain(image, cls or None, min_score):
                     # The run's class -> file-name mapping: two classes never share a figure (e.g. 'x y' and 'x_y').
-                    target = folder / f"{slug(image.stem)}_{explainer.files.stem(ex.cls)}.{fmt}"
+                    target = folder / f"{bounded_slug(image.stem)}_{explainer.files.stem(ex.cls)}.{fmt}"
                     try:
                         path = ex.save(target, fmt=fmt)
                     except OSError as e:
                         raise _fail(f"cannot write the figure of {ex.cls!r} to {folder}: {_os_reason(e)}") from None
                     typer.echo(f"{ex.cls}\tp={ex.score:.3f}\t{path}")
-        except (ExplainError, ArtefactError) as e:
+        except (ExplainError, ArtefactError, WriteError) as e:
             raise _fail(e) from None
 
 
@@ -305,7 +305,10 @@ def score(
         raise _fail(e) from None
     typer.echo(result.markdown())
     if out is not None:
-        console.print(f"table: {result.write(out)}")
+        try:
+            console.print(f"table: {result.write(out)}")
+        except WriteError as e:
+            raise _fail(e) from None
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import unicodedata
 import typing
 from typing import Any
 
@@ -122,6 +123,7 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         from repcam.evaluation.faith_ablation import check_metrics  # lazy: it imports torch
 
         check_metrics(cfg.evaluation.faithfulness, lambda msg: fail("evaluation.faithfulness", msg))
+    _check_split_names(cfg, fail)
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         fail("device", f"must be auto, cpu or cuda; got {cfg.device!r}")
     values = dict(_leaves(cfg))
@@ -192,6 +194,25 @@ def _min_input_size(backbone: str) -> int:
     from repcam.models.backbones import TINY_CNNS
 
     return 8 * TINY_CNNS[backbone] if backbone in TINY_CNNS else 32
+
+
+def _check_split_names(cfg: RunConfig, fail) -> None:
+    """Evaluation splits name folders (``results/<split>``, ``maps/<split>``): two splits whose folder names meet
+    (``a b`` and ``a_b``, ``Val`` and ``val`` on a case-insensitive disk) would overwrite each other's results, and a
+    split name with a control character or over 100 bytes is no folder name at all."""
+    from repcam.store.storage import slug  # lazy: storage imports torch
+
+    seen: dict[str, str] = {}
+    for split in cfg.data.eval_splits:
+        if not isinstance(split, str) or not split.strip():
+            fail("data.eval_splits", f"holds {split!r}; a split is a non-empty name")
+        if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in split) or len(split.encode("utf-8", "surrogatepass")) > 100:
+            fail("data.eval_splits", f"holds {split!r}; a split name must be printable and at most 100 bytes")
+        folder = slug(split).lower()
+        if folder in seen and seen[folder] != split:
+            fail("data.eval_splits", f"holds {seen[folder]!r} and {split!r}, which share the results folder {slug(split)!r}; "
+                                     "rename one")
+        seen[folder] = split
 
 
 def _check_data_options(cfg: RunConfig, source: str) -> None:

@@ -28,10 +28,11 @@ from repcam.data.base import DataError
 from repcam.data.images import read_image, to_rgb8
 from repcam.engine.cam import CAMError, ContrastTarget, MultiLayerGradCAM, Target, zhou_cam
 from repcam.engine.layers import LayerError, LayerSpec, resolve_layers
+from repcam.engine.modes import eval_mode
 from repcam.models.backbones import gap_fc_parts
 from repcam.models.train import resolve_device
 from repcam.stock_model import StockError, StockModel, as_stock_model, short_name
-from repcam.store.storage import atomic_write, slug
+from repcam.store.storage import atomic_write, bounded_slug
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -187,7 +188,8 @@ class StockExplanation:
         folder = Path(folder)
         paths = []
         for k in range(len(self.classes)):
-            base = folder / f"{slug(stem)}_{self.indices[k]}_{slug(short_name(self.classes[k]))}"
+            # Bounded: an image stem and a class name may each be near the 255-byte limit of a file name.
+            base = folder / f"{bounded_slug(stem)}_{self.indices[k]}_{bounded_slug(short_name(self.classes[k]))}"
             fig = self.figure(k)
             meta = {"Software": None} if fmt == "png" else ({"Date": None} if fmt == "svg" else {"CreationDate": None})
             path = base.with_name(base.name + "." + fmt)
@@ -264,12 +266,8 @@ def method_extractor(method: str, model: nn.Module, rivals: int | None = None, g
     def extract(x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         rankings: list[list[int]] = [[] for _ in range(len(x))]
         if engine.spec.contrast:
-            was_training = model.training
-            try:
-                with torch.no_grad():
-                    rankings = model.eval()(x).argsort(1, descending=True).tolist()
-            finally:
-                model.train(was_training)
+            with eval_mode(model), torch.no_grad():
+                rankings = model(x).argsort(1, descending=True).tolist()
         return engine(x, engine.targets([int(c) for c in cls], rankings, rivals, gamma))
 
     return extract
@@ -335,12 +333,8 @@ class StockExplainer:
         if not arrays:
             return []
         x = torch.stack([self.stock.transform(Image.fromarray(a)) for a in arrays]).to(self.device)
-        was_training = self.model.training
-        try:
-            with torch.no_grad():
-                probs = torch.softmax(self.model.eval()(x).float(), 1).cpu()
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), torch.no_grad():
+            probs = torch.softmax(self.model(x).float(), 1).cpu()
         order = probs.argsort(1, descending=True)
         per_image = [wanted if wanted is not None else order[b, : self.topk].tolist() for b in range(len(arrays))]
         rows = [b for b, cls in enumerate(per_image) for _ in cls]

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from repcam.engine.modes import eval_mode
 from repcam.explain import ExplainError
 from repcam.models.backbones import IMAGENET_MEAN, IMAGENET_STD, WeightsError, head_keys, read_state_dict, build_classifier
 
@@ -167,16 +168,13 @@ def _head_size(model: nn.Module, sd: dict[str, torch.Tensor]) -> int | None:
 def _num_classes(model: nn.Module, size: Sequence[int] = (64, 64)) -> int:
     """The model's output count, from one dry run at ``size`` (robust to any head layout). A model with a fixed input
     size (a timm ViT) needs its own: pass the data config's."""
-    was_training = model.training  # a caller's module is left in the mode it came in
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():  # a caller's module (every submodule) is left in the mode it came in
             p = next(model.parameters())
-            out = model.eval()(torch.zeros(1, 3, *size, device=p.device, dtype=p.dtype))
+            out = model(torch.zeros(1, 3, *size, device=p.device, dtype=p.dtype))
     except Exception as e:  # noqa: BLE001 - whatever the module raises, the user's module is the cause
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise StockError(f"the model cannot run on a (1, 3, {size[0]}, {size[1]}) input: {first}") from None
-    finally:
-        model.train(was_training)
     if not torch.is_tensor(out) or out.dim() != 2:
         raise StockError(f"the model must return (B, num_classes) logits, got {getattr(out, 'shape', type(out).__name__)}")
     return int(out.shape[1])

@@ -93,14 +93,14 @@ def test_transparency_palette_and_cmyk():
         assert out.mode == "RGB" and out.size == (3, 2)
 
 
-def test_exif_orientation_only_where_asked(tmp_path):
+def test_exif_orientation_applied_everywhere(tmp_path):
     path = tmp_path / "phone.jpg"
     im = Image.new("RGB", (40, 20), (200, 0, 0))
     exif = im.getexif()
     exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
     im.save(path, exif=exif)
-    assert read_image(path, exif=True).size == (20, 40)  # as a photo viewer shows it (explain)
-    assert read_image(path).size == (40, 20)  # loaders: the stored pixels, which their masks are aligned with
+    assert read_image(path).size == (20, 40)  # one rule (issue 26): as a photo viewer shows it, loaders and explain alike
+    assert read_image(path, exif=False).size == (40, 20)  # the stored pixels, only when asked
 
 
 def test_folder_loader_reads_16_bit_images(tmp_path, kit):

@@ -17,6 +17,9 @@ Decisions:
   value k + 1. A pixel claimed by two different categories is ambiguous and becomes 255 (ignore); every
   crowd region becomes 255. The full-category mask is computed first and then mapped to the subset, so pixels
   of unchosen classes read 0 while ignore pixels (crowds, overlaps) stay 255 whatever the subset.
+* An annotation without a segmentation (a ``bbox`` only, or an empty list) still makes its category a label of the
+  image, and its box becomes 255 (ignored): the image stays usable, its uncertain pixels count for nothing. One
+  with neither a segmentation nor a bbox is an error naming it.
 * Images without labels of the chosen classes are dropped and counted ("no annotations" when the image has
   no non-crowd annotation at all, "no chosen class" otherwise; "multi-label" with ``single_label_only``).
 """
@@ -34,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from .base import IGNORE_INDEX, DataError, Sample
-from .common import NO_CHOSEN_CLASS, SkipLog, ReportMixin, image_size, load_rgb, select_classes, subset_lut
+from .common import NO_CHOSEN_CLASS, SkipLog, ReportMixin, exif_hint, image_size, load_rgb, name_problem, select_classes, subset_lut
 
 
 def _categories(coco: Any, ann_file: Path) -> tuple[list[int], tuple[str, ...]]:
@@ -45,6 +48,10 @@ def _categories(coco: Any, ann_file: Path) -> tuple[list[int], tuple[str, ...]]:
     if len(cat_ids) > 254:
         raise DataError(f"{ann_file} has {len(cat_ids)} categories; at most 254 fit a uint8 mask")
     all_names = tuple(str(coco.cats[c]["name"]) for c in cat_ids)
+    for c, name in zip(cat_ids, all_names):
+        problem = name_problem(name)
+        if problem:
+            raise DataError(f"{ann_file}: category {c}: {problem}")
     dup = sorted({n for n in all_names if all_names.count(n) > 1})
     if dup:
         raise DataError(f"{ann_file} has several categories named {', '.join(dup)}")
@@ -64,6 +71,23 @@ def _check_annotations(coco: Any, cat_index: dict[int, int], ann_file: Path) -> 
                 f"{ann_file}: annotation {ann.get('id')} refers to image_id {ann.get('image_id')!r}, "
                 "which is not in 'images'"
             )
+
+
+def _box_region(ann: dict, size: tuple[int, int], ann_file: Path) -> np.ndarray:
+    """The pixels of an annotation's ``bbox`` ([x, y, width, height]), for an annotation without a segmentation: they
+    are ignored (255) by every metric, like a crowd region, instead of refusing the whole data set."""
+    box = ann.get("bbox")
+    try:
+        x, y, bw, bh = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise DataError(f"{ann_file}: annotation {ann.get('id')} has neither a segmentation nor a valid bbox "
+                        f"(got {box!r}); remove it or give it one") from None
+    h, w = size
+    out = np.zeros(size, dtype=bool)
+    x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+    x1, y1 = min(w, int(np.ceil(x + bw))), min(h, int(np.ceil(y + bh)))
+    out[y0:y1, x0:x1] = True
+    return out
 
 
 class COCOSegmentation(ReportMixin):
@@ -166,11 +190,14 @@ class COCOSegmentation(ReportMixin):
         iw, ih = image_size(img_path)
         if (iw, ih) != (w, h):
             raise DataError(
-                f"image {img_path} is {iw}x{ih} but {self.annotation_file} says {w}x{h} for image {info['id']}"
+                f"image {img_path} is {iw}x{ih} but {self.annotation_file} says {w}x{h} for image {info['id']}{exif_hint(img_path)}"
             )
         per_cat: dict[int, np.ndarray] = {}
         crowd = np.zeros((h, w), dtype=bool)
         for ann in self.coco.imgToAnns.get(info["id"], []):
+            if not ann.get("segmentation"):  # bbox-only or empty: where the instance is exactly is unknown
+                crowd |= _box_region(ann, (h, w), self.annotation_file)
+                continue
             try:
                 with warnings.catch_warnings():
                     # pycocotools' decode under numpy 2 warns about __array__(copy=...): harmless
@@ -206,8 +233,16 @@ class COCOSegmentation(ReportMixin):
         """The i-th mask over the chosen classes only (:meth:`full_mask` through the subset table), uint8 (H, W)."""
         return self._lut[self.full_mask(i)]
 
+    def unsegmented(self) -> int:
+        """How many annotations of the kept images have no segmentation (their boxes are ignored, 255)."""
+        return sum(1 for s in self.samples for a in self.coco.imgToAnns.get(self._img_by_sid[s.id], [])
+                   if not a.get("segmentation"))
+
     def _extra_report(self) -> list[str]:
         lines = ["labels from non-crowd instance annotations; crowd regions and pixels of two categories -> 255"]
+        n = self.unsegmented()
+        if n:
+            lines.append(f"{n} annotations have no segmentation (bbox only or empty): their boxes -> 255 (ignored)")
         if self.single_label_only:
             lines.append("single-label images only")
         return lines

@@ -4,6 +4,7 @@ files, and the skip bookkeeping with ``report()`` and ``validate()`` (:class:`Re
 from __future__ import annotations
 
 import collections
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -11,9 +12,48 @@ import numpy as np
 from PIL import Image
 
 from .base import IGNORE_INDEX, DataError, Sample, SegDataset
-from .images import read_image
+from .images import displayed_size, exif_orientation, orientation_text, read_image
 
 NO_CHOSEN_CLASS = "no chosen class"
+
+
+_NOT_TEXT = ("Cc", "Zl", "Zp")  # control characters (NUL, tab, newline, ESC, U+0085 NEL...) and line/paragraph separators
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a class name (it would split a line of a table or a file, or print invisibly), or None.
+
+    Control characters and line separators are refused (Unicode categories Cc, Zl, Zp); any other character, emoji
+    with their joiners included, is allowed (file names come from :class:`repcam.store.rundir.ClassFiles`).
+    """
+    bad = next((ch for ch in name if unicodedata.category(ch) in _NOT_TEXT), None)
+    if bad is not None:
+        return f"class name {name!r} contains the control character U+{ord(bad):04X}; class names must be printable text"
+    return None
+
+
+MAX_LISTED = 20  # problems spelled out in a one-line error; the rest are counted
+
+
+def raise_problems(problems: list[str]) -> None:
+    """One :class:`DataError` (one line) listing ``problems``, up to :data:`MAX_LISTED` of them; nothing if empty:
+    a user fixes every problem of the data in one go, not one per attempt."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise DataError(problems[0])
+    shown = "; ".join(f"({k + 1}) {p}" for k, p in enumerate(problems[:MAX_LISTED]))
+    more = f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+    raise DataError(f"{len(problems)} data problems found before training: {shown}{more}")
+
+
+def split_lines(text: str) -> list[str]:
+    """``text``'s lines, split on ``\n`` only (a ``\r`` before it dropped): not ``str.splitlines``, which also splits
+    on U+0085, U+2028, form feeds and more, so that a character inside a name would shift every later line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def select_classes(all_names: Sequence[str], classes: Sequence[str] | None, source: str) -> list[int]:
@@ -70,12 +110,13 @@ def load_rgb(path: Path, what: str = "image") -> Image.Image:
 
 
 def image_size(path: Path, what: str = "image") -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
+    """(width, height) as displayed (EXIF orientation applied, as :func:`load_rgb` reads it), from the file header,
+    without decoding the pixels."""
     if not path.is_file():
         raise DataError(f"{what} file not found: {path}")
     try:
         with Image.open(path) as im:
-            return im.size
+            return displayed_size(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read {what} {path}: {e}") from e
 
@@ -248,5 +289,19 @@ def check_mask_size(mask: np.ndarray, mask_path: Path | str, img_path: Path) -> 
     w, h = image_size(img_path)
     if mask.shape != (h, w):
         raise DataError(
-            f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but image {img_path} is {w}x{h}"
+            f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but image {img_path} is {w}x{h}{exif_hint(img_path)}"
         )
+
+
+def exif_hint(img_path: Path) -> str:
+    """For a size mismatch: the image's EXIF orientation, if it has one, and what repcam does with it ('' if none)."""
+    try:
+        with Image.open(img_path) as im:
+            orientation = exif_orientation(im)
+            stored = im.size
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    if orientation == 1:
+        return ""
+    return (f" as displayed ({orientation_text(orientation)}; stored {stored[0]}x{stored[1]}): repcam applies the EXIF "
+            "orientation as viewers do, so the mask must match the displayed picture (or remove the tag from the image)")

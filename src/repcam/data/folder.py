@@ -3,10 +3,12 @@
 Layout::
 
     root/
-      classes.txt            one class name per line, in index order: line k (0-based) is class k,
+      classes.txt            one class name per line (lines end in \\n or \\r\\n; names are printable text, no
+                             control characters), in index order: line k (0-based) is class k,
                              stored as value k + 1 in the masks (at most 254 classes)
       images/<id>.<ext>      the images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp; any mode, read as RGB)
-      masks/<id>.png         index masks, same size as the image: palette ('P') or greyscale ('L') PNG whose
+      masks/<id>.png         index masks, same size as the image as displayed (its EXIF orientation applied, as
+                             every image repcam reads): palette ('P') or greyscale ('L') PNG whose
                              pixel values are 0 = background, k + 1 = class k, 255 = ignore
       splits/<split>.txt     optional: the ids of a split, one per line
       labels.csv             optional: image-level labels, rows "id,class1;class2" (header "id,labels" allowed)
@@ -44,9 +46,12 @@ from .common import (
     check_mask_size,
     load_rgb,
     mask_class_indices,
+    name_problem,
+    raise_problems,
     read_id_list,
     read_index_png,
     select_classes,
+    split_lines,
     subset_lut,
 )
 
@@ -107,14 +112,20 @@ class FolderSegmentation(ReportMixin):
         csv_labels = self._read_labels_csv(root / "labels.csv", all_names)
         self.label_source: dict[str, str] = {}
         samples: list[Sample] = []
+        problems: list[str] = []
         for i in ids:
             if i in csv_labels:
                 full = csv_labels[i]
                 self.label_source[i] = "labels.csv"
             else:
-                full = mask_class_indices(mask_dir / f"{i}.png", len(all_names))
+                try:
+                    full = mask_class_indices(mask_dir / f"{i}.png", len(all_names))
+                except DataError as e:  # every bad mask in one error, not the first one per attempt
+                    problems.append(str(e))
+                    continue
                 self.label_source[i] = "mask"
             self._keep_chosen(samples, i, full, old_to_new)
+        raise_problems(problems)
         self.samples = samples
 
     @staticmethod
@@ -122,7 +133,7 @@ class FolderSegmentation(ReportMixin):
         if not path.is_file():
             raise DataError(f"class list not found: {path} (one class name per line)")
         try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            lines = split_lines(path.read_bytes().decode("utf-8-sig"))  # no newline translation: a lone \r is not a line end
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"cannot read {path}: {e}") from e
         while lines and not lines[-1].strip():
@@ -133,6 +144,9 @@ class FolderSegmentation(ReportMixin):
         for n, name in enumerate(names):
             if not name:
                 raise DataError(f"{path} line {n + 1} is blank; line k must name class k")
+            problem = name_problem(name)
+            if problem:
+                raise DataError(f"{path} line {n + 1}: {problem}")
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise DataError(f"{path} lists class(es) twice: {', '.join(dup)}")

@@ -88,12 +88,38 @@ def to_rgb8(image: Image.Image) -> Image.Image:
         raise DataError(f"PIL mode {mode!r} cannot be converted to RGB ({_one_line(e)})") from None
 
 
-def read_image(path: str | Path, what: str = "image", *, exif: bool = False) -> Image.Image:
-    """Open, fully decode and convert ``path`` to 8-bit RGB (:func:`to_rgb8`).
+ORIENTATION_TAG = 0x0112
+_TURNS = {2: "mirrored", 3: "rotated 180°", 4: "flipped", 5: "mirrored and rotated 90°", 6: "rotated 90°",
+          7: "mirrored and rotated 270°", 8: "rotated 270°"}
 
-    ``exif=True`` applies the EXIF orientation tag (what a photo viewer shows; ``repcam explain`` uses it). The data
-    set loaders keep the stored orientation (``exif=False``) because their masks are aligned with the stored
-    pixels (VOC and COCO annotations are, and the mask size checks compare with the stored size).
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF Orientation tag of an opened image (1, upright, when absent or unreadable)."""
+    try:
+        value = int(im.getexif().get(ORIENTATION_TAG, 1))
+    except (TypeError, ValueError, OSError, SyntaxError):
+        return 1
+    return value if value in _TURNS else 1
+
+
+def orientation_text(orientation: int) -> str:
+    """``EXIF Orientation=6 (rotated 90°)``: how an error names the tag."""
+    return f"EXIF Orientation={orientation} ({_TURNS.get(orientation, 'upright')})"
+
+
+def displayed_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image as viewers show it: width and height swapped for a 90° EXIF turn."""
+    w, h = im.size
+    return (h, w) if exif_orientation(im) in (5, 6, 7, 8) else (w, h)
+
+
+def read_image(path: str | Path, what: str = "image", *, exif: bool = True) -> Image.Image:
+    """Open, fully decode and convert ``path`` to 8-bit RGB (:func:`to_rgb8`), turned as its EXIF orientation says.
+
+    One rule for all of repcam (data set loaders, ``repcam score``, ``repcam explain``): an image is what a photo
+    viewer shows, so a mask drawn on the displayed picture is aligned with it, and every command sees the same
+    picture. Masks (PNG, usually without the tag) are read as stored; the size checks compare with the displayed
+    size and name the tag when it is the cause of a mismatch. ``exif=False`` (the stored pixels) is for tests.
     Raises :class:`DataError` (one line, naming ``what`` and the file) for anything PIL cannot read.
     """
     path = Path(path)
@@ -104,7 +130,7 @@ def read_image(path: str | Path, what: str = "image", *, exif: bool = False) -> 
         im = Image.open(path)
         im.load()  # decode now: a truncated file fails here, inside this try
         # exif_transpose copies even an upright image; call it only when the tag asks for a turn or flip.
-        turn = exif and im.getexif().get(0x0112, 1) not in (0, 1)
+        turn = exif and exif_orientation(im) != 1
         out = to_rgb8(ImageOps.exif_transpose(im) if turn else im)
         if out is im and im.fp is not None:  # a file still open (multi-frame): keep a copy, close the file
             out = im.copy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence, Union
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from repcam.engine.fusion import LayerFusion, fuse_layers, normalize_maps
+from repcam.engine.modes import eval_mode
 from repcam.engine.layers import LayerError, LayerSpec, ReshapeTransform, auto_reshape, resolve_layers
 from repcam.engine.weightings import WEIGHTINGS, WeightingFn
 
@@ -141,25 +143,26 @@ class MultiLayerGradCAM:
                 # Parameters are frozen during the call, so the lowest hooked activation becomes a leaf:
                 # backward stops there instead of running through the stem.
                 output = output.detach().requires_grad_(True)
-                captured[idx] = output
-                return output
             captured[idx] = output
-            return None
+            # The model goes on with a copy: a later in-place op (VGG's ReLU(inplace=True), a wrapper's relu_())
+            # would otherwise change the captured activation and what its gradient means (silently: a wrong map),
+            # or fail on the leaf ("a leaf Variable that requires grad is being used in an in-place operation").
+            return output.clone()
 
         return hook
 
     def _forward_backward(self, x: torch.Tensor, targets) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         model = self.model
         captured: dict[int, torch.Tensor] = {}
+        stack = ExitStack()
 
         reshape = self.reshape or (lambda t: t)
 
         params = list(model.parameters())
         flags = [p.requires_grad for p in params]
-        was_training = model.training
         handles = [m.register_forward_hook(self._capture_hook(i, n, captured)) for i, (n, m) in enumerate(self.layers)]
         try:
-            model.eval()
+            stack.enter_context(eval_mode(model))  # every submodule's own mode comes back afterwards
             for p in params:
                 p.requires_grad_(False)
             amp_dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
@@ -180,7 +183,7 @@ class MultiLayerGradCAM:
                 h.remove()
             for p, f in zip(params, flags):
                 p.requires_grad_(f)
-            model.train(was_training)
+            stack.close()
         out = []
         for (name, _), a, g in zip(self.layers, tensors, grads):
             if g is None:
@@ -274,13 +277,8 @@ def zhou_cam(
     idx = torch.as_tensor(list(targets), device=x.device, dtype=torch.long)
     if idx.numel() != x.shape[0] or (idx < 0).any() or (idx >= fc.out_features).any():
         raise CAMError(f"targets {list(targets)} must hold one class index in [0, {fc.out_features - 1}] per image")
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            feats = features(x)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        feats = features(x)
     if feats.dim() != 4 or feats.shape[1] != fc.in_features:
         raise CAMError(f"features of shape {tuple(feats.shape)} do not feed a classifier with {fc.in_features} inputs")
     cam = torch.einsum("bchw,bc->bhw", feats, fc.weight.detach()[idx])

@@ -9,6 +9,8 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from repcam.engine.modes import eval_mode
+
 LayerSpec = Union[str, nn.Module]
 ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
 VIT_DEPTHS = 4  # how many evenly spaced ViT blocks "auto" hooks
@@ -171,16 +173,13 @@ def _last_block_per_resolution(model: nn.Module, prefix: str, blocks: nn.Sequent
     handles = []
     for name, m in blocks.named_children():
         handles.append(m.register_forward_hook(lambda _m, _i, o, n=name: shapes.__setitem__(n, tuple(o.shape[-2:])) if torch.is_tensor(o) and o.dim() == 4 else None))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             p = next(model.parameters(), None)
             model(torch.zeros(1, 3, size, size, device=p.device if p is not None else "cpu"))
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     last_at: dict[tuple[int, int], str] = {}
     for name, hw in shapes.items():
         if hw[0] < size:

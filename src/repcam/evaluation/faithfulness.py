@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from repcam.engine.modes import eval_mode
 from repcam.evaluation.bootstrap import bootstrap_diff_ci
 
 DEFAULT_STEPS = 20
@@ -71,12 +72,8 @@ class FaithfulnessError(ValueError):
 @contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """The model in eval mode under no_grad; its previous mode is restored (also on errors)."""
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            yield model.eval()
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        yield model
 
 
 def _check(images: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor | Sequence[int]) -> torch.Tensor:

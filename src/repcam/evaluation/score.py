@@ -132,12 +132,14 @@ class ScoreResult:
 
     def markdown(self) -> str:
         """The table: one row per method, one column per metric; rows after the first add `diff [low, high]` vs it."""
+        from repcam.reporting.tables import md_cell  # method names are user strings (pgc:<Class>)
+
         columns = self._columns()
         head = "| method | " + " | ".join(f"{t} ({'↑' if b == 'higher' else '↓'})" for _, t, b in columns) + " |"
         lines = [head, "|---|" + "---:|" * len(columns)]
         for m in self.methods:
             cells = [format_cell(self.summary[m][key], self.intervals.get(m, {}).get(key)) for key, _, _ in columns]
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            lines.append(f"| {md_cell(m)} | " + " | ".join(cells) + " |")
         n = len(self.image_ids)
         lines.append(f"\n{n} records ((image, class) pairs) on {len(set(self.image_ids))} images; in brackets: difference to "
                      f"{self.methods[0]} with a paired 95% bootstrap interval over images (PxAP: point difference only).")

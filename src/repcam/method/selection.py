@@ -157,7 +157,9 @@ def scaled_positions(
         raise ValueError(f"reference must be >= 1, got {reference}")
     if len(pos) > num_others:
         raise ValueError(
-            f"cannot select {len(pos)} ranked classes from only {num_others} other classes"
+            f"{_positions_name(pos)} picks {len(pos)} classes, at the fixed rank positions {pos} of {reference} other "
+            f"classes (selection.n does not apply to it), but each class has only {num_others} other classes; "
+            "remove it from selection.methods or use more classes"
         )
     if num_others >= pos[-1]:
         return pos, None

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from repcam.config import multiclass_training
+from repcam.engine.modes import eval_mode
 from repcam.engine.cam import MultiLayerGradCAM
 from repcam.engine.fusion import normalize_maps
 from repcam.engine.layers import auto_layers, resolve_layers
@@ -152,13 +153,9 @@ def acol_maps(model: ACoLNet, x: torch.Tensor, targets: Sequence[int]) -> torch.
     """(B, H, W) ACoL maps in [0, 1] at input resolution: for each image's target class, the element-wise max of
     branch A's and branch B's class maps (B erased by A's map of that class), each ReLU'd, upsampled and min-max
     normalised like :func:`repcam.engine.cam.zhou_cam`."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         idx = torch.as_tensor(list(targets), device=x.device, dtype=torch.long)
         maps_a, maps_b = model.branches(x, F.one_hot(idx, model.head_a.out_channels))
-    finally:
-        model.train(was_training)
     rows = torch.arange(len(idx), device=x.device)
     pair = torch.stack([maps_a[rows, idx], maps_b[rows, idx]], 1).float().clamp_min(0)
     pair = F.interpolate(pair, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
@@ -232,16 +229,13 @@ def add_cbam(model: nn.Module, input_size: int) -> list[str]:
     channels: dict[str, int] = {}
     handles = [m.register_forward_hook(lambda _m, _i, o, n=n: channels.__setitem__(n, o.shape[1]))
                for n, m in resolve_layers(model, names)]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             p = next(model.parameters())
             model(torch.zeros(1, 3, input_size, input_size, device=p.device))
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     for name in names:
         parent, _, child = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
@@ -267,11 +261,8 @@ def build_baseline(kind: str, spec: "ModelSpec", pretrained: bool = True) -> Bac
     if kind == "cbam":
         add_cbam(bb.model, size)
         return bb
-    was_training = bb.model.training
-    bb.model.eval()
-    with torch.no_grad():  # one dry run for the channel count of the last feature map
+    with eval_mode(bb.model), torch.no_grad():  # one dry run for the channel count of the last feature map
         channels = _last_features(bb.model, _feature_mode(bb.model), torch.zeros(1, 3, size, size)).shape[1]
-    bb.model.train(was_training)
     return Backbone(bb.name, ACoLNet(bb.model, spec.num_classes, channels), bb.preprocess, bb.weights_source)
 
 

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from repcam.engine.modes import eval_mode
 from repcam.models.backbones import Preprocess
-from repcam.store.storage import Artefact, config_key
+from repcam.store.storage import Artefact, config_key, temp_prefix
 
 STAGE_CONTAINERS = ("blocks", "features", "stages")
 DISK_RESERVE = 1 << 30  # leave 1 GiB free beside the cache: the run still has models and maps to write
@@ -81,19 +82,15 @@ class FrozenSplit:
             out.append(output)
             raise _StopForward  # nothing after the stage is needed
 
-        modes = [m.training for m in self.frozen_modules()]
-        for m in self.frozen_modules():
-            m.eval()
+        frozen = self.frozen_modules()  # in eval mode for the pass; each submodule's own mode restored after
         handle = self.stage_module().register_forward_hook(stop)
         try:
-            with torch.inference_mode():
+            with eval_mode(*frozen) if frozen else contextlib.nullcontext(), torch.inference_mode():
                 self.model(x)
         except _StopForward:
             pass
         finally:
             handle.remove()
-            for m, mode in zip(self.frozen_modules(), modes):
-                m.train(mode)
         if not out:
             raise FreezeError(f"the forward pass of {type(self.model).__name__} never reached the stage {self.stage!r}")
         return out[0]
@@ -170,29 +167,21 @@ def _call_order(model: nn.Module, size: int) -> list[str]:
     order: list[str] = []
     handles = [m.register_forward_pre_hook(lambda _m, _i, n=n: order.append(n) if n not in order else None)
                for n, m in model.named_children()]
-    was = model.training
     try:
-        model.eval()
-        with torch.inference_mode():
+        with eval_mode(model), torch.inference_mode():
             model(torch.zeros(1, 3, size, size, device=_device(model)))
     finally:
         for h in handles:
             h.remove()
-        model.train(was)
     return order
 
 
 def _check_split(split: FrozenSplit, size: int) -> None:
     model = split.model
-    was = model.training
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, size, size, generator=gen).to(_device(model))
-    try:
-        model.eval()
-        with torch.inference_mode():
-            whole, parts = model(x), split.rest(split.trunk(x))
-    finally:
-        model.train(was)
+    with eval_mode(model), torch.inference_mode():
+        whole, parts = model(x), split.rest(split.trunk(x))
     if whole.shape != parts.shape or not torch.allclose(whole, parts, rtol=1e-4, atol=1e-5):
         raise FreezeError(f"{type(model).__name__} cannot be split at {split.stage!r}: its forward pass does more than "
                           "run its modules one after the other up to that stage; leave pairs.freeze_until null")
@@ -312,7 +301,7 @@ def build_cache(
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path):
         # Holding the lock, no other builder is alive: temp files left next to the cache are from a killed build.
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        for stale in path.parent.glob(f"{temp_prefix(path)}*.tmp"):
             stale.unlink(missing_ok=True)
         if art.done():  # built by another process while this one waited
             return _loaded(art, trunk_key, seconds=None)

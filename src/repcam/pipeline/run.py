@@ -20,11 +20,11 @@ import yaml
 from rich.console import Console
 
 from repcam.config import RunConfig
-from repcam.data import SegDataset
+from repcam.data import DataError, SegDataset
 from repcam.models.baselines import train_baselines
 from repcam.models.train import ImageCache
 from repcam.pipeline.context import RunContext, RunError
-from repcam.pipeline.preflight import check_eval_split
+from repcam.pipeline.preflight import eval_split_problems, raise_problems, split_overlaps
 from repcam.pipeline.stages.data import skipped_training_note
 from repcam.pipeline.stages.evaluation import evaluate
 from repcam.pipeline.stages.multiclass import MultiClassStage, pair_budget
@@ -88,11 +88,22 @@ class Run(RunContext):
             train = self.load_split(self.cfg.data.train_split)
         self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
         self.multiclass.num_classes = train.num_classes
-        self.pairs.check_classes(train)
-        self.pairs.check_freeze()
         with self.timed("load data"):
-            for split in self.cfg.data.eval_splits:  # before any training: a bad split file or mask fails in seconds
-                check_eval_split(self.eval_dataset(split), split)
+            # Before any training: every bad split file, mask or annotation of every split, in one error, in seconds.
+            problems: list[str] = []
+            evals = {}
+            for split in self.cfg.data.eval_splits:
+                try:
+                    evals[split] = self.eval_dataset(split)
+                except DataError as e:
+                    problems.append(str(e))
+                    continue
+                problems += eval_split_problems(evals[split], split)
+            raise_problems(problems)
+            for note in split_overlaps(train, self.cfg.data.train_split, evals):
+                self.note(note)  # notes.json, every table and the report
+        self.pairs.check_classes(train)  # after the data: a data problem is the first thing to fix
+        self.pairs.check_freeze()
         return train
 
 

@@ -10,6 +10,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from repcam.store.storage import atomic_write
+
 FORMATS = ("png", "pdf", "svg")
 
 
@@ -47,8 +49,8 @@ def finish_figure(fig: Figure, path: str | Path | None, fmt: str | None, dpi: in
     if path is None:
         return fig
     out = _out_path(path, fmt)
-    out.parent.mkdir(parents=True, exist_ok=True)
     kind = out.suffix.lstrip(".").lower()
     meta = {"Software": None} if kind == "png" else ({"Date": None} if kind == "svg" else {"CreationDate": None})
-    fig.savefig(out, format=kind, dpi=dpi, bbox_inches="tight", metadata=meta)
+    # Atomically: a full disk leaves the older figure (or none), never half a PNG, and says so in one line.
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format=kind, dpi=dpi, bbox_inches="tight", metadata=meta))
     return out

@@ -32,6 +32,7 @@ from repcam.config import run_config_path
 from repcam.method.methods import SELECTIONS
 from repcam.store.layout import RunDir
 from repcam.store.storage import ArtefactError, read_json
+from repcam.reporting.tables import md_cell
 
 GRAD_CAM = "Grad-CAM"  # the paper's baseline row (repcam.evaluation.evaluate.BASELINE)
 ACOL, CBAM = "ACoL", "CBAM (Grad-CAM)"  # the trained baselines' rows (repcam.evaluation.evaluate.BASELINE_ROWS)
@@ -86,8 +87,8 @@ class PaperTable:
 
     def markdown(self) -> str:
         """The table as Markdown: a ``##`` title, the pipe table, then the notes as a list."""
-        lines = [f"## {self.title}", "", "| " + " | ".join(self.header) + " |", "|" + "|".join("---" for _ in self.header) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        lines = [f"## {self.title}", "", "| " + " | ".join(map(md_cell, self.header)) + " |", "|" + "|".join("---" for _ in self.header) + "|"]
+        lines += ["| " + " | ".join(map(md_cell, r)) + " |" for r in self.rows]
         if self.notes:
             lines += ["", "Notes:"] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -29,10 +30,19 @@ def _pct(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
 
+def md_cell(value: object) -> str:
+    """``str(value)`` safe inside a Markdown table cell: ``|`` escaped, control characters and line separators
+    (newline, NUL, U+0085, U+2028...) written as their escapes (``\\n``, ``\\x00``), so a cell never breaks its row."""
+    text = str(value).replace("|", "\\|")
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
+                   for ch in text)
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A Markdown (pipe) table of ``header`` and ``rows``, cells as ``str`` gives them, with a final newline."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    """A Markdown (pipe) table of ``header`` and ``rows``, cells as ``str`` gives them (through :func:`md_cell`), with a
+    final newline."""
+    lines = ["| " + " | ".join(map(md_cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

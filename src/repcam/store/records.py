@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from repcam.store.storage import Artefact, ArtefactError
+from repcam.store.storage import Artefact, ArtefactError, WriteError
 
 # The dtypes repcam writes, per member (older runs: the wider integer and float32 forms). Anything else, above all
 # ``object`` (memory-mapped, its bytes would become object pointers), is refused before a byte is mapped.
@@ -61,22 +61,36 @@ class RecordWriter:
 
     def __init__(self, art: Artefact, image: Sequence[int], cls: Sequence[int], kinds: Sequence[str], map_size: int) -> None:
         self.art = art
-        art.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=".records-", dir=art.path.parent))
-        n = len(image)
-        self.streams = {k: NpyStream(self.tmp / f"{k}.npy", (n, map_size, map_size), np.float16) for k in kinds}
-        np.save(self.tmp / "image.npy", np.asarray(image, dtype=np.int32))
-        np.save(self.tmp / "cls.npy", np.asarray(cls, dtype=np.int16))
+        self.tmp: Path | None = None
+        self.streams: dict[str, NpyStream] = {}
+        try:
+            art.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=".records-", dir=art.path.parent))
+            n = len(image)
+            for k in kinds:
+                self.streams[k] = NpyStream(self.tmp / f"{k}.npy", (n, map_size, map_size), np.float16)
+            np.save(self.tmp / "image.npy", np.asarray(image, dtype=np.int32))
+            np.save(self.tmp / "cls.npy", np.asarray(cls, dtype=np.int16))
+        except OSError as e:  # disk full, permission...: the artefact being written is named, the scratch removed
+            self.discard()
+            raise WriteError(art.path, e) from None
 
     def __call__(self, kind: str, chunk: np.ndarray) -> None:
-        self.streams[kind].write(chunk)
+        try:
+            self.streams[kind].write(chunk)
+        except OSError as e:
+            self.discard()
+            raise WriteError(self.art.path, e) from None
 
     def commit(self, **info) -> None:
         """Close the streams (each must be complete), pack them uncompressed into the artefact with
         :meth:`Artefact.save` (``info`` goes into its sidecar), and remove the scratch folder."""
         try:
-            for s in self.streams.values():
-                s.close()
+            try:
+                for s in self.streams.values():
+                    s.close()
+            except OSError as e:  # the last buffered bytes did not fit
+                raise WriteError(self.art.path, e) from None
             names = ["image", "cls", *self.streams]
 
             def pack(p: Path) -> None:
@@ -92,8 +106,12 @@ class RecordWriter:
         """Close the streams and remove the scratch folder, writing nothing (after an error, or after commit)."""
         for s in self.streams.values():
             if not s._f.closed:
-                s._f.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+                try:
+                    s._f.close()
+                except OSError:  # flushing the last bytes onto a full disk: the folder goes anyway
+                    pass
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class RecordFile:
@@ -120,8 +138,9 @@ class RecordFile:
                     version = np.lib.format.read_magic(f)
                     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                     shape, fortran, dtype = read_header(f)
-                except ValueError as e:
-                    raise ArtefactError(f"{self.path}: member {name} is not a valid .npy array ({e})") from None
+                except Exception as e:  # noqa: BLE001 - a damaged header raises ValueError, SyntaxError, TokenError...
+                    raise ArtefactError(f"{self.path}: member {name} is not a valid .npy array "
+                                        f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
                 if fortran:
                     raise ArtefactError(f"{self.path}: member {name} is Fortran-ordered")
                 check_dtype(self.path, name, dtype)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from repcam.store.storage import config_key, slug
+from repcam.store.storage import WriteError, config_key, slug
 
 LOCK_NAME = ".repcam.lock"
 
@@ -107,9 +107,13 @@ def _acquire(run_dir: Path, note: Callable[[str], None]) -> _Held:
         else:
             note(f"took over the stale lock of {run_dir} left by {_holder_text(old)} (process no longer running)")
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(info).encode(), 0)
-    os.fsync(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        os.fsync(fd)
+    except OSError as e:  # a full disk fails here first: say so in one line, leave nothing locked
+        os.close(fd)
+        raise WriteError(path, e) from None
     return _Held(fd, path)
 
 
@@ -165,7 +169,20 @@ def remove_stale_temp(run_dir: Path) -> int:
 
 
 def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+STEM_BYTES = 100
+"""The longest class stem, in UTF-8 bytes: the longest name derived from a pair (``grid__pair__<a>__<b>-<8 hex>.npz
+.meta.json``) is then 237 bytes, under the 255 most file systems allow; shorter names keep their plain slug."""
+
+
+def _hashed(stem: str, name: str) -> str:
+    """``<stem>-<8 hex of sha256(name)>``, ``stem`` cut (on a character boundary) so that it fits :data:`STEM_BYTES`."""
+    tail = f"-{_short_hash(name)}"
+    while len((stem + tail).encode("utf-8", "surrogatepass")) > STEM_BYTES:
+        stem = stem[:-1]
+    return stem + tail
 
 
 class ClassFiles:
@@ -173,8 +190,9 @@ class ClassFiles:
 
     A class keeps its plain :func:`~repcam.store.storage.slug` (the names runs always had, so existing run directories
     resume unchanged) unless that slug, compared case-insensitively (macOS and Windows file systems), is shared with
-    another class of the run or is reserved; then it gets ``<slug>-<8 hex of sha256(name)>``. Pair stems join two
-    class stems with ``__``; if a class stem itself contains ``__`` and two pairs would meet, those pairs get a hash.
+    another class of the run, is reserved, or is longer than :data:`STEM_BYTES`; then it gets
+    ``<slug, cut to fit>-<8 hex of sha256(name)>``. Pair stems join two class stems with ``__``; if a class stem
+    itself contains ``__`` and two pairs would meet, those pairs get a hash.
     """
 
     def __init__(self, names: Sequence[str]) -> None:
@@ -184,7 +202,8 @@ class ClassFiles:
             raise ValueError(f"class name {dup!r} appears twice")
         slugs = [slug(n) for n in self.names]
         folded = [s.lower() for s in slugs]
-        self._stem = {n: (f"{s}-{_short_hash(n)}" if folded.count(s.lower()) > 1 or s.lower() in _RESERVED else s)
+        self._stem = {n: (_hashed(s, n) if folded.count(s.lower()) > 1 or s.lower() in _RESERVED
+                          or len(s.encode("utf-8", "surrogatepass")) > STEM_BYTES else s)
                       for n, s in zip(self.names, slugs)}
         stems = [v.lower() for v in self._stem.values()]
         if len(set(stems)) != len(stems):  # a hashed stem equal to another class's plain slug: never in practice

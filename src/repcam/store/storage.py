@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -26,19 +27,90 @@ def load_error_message(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+class WriteError(OSError):
+    """A file repcam could not write, in one line: which file and why (disk full, permission, name too long...).
+
+    Raised for every OSError of a write (:func:`atomic_write`, :class:`Artefact`, the record writer): the file is
+    never half-written (its temp file is removed, an older complete version stays), so after fixing the cause the
+    same command resumes. ``errno`` and ``filename`` are those of the underlying error.
+    """
+
+    def __init__(self, path: str | Path, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+        self.message = f"cannot write {path}: {write_cause(cause)}; fix that and rerun the same command to resume (complete files are kept)"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # picklable across executor processes: rebuilt from its one line
+        return (_rebuilt_write_error, (self.errno, self.strerror, self.filename, self.message))
+
+
+def _rebuilt_write_error(err: int | None, strerror: str | None, filename: str | None, message: str) -> WriteError:
+    e = WriteError(filename or "?", OSError(err, strerror))
+    e.message = message
+    return e
+
+
+# The causes a user can act on, in words; any other errno is named by its strerror and symbol.
+_CAUSES = {
+    errno.ENOSPC: "no space left on the device (disk full)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "the file system is read-only",
+    errno.ENAMETOOLONG: "the file name is too long for the file system",
+    errno.EFBIG: "the file is larger than this process may write (a file-size limit, e.g. ulimit -f)",
+    errno.EIO: "input/output error (a failing disk or a lost network mount)",
+    errno.ENOENT: "its folder does not exist (removed while the run was writing?)",
+}
+
+
+def write_cause(e: OSError) -> str:
+    """The cause of a failed write in words, with the errno symbol (``no space left on the device (disk full), ENOSPC``)."""
+    name = errno.errorcode.get(e.errno or 0)
+    words = _CAUSES.get(e.errno, " ".join((e.strerror or str(e) or type(e).__name__).split()))
+    return f"{words} ({name})" if name else words
+
+
+# Longest file name (bytes) most file systems take is 255; a temp name adds a dot, 8 random characters and ".tmp".
+_TEMP_NAME_BYTES = 120
+
+
+def temp_prefix(path: Path) -> str:
+    """The prefix of :func:`atomic_write`'s temp files for ``path``: ``.<name>.``, the name cut to a bounded length
+    (on a character boundary) so that a temp file name fits wherever ``path``'s own name does."""
+    name = path.name
+    while len(name.encode("utf-8", "surrogatepass")) > _TEMP_NAME_BYTES:
+        name = name[:-1]
+    return f".{name}."
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via ``write(tmp)`` into a temp file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    """Write via ``write(tmp)`` into a temp file in the same folder, fsync, then rename over ``path``; any OSError on
+    the way (disk full, permission, name too long) is a one-line :class:`WriteError` naming ``path``, and no temp
+    file stays behind."""
+    path = Path(path)
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+        os.close(fd)
+        tmp_path = Path(tmp)
         write(tmp_path)
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except WriteError:
+        raise
+    except OSError as e:
+        raise WriteError(path, e) from None
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            try:
+                tmp_path.unlink(missing_ok=True)
+            except OSError:  # a folder that became unreadable: the next run's lock removes the temp file
+                pass
 
 
 def write_text(path: Path, text: str) -> None:
@@ -81,9 +153,27 @@ def read_json(path: Path) -> Any:
 
 
 def slug(name: str) -> str:
-    """A file-name-safe form of a class or split name (used for artefact paths)."""
+    """A file-name-safe form of a class or split name (used for artefact paths): letters, digits, ``-_.`` kept, any
+    other character ``_``; never empty and never starting with a dot (``.`` and ``..`` are folders, and a hidden
+    name could pass for one of repcam's temp files, which a rerun removes). Not injective and not bounded: file names
+    of classes come from :class:`repcam.store.rundir.ClassFiles`, which is both."""
     keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    if keep.startswith("."):
+        keep = "_" + keep[1:]
     return keep or "_"
+
+
+def bounded_slug(name: str, max_bytes: int = 100) -> str:
+    """:func:`slug` of ``name``, at most ``max_bytes`` UTF-8 bytes: a longer one is cut (on a character boundary) and
+    ends in ``-<8 hex of sha256(name)>``, so different long names stay different (for image stems in figure names;
+    class names use :class:`repcam.store.rundir.ClassFiles`)."""
+    s = slug(name)
+    if len(s.encode("utf-8", "surrogatepass")) <= max_bytes:
+        return s
+    tail = "-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    while len((s + tail).encode("utf-8", "surrogatepass")) > max_bytes:
+        s = s[:-1]
+    return s + tail
 
 
 def sha256(path: Path) -> str:
@@ -150,6 +240,39 @@ def verify(path: Path) -> Path:
     return path
 
 
+class _KeepsWriteError:
+    """A binary file for ``torch.save`` that remembers the first OSError of a write: torch's zip writer swallows it
+    and reports only "RuntimeError: [enforce fail at inline_container.cc] unexpected pos", which says nothing of a
+    full disk."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save(obj, path)``, a failed write raised as the OSError that caused it."""
+    with open(path, "wb") as f:
+        out = _KeepsWriteError(f)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:
+            if out.error is not None:
+                raise out.error from None
+            raise
+        if out.error is not None:  # swallowed without a RuntimeError: the file is incomplete all the same
+            raise out.error
+
+
 class Artefact:
     """A data file plus a ``.meta.json`` sidecar holding its key and checksum; the sidecar is written last,
     so an artefact is complete exactly when its sidecar exists, matches the key and the file's checksum."""
@@ -190,7 +313,7 @@ class Artefact:
 
     def save_torch(self, obj: Any, **info: Any) -> None:
         """Save ``obj`` with ``torch.save`` (see :meth:`save`)."""
-        self.save(lambda p: torch.save(obj, p), **info)
+        self.save(lambda p: _torch_save(obj, p), **info)
 
     def load_torch(self) -> Any:
         """The file through ``torch.load(weights_only=True)`` onto the CPU, its checksum verified first (as

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from repcam.data import SegDataset
+from repcam.method.selection import RANK_A, RANK_B, scaled_positions
 from repcam.models.featcache import FeatureCache, FreezeError, build_cache, split_model
 from repcam.models.train import ImageCache
 from repcam.pipeline.context import RunContext, RunError
@@ -40,6 +41,12 @@ class PairStage:
             )
         if cfg.selection.n > train.num_classes - 1:
             raise RunError(f"selection.n={cfg.selection.n} representative classes asked for, but each class has only {train.num_classes - 1} other classes")
+        for key, positions in (("rank-a", RANK_A), ("rank-b", RANK_B)):  # fixed positions: fail now, not after training
+            if key in cfg.selection.methods:
+                try:
+                    scaled_positions(positions, train.num_classes - 1)
+                except ValueError as e:
+                    raise RunError(f"selection {key}: {e}") from None
 
     def check_freeze(self) -> None:
         """Fail before any training when pairs.freeze_until names no usable stage or would freeze a random trunk."""
