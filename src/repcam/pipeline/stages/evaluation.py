@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from repcam.data.cross import describe, parse_spec
 from repcam.evaluation.evaluate import evaluate_split, summarize
 from repcam.evaluation.faith_ablation import FaithfulnessColumns, store_key
 from repcam.method import selection as S
@@ -60,6 +61,12 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
     # current config.yaml's (or whose split is no longer evaluated) as stale, not as this run's.
     key = results_key(yaml.safe_load(yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False)), split)
     extra = {"settings_key": key, "skipped_train_images": skipped_train}
+    notes = list(ctx.notes)
+    if split in ctx.cfg.cross_eval:  # another data set: say which classes were compared and which left out
+        spec = parse_spec(ctx.cfg.cross_eval[split], f"cross_eval.{split}")
+        notes.append(describe(ds, split, spec))
+        extra["cross_eval"] = {**spec.to_dict(), "images": len(ds), "pairs": ds.pairs, "left_out": ds.left_out,
+                               "missing": ds.missing, "dropped_images": ds.dropped}
     if faith is not None:  # only then: with the switch off, ablation.json is byte for byte as before it
         with ctx.timed(f"faithfulness {split}"):
             faith.attach(rows, seed=ctx.cfg.seed)
@@ -67,7 +74,7 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
         extra["faithfulness"] = faith.info(mc_path, ev.faithfulness)
         ctx.say(f"faithfulness on {split}: {faith.computed} maps scored by the judge model, the rest reused "
                 f"({ctx.paths.faithfulness_records(split)})")
-    write_tables(ctx.paths.results_dir(split), split, result, rows, ctx.notes, skipped=len(cache.bad), extra=extra)
+    write_tables(ctx.paths.results_dir(split), split, result, rows, notes, skipped=len(cache.bad), extra=extra)
     write_json_mapping(ctx.paths.accumulators(split), ((k, v.state_dict) for k, v in result.accs.items()))
     write_json(ctx.paths.results_inputs(split), {"split": split, "inputs_key": inputs})
     return rows
