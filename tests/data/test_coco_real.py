@@ -127,3 +127,17 @@ def test_a_class_subset_with_coco_names_keeps_ignore(coco: COCOSegmentation):
         assert np.array_equal(m == IGNORE_INDEX, full == IGNORE_INDEX)
         for k, name in enumerate(sub.class_names):
             assert np.array_equal(m == k + 1, full == coco.class_names.index(name) + 1)
+
+
+def test_an_id_list_splits_one_annotation_file(coco: COCOSegmentation, tmp_path: Path):
+    """The ``id_list`` option (COCO-mini's train / held-out split of one json): only the listed images, in id order."""
+    from repcam.data.base import DataError
+
+    ids = [s.id for s in coco.samples]
+    (tmp_path / "part.txt").write_text(f"# a comment\n{ids[5]}\n{ids[1]}\n\n{int(ids[9]):012d}.jpg\n")
+    part = COCOSegmentation(COCO_MINI, split="train", id_list=tmp_path / "part.txt")
+    assert [s.id for s in part.samples] == [ids[1], ids[5], ids[9]]
+    assert np.array_equal(part.mask(0), coco.mask(1))
+    (tmp_path / "bad.txt").write_text(f"{ids[0]}\n123456789\n")
+    with pytest.raises(DataError, match=r"bad.txt, line 2: image id 123456789 is not in"):
+        COCOSegmentation(COCO_MINI, split="train", id_list=tmp_path / "bad.txt")
