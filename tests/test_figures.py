@@ -115,3 +115,15 @@ def test_best_method_and_pick_examples():
     one = R.pick_examples(meth[:1], base)
     assert list(one) == ["best"]  # the same record is not drawn three times
     assert R.pick_examples([], base) == {}
+
+
+def test_per_class_bars_wrap_80_classes_onto_panels_with_every_name():
+    """COCO's 80 classes: stacked panels of at most MAX_PER_ROW classes, every class name a tick label once."""
+    from repcam.reporting.chart_figures import MAX_PER_ROW
+
+    classes = [f"class {k}" for k in range(80)]
+    fig = F.per_class_bars({"a": [k / 100 for k in range(80)], "b": [0.1] * 80}, classes, None)
+    axes = fig.get_axes()
+    assert len(axes) == 3 and all(len(ax.get_xticklabels()) <= MAX_PER_ROW for ax in axes)
+    assert [t.get_text() for ax in axes for t in ax.get_xticklabels()] == classes
+    assert len(F.per_class_bars({"a": [0.1] * 12}, classes[:12], None).get_axes()) == 1

@@ -131,6 +131,50 @@ def run(
 
 
 @app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A finished run directory (its config and stored models are reused)."),
+    data: Path = typer.Option(..., "--data", help="A YAML file naming the other data set: kind, root, split, options, class_map (other name -> the run's), and optionally name."),
+    name: Optional[str] = typer.Option(None, help="The split name the results get (default: the file's 'name', else its stem)."),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Score a finished run's stored models on another data set, as one more split of the run (cross_eval)."""
+    import yaml
+
+    from repcam.config import RESOLVED_CONFIG
+    from repcam.data.cross import load_cross, parse_spec
+
+    cfg_path = RunDir(run_dir).config
+    if not cfg_path.is_file():
+        raise _fail(f"{run_dir} is not a run directory (no {RESOLVED_CONFIG}); run `repcam run CONFIG --run-dir {run_dir}` first")
+    try:
+        cfg = load_config(cfg_path)
+        values = yaml.safe_load(data.read_text(encoding="utf-8")) if data.is_file() else None
+        if values is None or not isinstance(values, dict):
+            raise ConfigError(f"{data}: " + ("not found" if not data.is_file() else "must be a mapping (kind, root, split, class_map)"))
+        split = name or values.pop("name", None) or slug(data.stem)
+        values.pop("name", None)
+        if not isinstance(split, str) or not split:
+            raise ConfigError(f"{data}: 'name' must be a non-empty string")
+        if split == cfg.data.train_split or (split in cfg.data.eval_splits and split not in cfg.cross_eval):
+            raise ConfigError(f"split name {split!r} is already a split of the run's own data set; pass --name")
+        spec = parse_spec(values, str(data))  # a relative root is read from the working directory, as in a run config
+        run_classes = RunDir(run_dir).read_similarity()["classes"]
+        load_cross(spec, run_classes, str(data))  # every file and class name checked before any model is loaded
+    except (ConfigError, DataError, ArtefactError, OSError, yaml.YAMLError) as e:
+        raise _fail(" ".join(str(e).split())) from None
+    cfg.cross_eval[split] = spec.to_dict()
+    if split not in cfg.data.eval_splits:
+        cfg.data.eval_splits.append(split)
+    try:
+        validate(cfg, str(data))
+    except ConfigError as e:
+        raise _fail(e) from None
+    _run_one(cfg, run_dir, progress)
+    typer.echo(RunDir(run_dir).result(split, ABLATION_MD).read_text())
+    console.print(f"results in {RunDir(run_dir).results_dir(split)}; the run's config.resolved.yaml now lists it (cross_eval.{split})")
+
+
+@app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="A run directory (finished, or partly: missing parts are noted in the page)."),
     figures: bool = typer.Option(True, help="Rebuild the figures into RUN_DIR/figures (else embed the ones already there)."),

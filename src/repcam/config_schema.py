@@ -164,6 +164,9 @@ class RunConfig:
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     # Trained baselines of the paper's Table 5 (repcam.models.baselines), rows "ACoL" / "CBAM (Grad-CAM)"; empty: none.
     baselines: list[str] = field(default_factory=list)
+    # Other data sets to evaluate on (repcam.data.cross): split name -> {kind, root, split, options, class_map}; a name
+    # listed in data.eval_splits is read from its data set, under the run's class names.
+    cross_eval: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The normalised config; settings added after run directories existed are left out while they are off
@@ -181,6 +184,7 @@ class RunConfig:
 
 ADDED_OFF: dict[tuple[str, ...], Any] = {  # setting -> its "off" value (what every older config means by omitting it)
     ("baselines",): [],
+    ("cross_eval",): {},
     ("pairs", "freeze_until"): None,
     ("multiclass", "budget_unit"): "image-epochs",
     ("evaluation", "grid"): None,

@@ -140,7 +140,22 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         fail("backbone.input_size", f"must be >= {stride} for {cfg.backbone.name} (its output stride: a smaller image "
                                     f"leaves the deepest feature map a single pixel), got {size}")
     _check_data_options(cfg, source)
+    _check_cross_eval(cfg, source)
     return cfg
+
+
+def _check_cross_eval(cfg: RunConfig, source: str) -> None:
+    """``cross_eval``: each entry a valid spec (repcam.data.cross) whose name is not the training split."""
+    from repcam.data.base import DataError
+    from repcam.data.cross import parse_spec
+
+    for name, spec in cfg.cross_eval.items():
+        if name == cfg.data.train_split:
+            raise ConfigError(f"{source}: 'cross_eval.{name}' has the name of the training split; name it otherwise")
+        try:
+            parse_spec(spec, f"cross_eval.{name}")
+        except DataError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
 
 # Every numeric range in one place: "key": ">= n", "> n", "in (lo, hi)" or "in (lo, hi]". Null (unset) values pass.

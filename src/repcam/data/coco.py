@@ -20,6 +20,8 @@ Decisions:
 * An annotation without a segmentation (a ``bbox`` only, or an empty list) still makes its category a label of the
   image, and its box becomes 255 (ignored): the image stays usable, its uncertain pixels count for nothing. One
   with neither a segmentation nor a bbox is an error naming it.
+* ``id_list``: a text file of image ids (one per line), to use only those images of the annotation file (a split of
+  one file into train and held-out parts, as COCO-mini needs).
 * Images without labels of the chosen classes are dropped and counted ("no annotations" when the image has
   no non-crowd annotation at all, "no chosen class" otherwise; "multi-label" with ``single_label_only``).
 """
@@ -56,6 +58,29 @@ def _categories(coco: Any, ann_file: Path) -> tuple[list[int], tuple[str, ...]]:
     if dup:
         raise DataError(f"{ann_file} has several categories named {', '.join(dup)}")
     return cat_ids, all_names
+
+
+def _read_id_list(path: Path, coco: Any, ann_file: Path) -> list[int]:
+    """The image ids of an ``id_list`` file (one COCO image id per line, ``#`` comments), each one in ``ann_file``."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"cannot read the id list {path}: {e.strerror or e}") from None
+    ids: list[int] = []
+    for n, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            img_id = int(text.removesuffix(".jpg"))
+        except ValueError:
+            raise DataError(f"{path}, line {n}: {text!r} is not a COCO image id") from None
+        if img_id not in coco.imgs:
+            raise DataError(f"{path}, line {n}: image id {img_id} is not in {ann_file}")
+        ids.append(img_id)
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{path} lists an image id twice")
+    return sorted(ids)
 
 
 def _check_annotations(coco: Any, cat_index: dict[int, int], ann_file: Path) -> None:
@@ -101,6 +126,7 @@ class COCOSegmentation(ReportMixin):
         single_label_only: bool = False,
         annotation_file: str | Path | None = None,
         image_dir: str | Path | None = None,
+        id_list: str | Path | None = None,
     ) -> None:
         try:
             from pycocotools.coco import COCO
@@ -137,7 +163,7 @@ class COCOSegmentation(ReportMixin):
         _check_annotations(coco, self._cat_index, ann_file)
 
         self._skips = SkipLog()
-        img_ids = sorted(coco.imgs)
+        img_ids = sorted(coco.imgs) if id_list is None else _read_id_list(Path(id_list), coco, ann_file)
         self._n_candidates = len(img_ids)
         self._title = f"COCO {split} ({ann_file})"
         self._img_by_sid: dict[str, int] = {}

@@ -45,6 +45,7 @@ class RunContext:
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
         self.budget: dict[str, Any] = {}
+        self.class_names: tuple[str, ...] | None = None  # the training split's, once loaded (cross_eval splits need them)
         self._check_dir()
 
     def _check_dir(self) -> None:
@@ -112,6 +113,13 @@ class RunContext:
 
     def eval_dataset(self, split: str) -> SegDataset:
         """An evaluation split as evaluated: its eval options applied, cut to ``data.max_eval_images``."""
+        if split in self.cfg.cross_eval:  # another data set, under the run's class names (repcam.data.cross)
+            from repcam.data.cross import load_cross, parse_spec
+
+            where = f"cross_eval.{split}"
+            if self.class_names is None:
+                self.class_names = tuple(self.load_split(self.cfg.data.train_split).class_names)
+            return load_cross(parse_spec(self.cfg.cross_eval[split], where), self.class_names, where, self.cfg.data.max_eval_images)
         try:
             ds = self.load_split(split, for_eval=True)
         except DataError as e:

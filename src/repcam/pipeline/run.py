@@ -88,6 +88,7 @@ class Run(RunContext):
             train = self.load_split(self.cfg.data.train_split)
         self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
         self.multiclass.num_classes = train.num_classes
+        self.class_names = tuple(train.class_names)
         with self.timed("load data"):
             # Before any training: every bad split file, mask or annotation of every split, in one error, in seconds.
             problems: list[str] = []

@@ -13,6 +13,9 @@ from matplotlib.figure import Figure
 from repcam.reporting.figure_base import finish_figure, label_text, new_figure
 
 
+MAX_PER_ROW = 27  # classes per panel of per_class_bars (80 classes: 3 panels)
+
+
 def per_class_bars(
     per_class: Mapping[str, Sequence[float]],
     classes: Sequence[str],
@@ -29,25 +32,33 @@ def per_class_bars(
     for m in methods:
         if len(per_class[m]) != C:
             raise ValueError(f"method {m!r} has {len(per_class[m])} values for {C} classes")
-    width = min(max(6.0, C * (0.1 * M + 0.3) + 1.5), 30.0)
-    fig = new_figure(figsize=(width, 4.2), layout="constrained")
-    ax = fig.subplots()
-    x = np.arange(C)
+    # Many classes (COCO's 80) wrap onto stacked panels of at most MAX_PER_ROW classes: one 30-inch strip scaled to a
+    # page's width leaves its class names unreadable.
+    rows = math.ceil(C / MAX_PER_ROW) if C > MAX_PER_ROW else 1
+    per = math.ceil(C / rows) if C else 0
+    width = min(max(6.0, per * (0.1 * M + 0.3) + 1.5), 30.0)
+    fig = new_figure(figsize=(width, 3.4 * rows + 0.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, 1, squeeze=False)[:, 0])
     bw = 0.8 / M
     palette = matplotlib.colormaps["tab10" if M <= 10 else "tab20"]
-    for k, m in enumerate(methods):
-        v = np.asarray(per_class[m], dtype=float) * 100
-        mean = np.nanmean(v) if np.isfinite(v).any() else float("nan")
-        label = label_text(f"{m} (mean {mean:.1f})" if math.isfinite(mean) else f"{m} (no data)")
-        ax.bar(x - 0.4 + bw * (k + 0.5), np.nan_to_num(v, nan=0.0), bw, label=label, color=palette(k % palette.N))
-    tilt = C > 6 or max((len(str(c)) for c in classes), default=0) * C > 60
-    ax.set_xticks(x, [label_text(c) for c in classes], rotation=45 if tilt else 0, ha="right" if tilt else "center",
-                  rotation_mode="anchor" if tilt else "default", fontsize=8)
-    ax.set_xlim(-0.6, C - 0.4)
-    ax.set_ylabel("IoU (%)")
     top = max([float(np.nanmax(np.asarray(v, dtype=float))) * 100 for v in per_class.values() if np.isfinite(np.asarray(v, dtype=float)).any()] or [100.0])
-    ax.set_ylim(0, min(100.0, 10 * math.ceil(top * 1.08 / 10)))
-    ax.grid(axis="y", alpha=0.3)
+    for r, ax in enumerate(axes):
+        lo, hi = r * per, min(C, (r + 1) * per)
+        x = np.arange(hi - lo)
+        for k, m in enumerate(methods):
+            v = np.asarray(per_class[m], dtype=float) * 100
+            mean = np.nanmean(v) if np.isfinite(v).any() else float("nan")
+            label = label_text(f"{m} (mean {mean:.1f})" if math.isfinite(mean) else f"{m} (no data)")
+            ax.bar(x - 0.4 + bw * (k + 0.5), np.nan_to_num(v[lo:hi], nan=0.0), bw, label=label if r == 0 else None,
+                   color=palette(k % palette.N))
+        names = classes[lo:hi]
+        tilt = len(names) > 6 or max((len(str(c)) for c in names), default=0) * len(names) > 60
+        ax.set_xticks(x, [label_text(c) for c in names], rotation=45 if tilt else 0, ha="right" if tilt else "center",
+                      rotation_mode="anchor" if tilt else "default", fontsize=8)
+        ax.set_xlim(-0.6, per - 0.4)
+        ax.set_ylabel("IoU (%)")
+        ax.set_ylim(0, min(100.0, 10 * math.ceil(top * 1.08 / 10)))
+        ax.grid(axis="y", alpha=0.3)
     if methods:
         fig.legend(fontsize=8, ncols=min(M, 3), loc="outside lower center")
     if title:

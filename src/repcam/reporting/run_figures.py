@@ -128,11 +128,8 @@ class _RunData:
         if self._ds is None:
             from repcam.pipeline.run import Run
 
-            ds = Run(self.cfg, self.dir, show_progress=False).load_split(self.split, for_eval=True)
-            mx = self.cfg.data.max_eval_images
-            if mx is not None and len(ds) > mx:
-                ds.samples = ds.samples[:mx]
-            self._ds = ds
+            # eval_dataset: the split as evaluated (eval options, data.max_eval_images; a cross_eval split's other data set)
+            self._ds = Run(self.cfg, self.dir, show_progress=False).eval_dataset(self.split)
         return self._ds
 
     @property

@@ -43,6 +43,7 @@ ACCUMULATORS_JSON = "accumulators.json"
 PAIRWISE_JSON = "pairwise.json"
 PER_CLASS_CSV = "per_class.csv"
 SWEEP_CSV = "sweep.csv"
+RESULTS_KEY_JSON = "inputs.json"  # written last: the key of everything behind a split's results (a rerun reuses them)
 FAITHFULNESS_NPZ = "faithfulness.npz"  # + .meta.json: repcam.evaluation.faith_ablation's per-record store
 FIGURE_INDEX = "index.json"  # figures/<split>/index.json
 
@@ -204,6 +205,11 @@ class RunDir:
     def accumulators(self, split: str) -> Path:
         """``results/<split>/accumulators.json``: every row's IoU accumulator state, by row name."""
         return self.result(split, ACCUMULATORS_JSON)
+
+    def results_inputs(self, split: str) -> Path:
+        """``results/<split>/inputs.json``: the key of the settings and models behind the split's results, written
+        after every other file of the folder; a rerun with the same key reuses the results instead of re-scoring."""
+        return self.result(split, RESULTS_KEY_JSON)
 
     def pairwise(self, split: str) -> Path:
         """``results/<split>/pairwise.json``: the classes and the pairwise mIoU matrix of the pair models."""

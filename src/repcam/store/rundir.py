@@ -237,13 +237,22 @@ class ClassFiles:
 def results_key(config: dict[str, Any], split: str) -> str:
     """The key of the settings that made ``results/<split>/`` from a config as written to ``config.yaml``.
 
-    Leaves out what cannot change a split's numbers: the run's name, device, execution and which other splits
-    are evaluated.
+    Leaves out what cannot change a split's numbers: the run's name, device, execution, which other splits are
+    evaluated and their ``data.eval_options`` (so adding an evaluation split never invalidates another's results;
+    a run with options for this split only keeps the key it had before options of other splits were left out).
     """
     relevant = {k: v for k, v in config.items() if k not in ("name", "device", "execution")}
     data = dict(relevant.get("data") or {})
     data.pop("eval_splits", None)
+    if isinstance(data.get("eval_options"), dict):
+        data["eval_options"] = {k: v for k, v in data["eval_options"].items() if k == split}
     relevant["data"] = data
+    if relevant.get("cross_eval"):  # only this split's other data set, if it is one
+        cross = {k: v for k, v in relevant["cross_eval"].items() if k == split}
+        if cross:
+            relevant["cross_eval"] = cross
+        else:
+            del relevant["cross_eval"]
     return config_key({"split": split, "config": relevant})
 
 

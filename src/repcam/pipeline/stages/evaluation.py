@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from repcam.data.cross import describe, parse_spec
 from repcam.evaluation.evaluate import evaluate_split, summarize
 from repcam.evaluation.faith_ablation import FaithfulnessColumns, store_key
 from repcam.method import selection as S
@@ -16,13 +17,23 @@ from repcam.reporting.tables import write_tables
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordFile
 from repcam.store.rundir import results_key
-from repcam.store.storage import Artefact, read_json, write_json_mapping
+from repcam.store.storage import Artefact, ArtefactError, config_key, read_json, write_json, write_json_mapping
 
 
 def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[tuple[int, int], Artefact],
              selections: dict[str, S.Selection], baseline_arts: dict[str, Artefact], skipped_train: int) -> list[dict]:
-    """Every method's row on ``split``, written with the split's tables and accumulators; returns the rows."""
+    """Every method's row on ``split``, written with the split's tables and accumulators; returns the rows.
+
+    Results whose inputs (settings, models, selections) are those of this call are reused as stored: a rerun of a
+    finished run, or one with another evaluation split added, re-scores nothing it already scored.
+    """
     ev = ctx.cfg.evaluation
+    inputs = results_inputs_key(ctx, split, mc_path, models, selections, baseline_arts, skipped_train)
+    stored = stored_rows(ctx, split, inputs)
+    if stored is not None:
+        ctx.say(f"results on {split}: reused (same settings and models as when they were scored)")
+        return stored
+    ctx.paths.results_inputs(split).unlink(missing_ok=True)  # until rewritten last, the folder is not complete
     m = compute_maps(ctx, split, mc_model, mc_path, models, selections)
     ds, cache, grid = m.ds, m.cache, m.grid
     with ctx.timed(f"maps {split}"):
@@ -50,6 +61,12 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
     # current config.yaml's (or whose split is no longer evaluated) as stale, not as this run's.
     key = results_key(yaml.safe_load(yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False)), split)
     extra = {"settings_key": key, "skipped_train_images": skipped_train}
+    notes = list(ctx.notes)
+    if split in ctx.cfg.cross_eval:  # another data set: say which classes were compared and which left out
+        spec = parse_spec(ctx.cfg.cross_eval[split], f"cross_eval.{split}")
+        notes.append(describe(ds, split, spec))
+        extra["cross_eval"] = {**spec.to_dict(), "images": len(ds), "pairs": ds.pairs, "left_out": ds.left_out,
+                               "missing": ds.missing, "dropped_images": ds.dropped}
     if faith is not None:  # only then: with the switch off, ablation.json is byte for byte as before it
         with ctx.timed(f"faithfulness {split}"):
             faith.attach(rows, seed=ctx.cfg.seed)
@@ -57,9 +74,35 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
         extra["faithfulness"] = faith.info(mc_path, ev.faithfulness)
         ctx.say(f"faithfulness on {split}: {faith.computed} maps scored by the judge model, the rest reused "
                 f"({ctx.paths.faithfulness_records(split)})")
-    write_tables(ctx.paths.results_dir(split), split, result, rows, ctx.notes, skipped=len(cache.bad), extra=extra)
+    write_tables(ctx.paths.results_dir(split), split, result, rows, notes, skipped=len(cache.bad), extra=extra)
     write_json_mapping(ctx.paths.accumulators(split), ((k, v.state_dict) for k, v in result.accs.items()))
+    write_json(ctx.paths.results_inputs(split), {"split": split, "inputs_key": inputs})
     return rows
+
+
+def results_inputs_key(ctx: RunContext, split: str, mc_path: str, models: dict[tuple[int, int], Artefact],
+                       selections: dict[str, S.Selection], baseline_arts: dict[str, Artefact], skipped_train: int) -> str:
+    """The key of everything ``results/<split>/`` is computed from: the split's settings (:func:`results_key`, which
+    leaves out the other evaluation splits), the stored models' checksums and the selections."""
+    settings = results_key(yaml.safe_load(yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False)), split)
+    return config_key({
+        "settings": settings,
+        "multiclass": read_json(RunDir.meta(ctx.paths / mc_path))["sha256"],
+        "pairs": {f"{a}-{b}": art.meta()["sha256"] for (a, b), art in sorted(models.items())},
+        "baselines": {kind: art.meta()["sha256"] for kind, art in sorted(baseline_arts.items())},
+        "selections": {name: {str(c): [int(r) for r in reps] for c, reps in sorted(sel.items())} for name, sel in selections.items()},
+        "skipped_train": skipped_train,
+    })
+
+
+def stored_rows(ctx: RunContext, split: str, inputs: str) -> list[dict] | None:
+    """The stored rows of ``split`` if its results are complete and were computed from ``inputs``, else None."""
+    try:
+        if read_json(ctx.paths.results_inputs(split)).get("inputs_key") != inputs or not ctx.paths.accumulators(split).is_file():
+            return None
+        return ctx.paths.read_rows(split)
+    except (OSError, ValueError, AttributeError, ArtefactError):
+        return None  # missing or damaged: score again
 
 
 def faithfulness_columns(ctx: RunContext, split: str, judge, judge_path: str, m: SplitMaps) -> FaithfulnessColumns:

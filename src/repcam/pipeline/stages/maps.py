@@ -51,6 +51,8 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
     # Only what changes a map goes into its key: thresholds and variants reuse the stored maps.
     maps_key = {"split": split, "eval_options": ctx.cfg.data.eval_options.get(split, {}), "protocol": ev.protocol,
                 "map_size": ev.map_size, "max": ctx.cfg.data.max_eval_images}
+    if split in ctx.cfg.cross_eval:  # another data set under this split's name: its spec changes every map
+        maps_key["cross_eval"] = ctx.cfg.cross_eval[split]
     if ev.amp:  # only then, so that runs from before the option keep their keys
         maps_key["amp"] = True
 

@@ -1,0 +1,83 @@
+"""Resume reuses stored results: a finished run rerun with the same config re-scores nothing, and an added
+evaluation split is the only one scored (issue 28: results keyed per split)."""
+
+import shutil
+from pathlib import Path
+
+import repcam.pipeline.stages.evaluation as evaluation_stage
+import repcam.pipeline.stages.maps as maps_stage
+from repcam.pipeline.run import Run
+from repcam.store.rundir import results_key
+from tiny_run import TINY, tiny_config
+
+
+class Counting:
+    """Wraps a function and records the split of each call (``evaluate_split``'s dataset or ``compute_maps``' split)."""
+
+    def __init__(self, real, split_of):
+        self.real, self.split_of, self.splits = real, split_of, []
+
+    def __call__(self, *args, **kwargs):
+        self.splits.append(self.split_of(args))
+        return self.real(*args, **kwargs)
+
+
+def _count(monkeypatch) -> tuple[Counting, Counting]:
+    scored = Counting(evaluation_stage.evaluate_split, lambda a: a[0].samples[0].id.split("_")[0])
+    mapped = Counting(evaluation_stage.compute_maps, lambda a: a[1])
+    monkeypatch.setattr(evaluation_stage, "evaluate_split", scored)
+    monkeypatch.setattr(evaluation_stage, "compute_maps", mapped)
+    return scored, mapped
+
+
+def test_finished_run_resumed_with_the_same_config_scores_nothing(tiny_run: Path, tmp_path: Path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {p: p.stat().st_mtime_ns for p in (run / "results" / "val").iterdir()}
+    scored, mapped = _count(monkeypatch)
+    rows = Run(tiny_config(), run, show_progress=False).run()
+    assert scored.splits == [] and mapped.splits == []  # no map loaded, no row scored
+    assert {p: p.stat().st_mtime_ns for p in (run / "results" / "val").iterdir()} == before
+    assert [r["method"] for r in rows["val"]] == [r["method"] for r in Run(tiny_config(), tiny_run, show_progress=False).run()["val"]]
+
+
+def test_an_added_evaluation_split_is_the_only_one_scored(tiny_run: Path, tmp_path: Path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    val_before = {p.name: p.read_bytes() for p in (run / "results" / "val").iterdir()}
+    scored, mapped = _count(monkeypatch)
+    cfg = tiny_config(data__eval_splits=["val", "train"],
+                      data__eval_options={**TINY["data"]["eval_options"], "train": {"num_images": 12}})
+    Run(cfg, run, show_progress=False).run()
+    assert scored.splits == ["train"] and mapped.splits == ["train"]
+    assert {p.name: p.read_bytes() for p in (run / "results" / "val").iterdir()} == val_before
+    assert (run / "results" / "train" / "ablation.json").is_file()
+    scored.splits.clear()
+    Run(cfg, run, show_progress=False).run()  # and now both are stored
+    assert scored.splits == []
+
+
+def test_a_changed_setting_rescores(tiny_run: Path, tmp_path: Path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    scored, _ = _count(monkeypatch)
+    Run(tiny_config(evaluation__threshold=0.3), run, show_progress=False).run()
+    assert scored.splits == ["val"]
+
+
+def test_a_damaged_results_folder_is_rescored(tiny_run: Path, tmp_path: Path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "results" / "val" / "accumulators.json").unlink()
+    scored, _ = _count(monkeypatch)
+    Run(tiny_config(), run, show_progress=False).run()
+    assert scored.splits == ["val"] and (run / "results" / "val" / "accumulators.json").is_file()
+
+
+def test_results_key_ignores_other_splits_options():
+    base = tiny_config().to_dict()
+    more = tiny_config(data__eval_splits=["val", "train"],
+                       data__eval_options={**TINY["data"]["eval_options"], "train": {"num_images": 12}}).to_dict()
+    assert results_key(base, "val") == results_key(more, "val")
+    changed = tiny_config(data__eval_options={"val": {"num_images": 31}}).to_dict()
+    assert results_key(base, "val") != results_key(changed, "val")
