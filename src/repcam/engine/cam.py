@@ -12,14 +12,11 @@ from torch import nn
 from repcam.engine.fusion import LayerFusion, fuse_layers, normalize_maps
 from repcam.engine.layers import LayerError, LayerSpec, ReshapeTransform, auto_reshape, resolve_layers
 from repcam.engine.weightings import WEIGHTINGS, WeightingFn
+from repcam.errors import CAMError  # noqa: F401 - defined in repcam.errors, importable from here
 
 Target = Union[int, Callable[[torch.Tensor], torch.Tensor]]
 Weighting = Literal["gradcam", "layercam", "gradcampp", "xgradcam", "hirescam", "eigengradcam"]
 OutputFn = Callable[[object], torch.Tensor]
-
-
-class CAMError(ValueError):
-    """Bad input to the CAM engine (shapes, targets)."""
 
 
 @dataclass

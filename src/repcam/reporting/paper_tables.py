@@ -32,6 +32,7 @@ from repcam.config import run_config_path
 from repcam.method.methods import SELECTIONS
 from repcam.store.layout import RunDir
 from repcam.store.storage import ArtefactError, read_json
+from repcam.errors import PaperTableError  # noqa: F401 - defined in repcam.errors, importable from here
 
 GRAD_CAM = "Grad-CAM"  # the paper's baseline row (repcam.evaluation.evaluate.BASELINE)
 ACOL, CBAM = "ACoL", "CBAM (Grad-CAM)"  # the trained baselines' rows (repcam.evaluation.evaluate.BASELINE_ROWS)
@@ -50,10 +51,6 @@ _HINTS = {  # why a row may be missing, by row name
 }
 # Table 4's selections -> their ``selection.methods`` key, from the selection registry (repcam.method.methods).
 _SELECTION_KEYS = {m.display: m.key for m in SELECTIONS.values() if m.display in TABLE4_SELECTIONS}
-
-
-class PaperTableError(ValueError):
-    """A directory that is not a finished run, or a split it has no results for (a one-line message naming it)."""
 
 
 @dataclass

@@ -13,9 +13,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-
-class ArtefactError(ValueError):
-    """A stored file that cannot be loaded safely; the message names it and says how to recover."""
+from repcam.errors import ArtefactError  # noqa: F401 - defined in repcam.errors, importable from here
+from repcam.store.dtypes import check_dtype  # the allow-list of what repcam writes
 
 
 def load_error_message(error: Exception) -> str:
@@ -213,8 +212,6 @@ class Artefact:
 
     def load_npz(self) -> dict[str, np.ndarray]:
         """The arrays of the ``.npz``, its checksum verified first and every dtype one repcam writes (no pickles)."""
-        from repcam.store.records import check_dtype  # the allow-list of what repcam writes
-
         with np.load(verify(self.path), allow_pickle=False) as z:
             out = {}
             for k in z.files:
