@@ -325,7 +325,8 @@ def _explain_run(images: list[str], run: Path, cls: Optional[list[str]], method:
     """``repcam explain --run``: a finished run's maps, one figure per image and class, into the run (locked) or --out."""
     from repcam.explain import Explainer, ExplainError
     from repcam.store.layout import RunDir
-    from repcam.store.storage import check_writable, slug
+    from repcam.stock.images import figure_stem
+    from repcam.store.storage import check_writable
 
     folder = out or RunDir(run).explain_dir
     if run.is_dir() or out is not None:
@@ -343,7 +344,7 @@ def _explain_run(images: list[str], run: Path, cls: Optional[list[str]], method:
             for image in map(Path, images):
                 for ex in explainer.explain(image, cls or None, min_score):
                     # The run's class -> file-name mapping: two classes never share a figure (e.g. 'x y' and 'x_y').
-                    target = folder / f"{slug(image.stem)}_{explainer.files.stem(ex.cls)}.{fmt}"
+                    target = folder / f"{figure_stem(image)}_{explainer.files.stem(ex.cls)}.{fmt}"
                     try:
                         path = ex.save(target, fmt=fmt)
                     except OSError as e:

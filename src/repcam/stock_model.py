@@ -62,6 +62,10 @@ class StockModel:
             raise StockError(f"class {cls!r} is ambiguous: {listed}; pass the index instead")
         close = [f"{i} ({name})" for i, name in enumerate(self.class_names) if text.lower() in name.lower()][:8]
         hint = f"; names containing it: {', '.join(close)}" if close else ""
+        if not close:  # a typo: the nearest synonym (difflib), as "did you mean"
+            from repcam.stock.methods import did_you_mean
+
+            hint = did_you_mean(text, [syn.strip() for name in self.class_names for syn in name.split(",")])
         raise StockError(f"unknown class {cls!r} for this {n}-class model{hint}")
 
     def _synsets(self) -> list[str] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -99,9 +100,19 @@ def _run_inputs(run: Path, dataset: SegDataset) -> ScoreInputs:
 def _stock_inputs(model: str, weights: Path | None, input_size: int | None, dataset: SegDataset, download: bool = False,
                   note: Callable[[str], None] | None = None) -> ScoreInputs:
     """A stock timm/torchvision model with its offline weights; its outputs matched to the data set's classes by name."""
-    from repcam.stock_model import load_stock_model
+    return stock_inputs(model, str(weights) if weights is not None else ("download" if download else None), input_size,
+                        dataset, note)
 
-    sm = load_stock_model(model, str(weights) if weights is not None else ("download" if download else None), note=note)
+
+def stock_inputs(model: Any, weights: str | Path | None, input_size: int | None, dataset: SegDataset,
+                 note: Callable[[str], None] | None = None) -> ScoreInputs:
+    """A stock model (a timm/torchvision name with ``weights`` None (offline), ``"download"`` or a file; an
+    ``nn.Module``; a :class:`~repcam.stock_model.StockModel`) and its preprocessing; its outputs matched to the data
+    set's classes by name (an unnamed head of the data set's size: by index)."""
+    from repcam.stock_model import as_stock_model, load_stock_model
+
+    sm = load_stock_model(model, None if weights is None else str(weights), note=note) if isinstance(model, str) \
+        else as_stock_model(model, weights)
     if input_size is not None:  # e.g. a small model on small images: the maps and every perturbation get cheaper
         sm.data_config = {**sm.data_config, "input_size": (3, int(input_size), int(input_size))}
     if len(sm.class_names) == dataset.num_classes and sm.class_names[0] == "class 0":

@@ -124,13 +124,19 @@ def build_classifier(
     if name.startswith("torchvision/"):
         arch = name.split("/", 1)[1]
         if arch not in torchvision.models.list_models(module=torchvision.models):
-            raise ValueError(f"unknown torchvision model {arch!r}")
+            from repcam.stock.methods import did_you_mean
+
+            raise ValueError(f"unknown torchvision model {arch!r}"
+                             f"{did_you_mean(arch, torchvision.models.list_models(module=torchvision.models))}")
         model = torchvision.models.get_model(arch, weights=None)
         pre = Preprocess(input_size or 224, IMAGENET_MEAN, IMAGENET_STD)
         candidates = _torchvision_cache_files(arch)
     else:
         if not timm.is_model(name):
-            raise ValueError(f"unknown backbone {name!r}: not a timm model, 'torchvision/<name>', " + " or ".join(map(repr, TINY_CNNS)))
+            from repcam.stock.methods import did_you_mean
+
+            hint = did_you_mean(name, timm.list_models() + list(TINY_CNNS))
+            raise ValueError(f"unknown backbone {name!r}{hint}: not a timm model, 'torchvision/<name>', " + " or ".join(map(repr, TINY_CNNS)))
         model = timm.create_model(name, pretrained=False)
         cfg = model.pretrained_cfg
         pre = Preprocess(input_size or int(cfg.get("input_size", (3, 224, 224))[-1]), tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))

@@ -18,7 +18,7 @@ from repcam.engine.layers import LayerSpec
 from repcam.errors import StockError
 from repcam.models.train import resolve_device
 from repcam.stock.engine import MethodEngine
-from repcam.stock.images import ImageInput, load_image
+from repcam.stock.images import ImageInput, figure_stem, load_image
 from repcam.stock.methods import METHODS, resolve_method
 from repcam.stock_model import StockModel, as_stock_model, short_name
 from repcam.store.storage import atomic_write, slug
@@ -40,6 +40,7 @@ class StockExplanation:
     method: str
     layers: list[str]
     predicted: list[tuple[int, float]]
+    name: str = "image"  # the figures' file-name stem (repcam.stock.images.figure_stem): unique per image
 
     def figure(self, k: int = 0):
         """The overlay figure of class ``k`` (a matplotlib Figure: the image and the map over it)."""
@@ -49,9 +50,10 @@ class StockExplanation:
         label = METHODS[self.method].label if self.method in METHODS else self.method
         return overlay_grid(self.image, {label: self.maps[k]}, None, None, title=title)
 
-    def save(self, folder: str | Path, stem: str = "image", fmt: str = "png", npy: bool = False) -> list[Path]:
+    def save(self, folder: str | Path, stem: str | None = None, fmt: str = "png", npy: bool = False) -> list[Path]:
         """Write one overlay figure per class (``<stem>_<index>_<name>.<fmt>``) and, with ``npy``, the map as float32
-        ``.npy`` beside it; atomically. Returns the figure paths."""
+        ``.npy`` beside it; atomically. Returns the figure paths. ``stem`` defaults to :attr:`name`, the image's file
+        stem and a digest of its content (``cat-1a2b3c4d``), so two images never overwrite each other's figures."""
         from repcam.reporting.figures import FORMATS
 
         fmt = fmt.lower().lstrip(".")
@@ -60,7 +62,7 @@ class StockExplanation:
         folder = Path(folder)
         paths = []
         for k in range(len(self.classes)):
-            base = folder / f"{slug(stem)}_{self.indices[k]}_{slug(short_name(self.classes[k]))}"
+            base = folder / f"{slug(stem or self.name)}_{self.indices[k]}_{slug(short_name(self.classes[k]))}"
             fig = self.figure(k)
             meta = {"Software": None} if fmt == "png" else ({"Date": None} if fmt == "svg" else {"CreationDate": None})
             path = base.with_name(base.name + "." + fmt)
@@ -154,7 +156,7 @@ class StockExplainer:
             m = F.interpolate(m.unsqueeze(1), size=arr.shape[:2], mode="bilinear", align_corners=False).squeeze(1).clamp(0, 1)
             top = [(int(i), float(probs[b, i])) for i in order[b, :5]]
             out.append(StockExplanation(arr, [self.class_names[c] for c in cls], list(cls), [float(probs[b, c]) for c in cls],
-                                        m.numpy(), self.method, self.layer_names, top))
+                                        m.numpy(), self.method, self.layer_names, top, figure_stem(images[b], arr)))
         return out
 
 

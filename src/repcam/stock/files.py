@@ -54,11 +54,6 @@ def explain_files(
     if out.exists() and not out.is_dir():
         raise StockError(f"--out {out} is a file, not a folder")
     paths = expand_images(specs)
-    stems: dict[str, Path] = {}
-    for p in paths:  # two inputs with one stem would overwrite each other's figures
-        if p.stem in stems and stems[p.stem] != p:
-            raise StockError(f"two images share the name {p.stem!r} ({stems[p.stem]}, {p}); explain them into separate --out folders")
-        stems[p.stem] = p
     if download:
         from repcam.stock_model import load_stock_model
 
@@ -77,7 +72,7 @@ def explain_files(
         task = bar.add_task("images", total=len(paths))
         for chunk in batches(paths, batch_size):
             for p, ex in zip(chunk, explainer.explain(chunk, wanted)):
-                for name, score, fig in zip(ex.classes, ex.scores, ex.save(out, p.stem, fmt, save_npy)):
+                for name, score, fig in zip(ex.classes, ex.scores, ex.save(out, None, fmt, save_npy)):
                     echo(f"{p}\t{short_name(name)}\tp={score:.3f}\t{fig}")
                     written.append(fig)
             bar.advance(task, len(chunk))

@@ -79,3 +79,19 @@ def expand_images(specs: Sequence[str | os.PathLike]) -> list[Path]:
             raise StockError(f"{p} is not an image PIL can read: {e}") from None
     return out
 
+
+
+def figure_stem(image: ImageInput, pixels: np.ndarray | None = None) -> str:
+    """The file-name stem of an image's figures: ``<file stem>-<8 hex digits>`` for a file (a digest of its bytes), or
+    ``image-<8 hex digits>`` (a digest of the pixels) for an array or PIL image. Two different images never share a
+    stem, so their figures in one folder never overwrite each other; the same image saved again gets the same names."""
+    import hashlib
+
+    from repcam.store.storage import slug
+
+    if isinstance(image, (str, os.PathLike)) and Path(image).is_file():
+        digest = hashlib.sha1(Path(image).read_bytes()).hexdigest()[:8]
+        return f"{slug(Path(image).stem)}-{digest}"
+    a = np.ascontiguousarray(pixels if pixels is not None else load_image(image))
+    digest = hashlib.sha1(str(a.shape).encode() + a.tobytes()).hexdigest()[:8]
+    return f"image-{digest}"
