@@ -221,7 +221,7 @@ def test_weights_file_sets_the_head_size_and_torchvision_names_work(tmp_path, ph
         ({"classes": "crane"}, r"class 'crane' is ambiguous: 134 \(crane\), 517 \(crane\)"),
         ({"classes": "dragon"}, "unknown class 'dragon' for this 1000-class model"),
         ({"classes": [1000]}, r"class index 1000 is out of range: this model has 1000 classes \(0..999\)"),
-        ({"method": "eigencam"}, "unknown method 'eigencam'; choose one of gradcam, layercam, paper, contrast"),
+        ({"method": "eigencam"}, r"unknown method 'eigencam' \(did you mean 'eigengradcam'\?\); choose one of gradcam, layercam, paper, contrast"),
         ({"layers": ["blocks.99"]}, "model has no layer named 'blocks.99'"),
         ({"topk": 0}, "topk must be an integer >= 1"),
         ({"image": "missing.jpg"}, "image missing.jpg does not exist"),

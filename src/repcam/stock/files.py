@@ -42,7 +42,7 @@ def explain_files(
     classes, layers), then the images in batches with a progress bar; one figure per image and class in ``out``."""
     from repcam.reporting.figures import FORMATS
 
-    method = resolve_method(method, "--method")
+    method = resolve_method(method, "--method", "with --model ")
     if fmt.lower() not in FORMATS:
         raise StockError(f"unknown --fmt {fmt!r}; choose one of {', '.join(FORMATS)}")
     if batch_size < 1:

@@ -91,7 +91,7 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
 
 
-def resolve_method(name: str, option: str = "method") -> str:
+def resolve_method(name: str, option: str = "method", context: str = "") -> str:
     """A user's method name -> its :data:`METHODS` key: case-insensitive, ``-``/``_``/spaces ignored, pytorch-grad-cam's
     class names accepted (``GradCAM``, ``GradCAMPlusPlus``, ``XGradCAM``, ``HiResCAM``, ``LayerCAM``,
     ``EigenGradCAM``). An unknown name is a one-line :class:`StockError` naming ``option``, with a suggestion."""
@@ -99,5 +99,5 @@ def resolve_method(name: str, option: str = "method") -> str:
         raise StockError(f"{option} must be a method name, got {type(name).__name__}")
     found = _BY_KEY.get(_key(name))
     if found is None:
-        raise StockError(f"unknown {option} {name!r}{did_you_mean(name, method_names())}; choose one of {', '.join(METHODS)}")
+        raise StockError(f"unknown {option} {name!r}{did_you_mean(name, method_names())}; {context}choose one of {', '.join(METHODS)}")
     return found
