@@ -314,7 +314,8 @@ def _explain_stock(images: list[str], model: str, weights: Optional[Path], cls: 
                       layers=layers or None, out=out or Path("explain"), save_npy=save_npy,
                       topk=3 if topk is None else topk, rivals=rivals,
                       batch_size=8 if batch_size is None else batch_size, fmt=fmt, device=device,
-                      console=console if progress else None, echo=typer.echo, download=download, note=_note)
+                      console=console if progress else None, echo=typer.echo, download=download,
+                      note=lambda m: _note(escape(m)))
     except ExplainError as e:
         console.print(f"[red]error:[/] {e}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -400,10 +401,10 @@ def score(
         dev = resolve_device(device)
         keys = metric_keys(metric)  # before any data or model is loaded
         inputs = resolve_inputs(config=config, folder=folder, split=split, model=model, weights=weights, run=run,
-                                input_size=input_size, download=download, note=_note)
+                                input_size=input_size, download=download, note=lambda m: _note(escape(m)))
         skipped = skip_summary(inputs.dataset)
         if skipped and strict:
-            raise _fail(f"--strict: the data set skipped {skipped}")
+            raise _fail(f"--strict: {skipped} (every image needs its mask; see the folder layout)")
         if skipped:
             console.print(f"[yellow]warning:[/] {escape(skipped)}; not scored (--strict makes this an error)")
         extractors = {m: make_extractor(m, inputs.model.to(dev)) for m in dict.fromkeys(method)}

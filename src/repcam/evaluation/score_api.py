@@ -62,7 +62,7 @@ def score(
 
     skipped = skip_summary(inputs.dataset)
     if skipped and strict:
-        raise ScoreError(f"strict: the data set skipped {skipped}")
+        raise ScoreError(f"strict=True: {skipped}")
     named = dict(methods) if isinstance(methods, Mapping) else {_label(methods): methods}
     extractors = {k: make_extractor(v, inputs.model) if isinstance(v, str) else _callable(k, v) for k, v in named.items()}
     return score_maps(extractors, inputs.dataset, inputs.model, inputs.transform, class_map=inputs.class_map, **options)
