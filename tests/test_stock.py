@@ -216,7 +216,7 @@ def test_weights_file_sets_the_head_size_and_torchvision_names_work(tmp_path, ph
     [
         ({"model": "not_a_model"}, "unknown backbone 'not_a_model'"),
         ({"model": "torchvision/nonet"}, "unknown torchvision model 'nonet'"),
-        ({"model": "resnet18"}, r"no offline ImageNet weights for 'resnet18' .*never downloads.*--weights PATH"),
+        ({"model": "resnet18"}, r"no offline ImageNet weights for 'resnet18' .*run: python -c .*--download, or --weights PATH"),
         ({"weights": "nowhere.pt", "model": "resnet18"}, "weight file nowhere.pt does not exist"),
         ({"classes": "crane"}, r"class 'crane' is ambiguous: 134 \(crane\), 517 \(crane\)"),
         ({"classes": "dragon"}, "unknown class 'dragon' for this 1000-class model"),
