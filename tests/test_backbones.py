@@ -44,7 +44,7 @@ def test_weights_of_another_architecture_are_rejected(tmp_path: Path):
 
 def test_missing_weights_explain_how_to_supply_them(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(WeightsError, match="never downloads.*weights=<path"):
+    with pytest.raises(WeightsError, match="no offline ImageNet weights.*run: python -c .*timm.create_model.*--download.*weights=<path"):
         build_classifier("resnet50", 2, weights="imagenet")
     with pytest.raises(WeightsError, match="does not exist"):
         build_classifier("resnet18", 2, weights=tmp_path / "nope.pth")
@@ -171,7 +171,7 @@ def test_table4_small_networks_have_no_offline_imagenet_weights_and_run_from_a_w
     from repcam.pipeline.units import ModelSpec
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_hub"))
-    with pytest.raises(WeightsError, match="no offline ImageNet weights.*never downloads"):
+    with pytest.raises(WeightsError, match="no offline ImageNet weights.*to fetch them once"):
         build_classifier(name, 2, weights="imagenet")
     torch.manual_seed(1)
     src = build_classifier(name, 1000, weights=None, input_size=64).model

@@ -65,7 +65,9 @@ def test_cli_writes_one_figure_per_class(tiny_run, val_image, tmp_path):
     res = CliRunner().invoke(app, ["explain", str(path), "--run", str(tiny_run), "--class", cls, "--out", str(tmp_path), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     (png,) = tmp_path.glob("*.png")
-    assert png.name == f"photo_{cls}.png" and str(png) in res.output
+    from repcam.stock.images import figure_stem  # the image's stem and a digest: two photos never share a figure
+
+    assert png.name == f"{figure_stem(path)}_{cls}.png" and png.name.startswith("photo-") and str(png) in res.output
     with Image.open(png) as im:
         assert im.width > 4 * im.height  # image + N representative maps + fused + Grad-CAM in one row
 

@@ -215,8 +215,10 @@ def test_score_extractors_are_the_stock_methods_including_contrast_and_cam():
     no_gap = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
     with pytest.raises(ScoreError, match="method 'cam': method 'cam' needs a model that ends in global average pooling"):
         make_extractor("cam", no_gap)
-    with pytest.raises(ScoreError, match="unknown method 'gradcam\\+\\+'; choose from gradcam, layercam"):
-        make_extractor("gradcam++", model)
+    with pytest.raises(ScoreError, match="unknown method 'gradcan' \\(did you mean 'gradcam'\\?\\); choose from gradcam, layercam"):
+        make_extractor("gradcan", model)
+    # pytorch-grad-cam's class names and any case are the same methods (issue 27)
+    assert torch.allclose(make_extractor("GradCAMPlusPlus", model)(x, cls), make_extractor("gradcampp", model)(x, cls))
 
 
 def _repcam(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -216,12 +216,12 @@ def test_weights_file_sets_the_head_size_and_torchvision_names_work(tmp_path, ph
     [
         ({"model": "not_a_model"}, "unknown backbone 'not_a_model'"),
         ({"model": "torchvision/nonet"}, "unknown torchvision model 'nonet'"),
-        ({"model": "resnet18"}, r"no offline ImageNet weights for 'resnet18' .*never downloads.*--weights PATH"),
+        ({"model": "resnet18"}, r"no offline ImageNet weights for 'resnet18' .*run: python -c .*--download, or --weights PATH"),
         ({"weights": "nowhere.pt", "model": "resnet18"}, "weight file nowhere.pt does not exist"),
         ({"classes": "crane"}, r"class 'crane' is ambiguous: 134 \(crane\), 517 \(crane\)"),
         ({"classes": "dragon"}, "unknown class 'dragon' for this 1000-class model"),
         ({"classes": [1000]}, r"class index 1000 is out of range: this model has 1000 classes \(0..999\)"),
-        ({"method": "eigencam"}, "unknown method 'eigencam'; choose one of gradcam, layercam, paper, contrast"),
+        ({"method": "eigencam"}, r"unknown method 'eigencam' \(did you mean 'eigengradcam'\?\); choose one of gradcam, layercam, paper, contrast"),
         ({"layers": ["blocks.99"]}, "model has no layer named 'blocks.99'"),
         ({"topk": 0}, "topk must be an integer >= 1"),
         ({"image": "missing.jpg"}, "image missing.jpg does not exist"),
@@ -264,12 +264,16 @@ def test_cli_folder_and_glob_in_batches_with_npy_maps(tmp_path, photos):
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 4 and all(line.count("\t") == 3 for line in lines)  # 2 images x 2 classes; man.jpg not matched
     figures = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
-    assert figures == ["cat_285_Egyptian_cat.png", "cat_967_espresso.png", "cup_285_Egyptian_cat.png", "cup_967_espresso.png"]
-    saved = np.load(tmp_path / "out" / "cup_967_espresso.npy")
+    from repcam.stock.images import figure_stem  # the file's stem and a digest of its bytes: images never collide
+
+    cat, cup = figure_stem(tmp_path / "a" / "cat.png"), figure_stem(tmp_path / "b" / "cup.png")
+    assert cat.startswith("cat-") and cup.startswith("cup-")
+    assert figures == [f"{cat}_285_Egyptian_cat.png", f"{cat}_967_espresso.png", f"{cup}_285_Egyptian_cat.png", f"{cup}_967_espresso.png"]
+    saved = np.load(tmp_path / "out" / f"{cup}_967_espresso.npy")
     api = repcam.explain_image(LITE0, tmp_path / "b" / "cup.png", classes=[967], method="gradcam", device="cpu")
     assert saved.dtype == np.float32 and saved.shape == photos["coffee"].shape[:2]
     np.testing.assert_allclose(saved, api.maps[0], atol=1e-4)
-    with Image.open(tmp_path / "out" / "cat_285_Egyptian_cat.png") as im:
+    with Image.open(tmp_path / "out" / f"{cat}_285_Egyptian_cat.png") as im:
         assert im.width > 1.5 * im.height  # the photo and its overlay side by side
 
 

@@ -1,27 +1,100 @@
-"""Command line: ``repcam demo``, ``repcam run CONFIG``."""
+"""Command line: ``repcam demo``, ``repcam run CONFIG``, ``repcam explain``, ``repcam score``, ``repcam report``,
+``repcam tables``.
+
+Only typer and rich are imported here: every heavy module (torch, timm, the pipeline) is imported inside the command
+that needs it, so ``repcam --help``, ``repcam --version`` and argument errors answer at once (issue 27;
+``tests/test_import_graph.py`` keeps torch out, ``benchmarks/bench_cli_startup.py`` times it).
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+import os
+import signal
+import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from repcam.config import ConfigError, demo_config, load_config, validate
-from repcam.data.base import DataError
-from repcam.store.layout import ABLATION_MD, RunDir
-from repcam.store.rundir import RunDirLocked, locked
-from repcam.store.storage import ArtefactError, WriteError, bounded_slug, check_writable
+from repcam.errors import ArtefactError, ConfigError, DataError, RunDirLocked, WriteError
 
 if TYPE_CHECKING:  # repcam.pipeline.run (timm, the engine) is imported only once a run starts: config errors come back fast
     from repcam.pipeline.run import Run
 
 app = typer.Typer(add_completion=False, help="Class activation maps by representative class selection and multi-layer fusion.")
 console = Console(stderr=True, soft_wrap=True)  # never wrap: an error stays one line in a log or pipe
+
+INTERRUPTED = "interrupted; rerun the same command to resume"
+DEVICE_HELP = "auto (cuda if available, else cpu), cpu, cuda or cuda:N."
+
+
+def _version(value: bool) -> None:
+    if value:
+        from repcam import __version__
+
+        typer.echo(f"repcam {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Class activation maps by representative class selection and multi-layer fusion."""
+    _install_interrupt_handlers()
+
+
+def _install_interrupt_handlers() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM print one line saying the work is kept, then end as before (exit 130 / 143).
+
+    Only in this process: a worker forked from it keeps the default behaviour and prints nothing, so a Ctrl-C that
+    reaches the whole process group gives one line, not one per worker.
+    """
+    owner = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a forked worker inherited this handler
+            signal.signal(signum, signal.SIG_DFL)
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signum)
+            return
+        print(f"{INTERRUPTED}", file=sys.stderr, flush=True)
+        signal.signal(signum, signal.SIG_DFL)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt  # unwinds: locks released, temporary files removed; exit 130 below
+        os.kill(os.getpid(), signum)  # SIGTERM: die of the signal as before (143); the next run takes over the lock
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. called from a test runner's worker thread): leave it
+            pass
+
+
+def _expand_paths(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Expand a leading ``~`` in every path option and argument of ``command``: ``--run-dir=~/x`` reaches us unexpanded
+    (the shell expands ``~`` only at the start of a word), and would otherwise become a folder literally named ``~``."""
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        return command(**{k: _expand(v) for k, v in kwargs.items()})
+
+    wrapper.__signature__ = inspect.signature(command)  # type: ignore[attr-defined] - typer reads the options from it
+    return wrapper
+
+
+def _expand(value: Any) -> Any:
+    if isinstance(value, Path):
+        return value.expanduser()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_expand(v) for v in value)
+    return value
 
 
 def _note(msg: str) -> None:
@@ -30,6 +103,8 @@ def _note(msg: str) -> None:
 
 def _lock(stack: ExitStack, run_dir: Path) -> None:
     """Hold ``run_dir``'s lock until ``stack`` closes, or exit with the one-line error naming its holder."""
+    from repcam.store.rundir import locked
+
     try:
         stack.enter_context(locked(run_dir, _note))
     except RunDirLocked as e:
@@ -45,6 +120,7 @@ def _fail(message: object) -> typer.Exit:
 
 def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
     from repcam.pipeline.run import Run, RunError
+    from repcam.store.rundir import locked
 
     with ExitStack() as stack:  # one lock over the run and its report: no other writer in between
         try:
@@ -64,6 +140,9 @@ def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
 
 def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: int = 1, executor: Optional[str] = None,
              workers: Optional[int] = None, address: Optional[str] = None) -> None:
+    from repcam.config import validate
+    from repcam.store.layout import ABLATION_MD, RunDir
+
     if device:
         cfg.device = device
     ex = cfg.execution
@@ -98,9 +177,10 @@ def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: i
 
 
 @app.command()
+@_expand_paths
 def demo(
     run_dir: Path = typer.Option(Path("runs/demo"), help="Where models, maps and tables go; a rerun resumes."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " Default: the config's (auto)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
     seeds: int = typer.Option(1, help="Repeat with this many seeds (RUN_DIR/seed-K each) and tabulate mean ± std."),
     executor: Optional[str] = typer.Option(None, help="Where pair models and maps are computed: inprocess, process or ray."),
@@ -108,21 +188,26 @@ def demo(
     address: Optional[str] = typer.Option(None, help="An existing Ray cluster's address (default: start a local one)."),
 ) -> None:
     """The full ablation (Table 2) on the built-in parts world with a tiny CNN."""
+    from repcam.config import demo_config
+
     _execute(demo_config(), run_dir, device, progress, seeds, executor, workers, address)
 
 
 @app.command()
+@_expand_paths
 def run(
     config: Path = typer.Argument(..., help="YAML or TOML run config."),
     run_dir: Optional[Path] = typer.Option(None, help="Defaults to runs/<name>."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda (overrides the config)."),
-    progress: bool = typer.Option(True),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " Default: the config's (auto)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
     seeds: int = typer.Option(1, help="Repeat with seeds SEED..SEED+N-1 (RUN_DIR/seed-K each) and tabulate mean ± std."),
     executor: Optional[str] = typer.Option(None, help="Where pair models and maps are computed: inprocess, process or ray."),
     workers: Optional[int] = typer.Option(None, help="Parallel workers for --executor process/ray."),
     address: Optional[str] = typer.Option(None, help="An existing Ray cluster's address (default: start a local one)."),
 ) -> None:
     """Run the experiment a config describes (any data set, backbone and table)."""
+    from repcam.config import load_config
+
     try:
         cfg = load_config(config)
     except ConfigError as e:
@@ -140,7 +225,9 @@ def evaluate(
     """Score a finished run's stored models on another data set, as one more split of the run (cross_eval)."""
     import yaml
 
-    from repcam.config import RESOLVED_CONFIG
+    from repcam.config import RESOLVED_CONFIG, load_config, validate
+    from repcam.store.layout import ABLATION_MD, RunDir
+    from repcam.store.storage import slug
     from repcam.data.cross import load_cross, parse_spec
 
     cfg_path = RunDir(run_dir).config
@@ -175,6 +262,7 @@ def evaluate(
 
 
 @app.command()
+@_expand_paths
 def report(
     run_dir: Path = typer.Argument(..., help="A run directory (finished, or partly: missing parts are noted in the page)."),
     figures: bool = typer.Option(True, help="Rebuild the figures into RUN_DIR/figures (else embed the ones already there)."),
@@ -183,6 +271,7 @@ def report(
     """Write RUN_DIR/report.html: one self-contained page (tables, figures, config, timings; no network, no JS)."""
     from repcam.reporting.browser import screenshot as take_screenshot
     from repcam.reporting.report import write_report
+    from repcam.store.storage import check_writable
 
     with ExitStack() as stack:
         try:
@@ -205,6 +294,7 @@ def report(
 
 
 @app.command()
+@_expand_paths
 def explain(
     images: list[str] = typer.Argument(..., help="Images PIL reads (any size); with --model also folders and globs."),
     run: Optional[Path] = typer.Option(None, "--run", help="A run directory with trained models (from `repcam run` or `repcam demo`)."),
@@ -220,11 +310,14 @@ def explain(
     batch_size: Optional[int] = typer.Option(None, help="With --model: images per batch (default 8)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: RUN/explain, or ./explain with --model)."),
     fmt: str = typer.Option("png", help="png, pdf or svg."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    progress: bool = typer.Option(True, help="Show a progress bar (with --model)."),
+    download: bool = typer.Option(False, "--download", help="With --model: fetch the ImageNet weights if they are not cached (timm's Hugging Face hub / torchvision's URLs, into their standard caches); default: offline only."),
 ) -> None:
     """Overlay figures, one per image and class: a finished run's maps (--run) or a stock model's (--model)."""
     from repcam.reporting.figures import FORMATS
 
+    images = [os.path.expanduser(i) for i in images]
     # Every argument is checked before a model is loaded or a map computed.
     fmt = fmt.lower().lstrip(".")
     if fmt not in FORMATS:
@@ -239,10 +332,11 @@ def explain(
         if min_score is not None:
             console.print("[red]error:[/] --min-score applies to --run only; with --model use --topk or --class", soft_wrap=True)
             raise typer.Exit(2)
-        _explain_stock(images, model, weights, cls, method, layers, out, save_npy, topk, rivals, batch_size, fmt, device)
+        _explain_stock(images, model, weights, cls, method, layers, out, save_npy, topk, rivals, batch_size, fmt, device,
+                       progress, download)
         return
     stock_only = {"--weights": weights, "--layers": layers or None, "--topk": topk, "--rivals": rivals, "--batch-size": batch_size,
-                  "--save-npy": save_npy or None}
+                  "--save-npy": save_npy or None, "--download": download or None}
     given = [k for k, v in stock_only.items() if v is not None]
     if given:
         console.print(f"[red]error:[/] {', '.join(given)} apply to --model only, not to --run", soft_wrap=True)
@@ -256,16 +350,18 @@ def explain(
 
 def _explain_stock(images: list[str], model: str, weights: Optional[Path], cls: Optional[list[str]], method: Optional[str],
                    layers: list[str], out: Optional[Path], save_npy: bool, topk: Optional[int], rivals: Optional[int],
-                   batch_size: Optional[int], fmt: str, device: str) -> None:
+                   batch_size: Optional[int], fmt: str, device: str, progress: bool, download: bool) -> None:
     """``repcam explain --model``: a stock model's maps of image files, folders and globs, in batches."""
-    from repcam.explain import ExplainError
-    from repcam.stock import explain_files
+    from repcam.errors import ExplainError
+    from repcam.stock.files import explain_files
 
     try:
         explain_files(images, model, weights=str(weights) if weights else None, classes=cls, method=method or "layercam",
                       layers=layers or None, out=out or Path("explain"), save_npy=save_npy,
                       topk=3 if topk is None else topk, rivals=rivals,
-                      batch_size=8 if batch_size is None else batch_size, fmt=fmt, device=device, console=console, echo=typer.echo)
+                      batch_size=8 if batch_size is None else batch_size, fmt=fmt, device=device,
+                      console=console if progress else None, echo=typer.echo, download=download,
+                      note=lambda m: _note(escape(m)))
     except (ExplainError, WriteError) as e:
         console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -275,6 +371,9 @@ def _explain_run(images: list[str], run: Path, cls: Optional[list[str]], method:
                  out: Optional[Path], fmt: str, device: str) -> None:
     """``repcam explain --run``: a finished run's maps, one figure per image and class, into the run (locked) or --out."""
     from repcam.explain import Explainer, ExplainError
+    from repcam.store.layout import RunDir
+    from repcam.stock.images import figure_stem
+    from repcam.store.storage import check_writable
 
     folder = out or RunDir(run).explain_dir
     if run.is_dir() or out is not None:
@@ -292,7 +391,7 @@ def _explain_run(images: list[str], run: Path, cls: Optional[list[str]], method:
             for image in map(Path, images):
                 for ex in explainer.explain(image, cls or None, min_score):
                     # The run's class -> file-name mapping: two classes never share a figure (e.g. 'x y' and 'x_y').
-                    target = folder / f"{bounded_slug(image.stem)}_{explainer.files.stem(ex.cls)}.{fmt}"
+                    target = folder / f"{figure_stem(image)}_{explainer.files.stem(ex.cls)}.{fmt}"
                     try:
                         path = ex.save(target, fmt=fmt)
                     except OSError as e:
@@ -303,12 +402,13 @@ def _explain_run(images: list[str], run: Path, cls: Optional[list[str]], method:
 
 
 @app.command()
+@_expand_paths
 def score(
     method: list[str] = typer.Option(..., "--method", help="Repeatable: a method of repcam explain --model (gradcam, layercam, paper, contrast, contrast-layercam, gradcampp, xgradcam, hirescam, eigengradcam, cam) or pgc:<pytorch-grad-cam class>; the first is the reference."),
     folder: Optional[Path] = typer.Option(None, help="A folder data set (classes.txt, images/, masks/)."),
     config: Optional[Path] = typer.Option(None, help="A run config whose data section is scored (default with --run: the run's)."),
     split: Optional[str] = typer.Option(None, help="The split (default: the config's first eval split; a folder: every image)."),
-    model: Optional[str] = typer.Option(None, help="A stock timm name or torchvision/<name> (offline weights)."),
+    model: Optional[str] = typer.Option(None, help="A stock timm name or torchvision/<name> (offline ImageNet weights unless --download)."),
     weights: Optional[Path] = typer.Option(None, help="With --model: a local state-dict file."),
     run: Optional[Path] = typer.Option(None, "--run", help="Instead of --model: a run directory's multi-class model."),
     input_size: Optional[int] = typer.Option(None, help="With --model: the input size in pixels (default: the model's data config)."),
@@ -318,29 +418,41 @@ def score(
     metric: Optional[list[str]] = typer.Option(None, "--metric", help="Repeatable: only these of miou, pxap, deletion, insertion, road_morf, road_lerf, avg_drop, avg_increase, maxboxacc_v2 (default all; miou and pxap need no extra forward pass)."),
     batch_size: int = typer.Option(8, help="Records per batch."),
     out: Optional[Path] = typer.Option(None, help="Also write the table to a .md, .csv or .json file."),
-    device: str = typer.Option("cpu", help="auto, cpu or cuda."),
+    per_record: Optional[Path] = typer.Option(None, "--per-record", help="Also write one CSV row per (image, class) and method with every metric."),
+    strict: bool = typer.Option(False, "--strict", help="Fail (exit 2) if the data set skips any image or record (e.g. an image without a mask)."),
+    download: bool = typer.Option(False, "--download", help="With --model: fetch the ImageNet weights if they are not cached; default: offline only."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Score CAM methods against a data set's masks and the model: mIoU, PxAP, deletion/insertion, ROAD, Average Drop, MaxBoxAccV2."""
-    from repcam.evaluation.score import make_extractor, metric_keys, score_maps
-    from repcam.evaluation.score_inputs import resolve_inputs
-    from repcam.models.train import resolve_device
-
     for key, value in (("--steps", steps), ("--batch-size", batch_size), ("--max-images", max_images)):
         if value is not None and value < 1:
             raise _fail(f"{key} must be >= 1, got {value}")
     if out is not None and out.suffix.lower() not in (".md", ".csv", ".json"):
         raise _fail(f"--out {out}: the file must end in .md, .csv or .json")
-    if out is not None:
-        try:
-            check_writable(out.parent if str(out.parent) else Path("."))
-        except OSError as e:
-            raise _fail(f"cannot write {out}: {_os_reason(e)}") from None
+    if per_record is not None and per_record.suffix.lower() != ".csv":
+        raise _fail(f"--per-record {per_record}: the file must end in .csv")
+    from repcam.evaluation.score import make_extractor, metric_keys, score_maps
+    from repcam.evaluation.score_inputs import resolve_inputs, skip_summary
+    from repcam.models.train import resolve_device
+    from repcam.store.storage import check_writable
+
+    for target in (out, per_record):
+        if target is not None:
+            try:
+                check_writable(target.parent if str(target.parent) else Path("."))
+            except OSError as e:
+                raise _fail(f"cannot write {target}: {_os_reason(e)}") from None
     try:
         dev = resolve_device(device)
         keys = metric_keys(metric)  # before any data or model is loaded
         inputs = resolve_inputs(config=config, folder=folder, split=split, model=model, weights=weights, run=run,
-                                input_size=input_size)
+                                input_size=input_size, download=download, note=lambda m: _note(escape(m)))
+        skipped = skip_summary(inputs.dataset)
+        if skipped and strict:
+            raise _fail(f"--strict: {skipped} (every image needs its mask; see the folder layout)")
+        if skipped:
+            console.print(f"[yellow]warning:[/] {escape(skipped)}; not scored (--strict makes this an error)")
         extractors = {m: make_extractor(m, inputs.model.to(dev)) for m in dict.fromkeys(method)}
         result = score_maps(extractors, inputs.dataset, inputs.model, inputs.transform, class_map=inputs.class_map,
                             max_images=max_images, batch_size=batch_size, steps=steps,
@@ -353,9 +465,15 @@ def score(
             console.print(f"table: {result.write(out)}")
         except WriteError as e:
             raise _fail(e) from None
+    if per_record is not None:
+        try:
+            console.print(f"per-record values: {result.write_records(per_record)}")
+        except WriteError as e:
+            raise _fail(e) from None
 
 
 @app.command()
+@_expand_paths
 def tables(
     run_dirs: list[Path] = typer.Argument(..., help="Finished run directories: Table 4 one column each, Table 5 exactly one."),
     table: int = typer.Option(..., "--table", help="4: the small-network ablation layout (a column per run); 5: the comparison with CAM, Grad-CAM, LayerCAM, ACoL, CBAM of one run."),

@@ -11,13 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repcam.errors import ConfigError  # noqa: F401 - defined in repcam.errors, importable from here
+
 
 RESOLVED_CONFIG = "config.resolved.yaml"
 """The normalised config a run writes into its directory (never ``config.yaml``: that may be the user's own file)."""
-
-
-class ConfigError(ValueError):
-    """An invalid configuration: the message names the key and the file."""
 
 
 def run_config_path(run_dir: str | Path) -> Path:

@@ -10,7 +10,9 @@ import typing
 from typing import Any
 
 from repcam.config_schema import ConfigError, RunConfig
+from repcam.evaluation.metric_names import check_metrics
 from repcam.method import methods as _methods
+from repcam.pipeline.grid_names import check_grid
 
 # The config's choices come from the method registries (repcam.method.methods): a registered method is a valid value.
 SELECTION_METHODS = _methods.SELECTIONS.keys()
@@ -116,12 +118,8 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         if bad:
             fail(key, f"has unknown {key.split('.')[-1].removesuffix('s')} {bad[0]!r}; choose from {', '.join(allowed)}")
     if cfg.evaluation.grid is not None:
-        from repcam.pipeline.grid import check_grid  # lazy: it imports torch
-
         check_grid(cfg.evaluation.grid, fail)
     if cfg.evaluation.faithfulness:
-        from repcam.evaluation.faith_ablation import check_metrics  # lazy: it imports torch
-
         check_metrics(cfg.evaluation.faithfulness, lambda msg: fail("evaluation.faithfulness", msg))
     _check_split_names(cfg, fail)
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):

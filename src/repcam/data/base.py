@@ -8,12 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from repcam.errors import DataError  # noqa: F401 - defined in repcam.errors, importable from here
+
 IGNORE_INDEX = 255
 """Mask value that is ignored by every metric (VOC's object borders, COCO crowd regions)."""
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file or argument that is wrong."""
 
 
 @dataclass(frozen=True)

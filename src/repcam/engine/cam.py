@@ -14,14 +14,11 @@ from repcam.engine.fusion import LayerFusion, fuse_layers, normalize_maps
 from repcam.engine.modes import eval_mode
 from repcam.engine.layers import LayerError, LayerSpec, ReshapeTransform, auto_reshape, resolve_layers
 from repcam.engine.weightings import WEIGHTINGS, WeightingFn
+from repcam.errors import CAMError  # noqa: F401 - defined in repcam.errors, importable from here
 
 Target = Union[int, Callable[[torch.Tensor], torch.Tensor]]
 Weighting = Literal["gradcam", "layercam", "gradcampp", "xgradcam", "hirescam", "eigengradcam"]
 OutputFn = Callable[[object], torch.Tensor]
-
-
-class CAMError(ValueError):
-    """Bad input to the CAM engine (shapes, targets)."""
 
 
 @dataclass
@@ -98,13 +95,15 @@ class MultiLayerGradCAM:
         """The names of the hooked layers, shallow to deep (the order of the layer maps)."""
         return [n for n, _ in self.layers]
 
-    def __call__(self, x: torch.Tensor, targets: Target | Sequence[Target] | torch.Tensor) -> CAMResult:
+    def __call__(self, x: torch.Tensor, targets: Target | Sequence[Target] | torch.Tensor | None = None) -> CAMResult:
+        """Maps of ``x`` (B, 3, H, W) for ``targets``: one class index, callable or :class:`ContrastTarget` per image
+        (or one for all); ``None``: each image's top class (the highest logit of this same forward pass)."""
         _check_input(self.model, x)
         acts, logits = self._forward_backward(x, targets)
         maps = torch.stack([self._layer_map(a, g, x.shape[-2:]) for a, g in acts], dim=1)
         return CAMResult(self.layer_names, maps, fuse_layers(maps, self.fusion), logits.detach().float())
 
-    def layer_maps(self, x: torch.Tensor, targets: Target | Sequence[Target] | torch.Tensor,
+    def layer_maps(self, x: torch.Tensor, targets: Target | Sequence[Target] | torch.Tensor | None,
                    weightings: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Per-layer maps of several weightings from ONE forward and backward pass: ``{weighting: (B, L, H, W)}``
         and the logits. Each equals ``MultiLayerGradCAM(model, layers, weighting=w)(x, targets).layer_maps``: the
@@ -223,8 +222,10 @@ class ContrastTarget:
 
 
 def _target_scores(logits: torch.Tensor, targets) -> torch.Tensor:
-    """One scalar per image: the logit of its class index, or its callable applied to its logits row."""
+    """One scalar per image: the logit of its class index (None: its top class), or its callable applied to its logits row."""
     b, k = logits.shape
+    if targets is None:  # each image's top class, as pytorch-grad-cam and torchcam default to
+        targets = logits.detach().argmax(1).tolist()
     if torch.is_tensor(targets):
         targets = targets.tolist() if targets.dim() else [int(targets)] * b
     elif isinstance(targets, int) or callable(targets):

@@ -10,14 +10,11 @@ import torch
 from torch import nn
 
 from repcam.engine.modes import eval_mode
+from repcam.errors import LayerError  # noqa: F401 - defined in repcam.errors, importable from here
 
 LayerSpec = Union[str, nn.Module]
 ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
 VIT_DEPTHS = 4  # how many evenly spaced ViT blocks "auto" hooks
-
-
-class LayerError(ValueError):
-    """A target layer that cannot be found or used."""
 
 
 def module_names(model: nn.Module) -> list[str]:

@@ -28,7 +28,6 @@ ROAD's noise is seeded per record from that hash, so a value does not depend on 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import time
 from typing import Any, Callable, Sequence
 
@@ -39,45 +38,14 @@ import torch.nn.functional as F
 from repcam.data.base import SegDataset
 from repcam.evaluation import faithfulness as fm
 from repcam.evaluation.evaluate import BASELINE, eval_mask
-from repcam.evaluation.score import METRICS, normalise_maps, record_values
+from repcam.evaluation.metric_names import METRIC_GROUPS, check_metrics, column_title, columns  # noqa: F401 - importable from here
+from repcam.evaluation.score import normalise_maps, record_values
 from repcam.models.backbones import Preprocess
 from repcam.models.train import ImageCache
 from repcam.store.storage import Artefact, ArtefactError, config_key, verify
 
-METRIC_GROUPS: dict[str, tuple[str, ...]] = {
-    # evaluation.faithfulness name -> its columns (repcam.evaluation.score.METRICS keys), in table order
-    "deletion": ("deletion",),
-    "insertion": ("insertion",),
-    "road": ("road_morf", "road_lerf"),
-    "avg_drop": ("avg_drop", "avg_increase"),
-    "maxboxacc": ("maxboxacc_v2",),
-}
-_NEEDS = {"road": ("pytorch_grad_cam", "pip install grad-cam"), "maxboxacc": ("scipy", "pip install scipy")}
-_TITLES = {k: (title, better) for k, title, better in METRICS}
 _KEY_BYTES = 16
 _VERSION = 1  # of the stored values' definition: part of the artefact key
-
-
-def check_metrics(names: Sequence[str], fail: Callable[[str], None]) -> None:
-    """``fail(message)`` for an unknown or repeated name, or a metric whose optional package is missing."""
-    for k, name in enumerate(names):
-        if name not in METRIC_GROUPS:
-            fail(f"has unknown metric {name!r}; choose from {', '.join(METRIC_GROUPS)}")
-        if name in names[:k]:
-            fail(f"lists {name!r} twice")
-        if name in _NEEDS and importlib.util.find_spec(_NEEDS[name][0]) is None:
-            fail(f"metric {name!r} needs the {_NEEDS[name][0]} package: {_NEEDS[name][1]} (or the [score] extra)")
-
-
-def columns(names: Sequence[str]) -> list[str]:
-    """The columns (``repcam.evaluation.score.METRICS`` keys) of the chosen metric names, in table order."""
-    return [c for g in METRIC_GROUPS if g in names for c in METRIC_GROUPS[g]]
-
-
-def column_title(col: str) -> str:
-    """``deletion AUC (↓)``: the column's title in ``repcam score``'s table with the better direction."""
-    title, better = _TITLES[col]
-    return f"{title} ({'↑' if better == 'higher' else '↓'})"
 
 
 def record_key(image_id: str, cls: int, cam: np.ndarray) -> bytes:

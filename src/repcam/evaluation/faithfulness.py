@@ -48,6 +48,7 @@ from torch import nn
 
 from repcam.engine.modes import eval_mode
 from repcam.evaluation.bootstrap import bootstrap_diff_ci
+from repcam.errors import FaithfulnessError  # noqa: F401 - defined in repcam.errors, importable from here
 
 DEFAULT_STEPS = 20
 """Deletion / insertion steps: 5% of the pixels per step (21 forward passes per image)."""
@@ -60,10 +61,6 @@ BOX_IOU_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
 
 BOX_CAM_THRESHOLDS: tuple[float, ...] = tuple(np.arange(0, 1, 0.01).tolist())
 """wsolevaluation's default map thresholds (cam_curve_interval 0.01)."""
-
-
-class FaithfulnessError(ValueError):
-    """Inputs a metric cannot score (shapes, value ranges, a missing optional package); the message says which."""
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DEFAULT_THRESHOLD = 0.15
-"""The paper's threshold on normalised maps."""
+from repcam.evaluation.metric_names import DEFAULT_THRESHOLD  # the paper's threshold on normalised maps; defined with the metric names
 
 DEFAULT_SWEEP: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 """0.05, 0.10, ..., 0.95."""
@@ -315,6 +314,17 @@ class IoUAccumulator:
 # --------------------------------------------------------------------------------------------
 # Pixel average precision (threshold free)
 # --------------------------------------------------------------------------------------------
+
+
+def record_pxap(cam: np.ndarray, mask: np.ndarray, cls: int, ap_bins: int = 100) -> float:
+    """One (image, class) record's own PxAP: :class:`IoUAccumulator`'s per-class PxAP as if the class had only this
+    image (same resizing, quantisation and ignored pixels); NaN when the mask has no pixel of ``cls``."""
+    mask = np.asarray(mask)
+    prob = prepare_map(np.asarray(cam), mask.shape)
+    valid = mask != IGNORE_INDEX
+    level = np.minimum((prob[valid] * ap_bins).astype(np.int64), ap_bins - 1)
+    g = (mask == int(cls) + 1)[valid]
+    return ap_from_hists(np.bincount(level[g], minlength=ap_bins), np.bincount(level[~g], minlength=ap_bins))
 
 
 def ap_from_hists(pos: np.ndarray, neg: np.ndarray) -> float:

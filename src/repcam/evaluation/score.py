@@ -34,27 +34,11 @@ from torch import nn
 from repcam.data.base import IGNORE_INDEX, SegDataset
 from repcam.evaluation import faithfulness as fm
 from repcam.evaluation.bootstrap import paired_bootstrap
-from repcam.evaluation.metrics import DEFAULT_THRESHOLD, IoUAccumulator
+from repcam.evaluation.metric_names import FAITHFULNESS_KEYS, METRICS, _fmt, format_cell  # noqa: F401 - importable from here
+from repcam.evaluation.metrics import IoUAccumulator, record_pxap, safe_div
+from repcam.errors import ScoreError  # noqa: F401 - defined in repcam.errors, importable from here
 
 Extractor = Callable[[torch.Tensor, torch.Tensor], Any]
-
-
-METRICS: tuple[tuple[str, str, str], ...] = (
-    # key, column title, which direction is better
-    ("miou", f"mIoU@{DEFAULT_THRESHOLD}", "higher"),
-    ("pxap", "PxAP", "higher"),
-    ("deletion", "deletion AUC", "lower"),
-    ("insertion", "insertion AUC", "higher"),
-    ("road_morf", "ROAD MoRF", "lower"),
-    ("road_lerf", "ROAD LeRF", "higher"),
-    ("avg_drop", "Avg Drop %", "lower"),
-    ("avg_increase", "Avg Increase %", "higher"),
-    ("maxboxacc_v2", "MaxBoxAccV2 %", "higher"),
-)
-
-
-class ScoreError(ValueError):
-    """A method name, model, data set or option that cannot be scored; the message names it."""
 
 
 def make_extractor(name: str, model: nn.Module) -> Extractor:
@@ -62,35 +46,39 @@ def make_extractor(name: str, model: nn.Module) -> Extractor:
     maps), or ``pgc:<Class>`` (e.g. ``pgc:GradCAM``) for a pytorch-grad-cam CAM class on the model's deepest auto
     layer (needs the optional ``grad-cam`` package)."""
     from repcam.engine.layers import LayerError, resolve_layers
-    from repcam.stock import METHODS, method_extractor
-    from repcam.stock_model import StockError
+    from repcam.errors import StockError
+    from repcam.stock.engine import method_extractor
+    from repcam.stock.methods import METHODS, did_you_mean, method_names, resolve_method
 
-    if name in METHODS:
+    if not name.startswith("pgc:"):
+        try:
+            name = resolve_method(name)
+        except StockError:
+            raise ScoreError(f"unknown method {name!r}{did_you_mean(name, method_names())}; choose from "
+                             f"{', '.join(METHODS)} or pgc:<pytorch-grad-cam class>") from None
         try:
             return method_extractor(name, model)
         except StockError as e:
             raise ScoreError(f"method {name!r}: {e}") from None
-    if name.startswith("pgc:"):
-        try:
-            deepest = resolve_layers(model, "auto")[-1]
-        except LayerError as e:
-            raise ScoreError(f"method {name!r}: {e}") from None
-        try:
-            import pytorch_grad_cam
-            from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-        except ImportError:
-            raise ScoreError(f"method {name!r} needs pytorch-grad-cam: pip install grad-cam") from None
-        cls_name = name[4:]
-        pgc_cls = getattr(pytorch_grad_cam, cls_name, None)
-        if not isinstance(pgc_cls, type):
-            raise ScoreError(f"method {name!r}: pytorch_grad_cam has no class {cls_name!r} (e.g. pgc:GradCAM, pgc:LayerCAM)")
-        pgc = pgc_cls(model=model, target_layers=[deepest[1]])
+    try:
+        deepest = resolve_layers(model, "auto")[-1]
+    except LayerError as e:
+        raise ScoreError(f"method {name!r}: {e}") from None
+    try:
+        import pytorch_grad_cam
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        raise ScoreError(f"method {name!r} needs pytorch-grad-cam: pip install grad-cam") from None
+    cls_name = name[4:]
+    pgc_cls = getattr(pytorch_grad_cam, cls_name, None)
+    if not isinstance(pgc_cls, type):
+        raise ScoreError(f"method {name!r}: pytorch_grad_cam has no class {cls_name!r} (e.g. pgc:GradCAM, pgc:LayerCAM)")
+    pgc = pgc_cls(model=model, target_layers=[deepest[1]])
 
-        def extract(x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(pgc(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in cls]))
+    def extract(x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(pgc(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in cls]))
 
-        return extract
-    raise ScoreError(f"unknown method {name!r}; choose from {', '.join(METHODS)} or pgc:<pytorch-grad-cam class>")
+    return extract
 
 
 def normalise_maps(maps: Any, shape: tuple[int, int, int], name: str) -> torch.Tensor:
@@ -116,6 +104,21 @@ class ScoreResult:
     summary: dict[str, dict[str, float]]  # method -> metric -> value (the table's number)
     intervals: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)  # method -> metric -> diff, lo, hi
     metrics: tuple[str, ...] = tuple(k for k, _, _ in METRICS)  # the keys scored, in METRICS order
+    classes: list[int] = field(default_factory=list)  # per record: the data set's class index
+    class_names: list[str] = field(default_factory=list)  # the data set's class names
+    counts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # method -> intersection/union (N,) at the mIoU threshold
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> images the data set's loader skipped (not scored)
+    skipped_ids: list[tuple[str, str]] = field(default_factory=list)  # (image id, reason) of each
+
+    def skipped_line(self) -> str:
+        """``"1 image skipped (no mask: 1): cat2"``, or ``""`` when nothing was skipped."""
+        total = sum(self.skipped.values())
+        if not total:
+            return ""
+        ids = [i for i, _ in self.skipped_ids]
+        shown = ", ".join(map(str, ids[:5])) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.skipped.items(), key=lambda kv: -kv[1]))
+        return f"{total} image{'s' if total != 1 else ''} skipped ({reasons})" + (f": {shown}" if shown else "")
 
     def _columns(self) -> list[tuple[str, str, str]]:
         return [m for m in METRICS if m[0] in self.metrics]
@@ -143,6 +146,8 @@ class ScoreResult:
         n = len(self.image_ids)
         lines.append(f"\n{n} records ((image, class) pairs) on {len(set(self.image_ids))} images; in brackets: difference to "
                      f"{self.methods[0]} with a paired 95% bootstrap interval over images (PxAP: point difference only).")
+        if self.skipped_line():
+            lines.append(f"Not scored: {self.skipped_line()}.")
         return "\n".join(lines) + "\n"
 
     def write(self, path: Path) -> Path:
@@ -151,7 +156,8 @@ class ScoreResult:
 
         suffix = path.suffix.lower()
         if suffix == ".json":
-            text = json.dumps({"records": len(self.image_ids), "reference": self.methods[0], "rows": self.rows()}, indent=2)
+            text = json.dumps({"records": len(self.image_ids), "reference": self.methods[0], "rows": self.rows(),
+                               "skipped": dict(self.skipped), "skipped_ids": [list(x) for x in self.skipped_ids]}, indent=2)
         elif suffix == ".csv":
             import csv
             import io
@@ -167,25 +173,47 @@ class ScoreResult:
         return path
 
 
+    def record_rows(self) -> list[dict[str, Any]]:
+        """One row per method and (image, class) record, with every metric's per-record value: ``miou`` is the record's
+        IoU at the threshold with its ``intersection`` and ``union`` pixel counts (the table's mIoU is, per class, the
+        summed intersection over the summed union, then the mean over classes), ``pxap`` the record's own PxAP (the
+        table's pools each class's pixels first), the faithfulness columns the per-record values whose mean is the table's
+        (MaxBoxAccV2: the record's box accuracy at the threshold chosen over all records)."""
+        out = []
+        for m in self.methods:
+            vals, cnt = self.values.get(m, {}), self.counts.get(m, {})
+            for r, image in enumerate(self.image_ids):
+                c = self.classes[r] if r < len(self.classes) else None
+                row: dict[str, Any] = {"method": m, "image": image, "class_index": c,
+                                       "class": self.class_names[c] if c is not None and c < len(self.class_names) else ""}
+                if "intersection" in cnt:
+                    row["intersection"], row["union"] = int(cnt["intersection"][r]), int(cnt["union"][r])
+                for key in self.metrics:
+                    if key in vals:
+                        row[key] = _num(float(vals[key][r]))
+                out.append(row)
+        return out
+
+    def write_records(self, path: Path) -> Path:
+        """Write :meth:`record_rows` as CSV (empty cell: undefined, e.g. the IoU of a record with no mask and no map pixel), atomically."""
+        import csv
+        import io
+
+        from repcam.store.storage import atomic_write
+
+        rows = self.record_rows()
+        fields = ["method", "image", "class_index", "class", "intersection", "union", *self.metrics]
+        fields = [f for f in fields if any(f in r for r in rows)] or fields
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write(Path(path), lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
+        return Path(path)
+
+
 def _num(v: float) -> float | None:
     return None if v is None or math.isnan(v) else float(v)
-
-
-def _fmt(v: float) -> str:
-    return "n/a" if math.isnan(v) else f"{v:.3f}"
-
-
-def format_cell(value: float, interval: Sequence[float] | None = None) -> str:
-    """A table cell: the value, and where given its difference to the reference with the interval, ``v (d [lo, hi])``."""
-    cell = _fmt(value)
-    if interval is not None:
-        d, lo, hi = interval
-        cell += f" ({d:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}])" if not math.isnan(lo) else ")")
-    return cell
-
-
-FAITHFULNESS_KEYS: tuple[str, ...] = tuple(k for k, _, _ in METRICS if k not in ("miou", "pxap"))
-"""The metrics :func:`record_values` computes: every one of :data:`METRICS` but the mask-overlap ones."""
 
 
 def box_target(mask: np.ndarray, cls: int, size: tuple[int, int]) -> np.ndarray:
@@ -271,7 +299,8 @@ def score_maps(
     vals: dict[str, dict[str, list[float]]] = {m: {k: [] for k in faith if k != "maxboxacc_v2"} for m in extractors}
     box_rows: dict[str, list[np.ndarray]] = {m: [] for m in extractors}
     ids: list[str] = []
-    with _progress(progress, len(records)) as advance:
+    pxaps: dict[str, list[float]] = {m: [] for m in extractors}
+    with _progress(progress, len(records) * len(extractors)) as advance:
         cache: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
         for s in range(0, len(records), batch_size):
             chunk = records[s : s + batch_size]
@@ -284,6 +313,9 @@ def score_maps(
                 maps = normalise_maps(fn(x, cls), (len(chunk), *size), name).to(device)
                 for (i, c), m in zip(chunk, maps.cpu().numpy()):
                     accs[name].add(dataset.samples[i].id, c, m, cache[i][1])
+                    pxaps[name].append(record_pxap(m, cache[i][1], c, accs[name].ap_bins))
+                    if not faith:
+                        advance(1)  # mask metrics only: the work is per record
                 if not faith:
                     continue
                 per_record = record_values(model, x, maps, cls, faith, [(cache[i][1], c) for i, c in chunk],
@@ -291,10 +323,20 @@ def score_maps(
                 box_rows[name] += list(per_record.pop("maxboxacc_v2", []))
                 for k, v in per_record.items():
                     vals[name][k] += v.tolist()
-            advance(len(chunk))
+                advance(len(chunk))  # the faithfulness metrics score a batch's records together
     methods = list(extractors)
     values, summary = _summarise(methods, vals, box_rows, accs)
-    return ScoreResult(methods, ids, values, summary, _differences(methods, values, summary, accs, ids, n_boot, seed), keys)
+    intervals = _differences(methods, values, summary, accs, ids, n_boot, seed)
+    counts = {}
+    for m in methods:  # per record, after the intervals (those of mIoU and PxAP come from the accumulators)
+        pc = accs[m].primary_counts()
+        counts[m] = {"intersection": pc.intersection, "union": pc.union}
+        if "miou" in keys:
+            values[m]["miou"] = safe_div(pc.intersection, pc.union)
+        if "pxap" in keys:
+            values[m]["pxap"] = np.asarray(pxaps[m], dtype=np.float64)
+    return ScoreResult(methods, ids, values, summary, intervals, keys, [c for _, c in records], list(dataset.class_names),
+                       counts, dict(getattr(dataset, "skipped", None) or {}), list(getattr(dataset, "skipped_ids", None) or []))
 
 
 def metric_keys(metrics: Sequence[str] | None) -> tuple[str, ...]:
@@ -331,9 +373,11 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
     if not enabled:
         yield lambda n: None
         return
-    from rich.progress import Progress
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(transient=True)
+    bar = Progress(TextColumn("scoring records"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
+                   console=Console(stderr=True))  # stdout carries the table
     bar.start()
     task = bar.add_task("scoring", total=total)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -34,14 +35,18 @@ def resolve_inputs(
     weights: Path | None = None,
     run: Path | None = None,
     input_size: int | None = None,
+    download: bool = False,
+    note: Callable[[str], None] | None = None,
 ) -> ScoreInputs:
     """The data set (a run config's ``data`` section, the run's own config, or a folder data set) and the model (a
-    stock timm/torchvision name with offline weights, or a run's multi-class model). Errors are one-line
+    stock timm/torchvision name with offline weights, fetched first with ``download``, or a run's multi-class model). Errors are one-line
     :class:`ScoreError` / ``ValueError`` messages naming the file or argument."""
     if (model is None) == (run is None):
         raise ScoreError("pass exactly one of --model (a stock timm/torchvision model) or --run (a run's multi-class model)")
     if weights is not None and model is None:
         raise ScoreError("--weights applies to --model only")
+    if download and (model is None or weights is not None):
+        raise ScoreError("--download applies to --model without --weights")
     if input_size is not None and (model is None or input_size < 8):
         raise ScoreError(f"--input-size applies to --model only and must be >= 8, got {input_size}")
     if config is not None and folder is not None:
@@ -51,7 +56,7 @@ def resolve_inputs(
     dataset = _dataset(config, folder, split, run)
     if run is not None:
         return _run_inputs(run, dataset)
-    return _stock_inputs(str(model), weights, input_size, dataset)
+    return _stock_inputs(str(model), weights, input_size, dataset, download, note)
 
 
 def _dataset(config: Path | None, folder: Path | None, split: str | None, run: Path | None) -> SegDataset:
@@ -92,11 +97,22 @@ def _run_inputs(run: Path, dataset: SegDataset) -> ScoreInputs:
     return ScoreInputs(dataset, ex.mc_model, lambda im: pre.to_tensor(im), [ex.classes.index(c) for c in dataset.class_names])
 
 
-def _stock_inputs(model: str, weights: Path | None, input_size: int | None, dataset: SegDataset) -> ScoreInputs:
+def _stock_inputs(model: str, weights: Path | None, input_size: int | None, dataset: SegDataset, download: bool = False,
+                  note: Callable[[str], None] | None = None) -> ScoreInputs:
     """A stock timm/torchvision model with its offline weights; its outputs matched to the data set's classes by name."""
-    from repcam.stock_model import load_stock_model
+    return stock_inputs(model, str(weights) if weights is not None else ("download" if download else None), input_size,
+                        dataset, note)
 
-    sm = load_stock_model(model, str(weights) if weights is not None else None)
+
+def stock_inputs(model: Any, weights: str | Path | None, input_size: int | None, dataset: SegDataset,
+                 note: Callable[[str], None] | None = None) -> ScoreInputs:
+    """A stock model (a timm/torchvision name with ``weights`` None (offline), ``"download"`` or a file; an
+    ``nn.Module``; a :class:`~repcam.stock_model.StockModel`) and its preprocessing; its outputs matched to the data
+    set's classes by name (an unnamed head of the data set's size: by index)."""
+    from repcam.stock_model import as_stock_model, load_stock_model
+
+    sm = load_stock_model(model, None if weights is None else str(weights), note=note) if isinstance(model, str) \
+        else as_stock_model(model, weights)
     if input_size is not None:  # e.g. a small model on small images: the maps and every perturbation get cheaper
         sm.data_config = {**sm.data_config, "input_size": (3, int(input_size), int(input_size))}
     if len(sm.class_names) == dataset.num_classes and sm.class_names[0] == "class 0":
@@ -104,3 +120,15 @@ def _stock_inputs(model: str, weights: Path | None, input_size: int | None, data
     else:
         cmap = [sm.class_index(c) for c in dataset.class_names]
     return ScoreInputs(dataset, sm.model, lambda im: sm.transform(im.convert("RGB")), cmap)
+
+
+def skip_summary(dataset: SegDataset) -> str:
+    """One line for the images the data set's loader skipped ("1 image skipped (no mask: 1): cat2"), or ``""``."""
+    counts = dict(getattr(dataset, "skipped", None) or {})
+    total = sum(counts.values())
+    if not total:
+        return ""
+    ids = [i for i, _ in getattr(dataset, "skipped_ids", [])]
+    shown = ", ".join(map(str, ids[:5])) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    reasons = ", ".join(f"{r}: {n}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"{total} image{'s' if total != 1 else ''} skipped ({reasons})" + (f": {shown}" if shown else "")

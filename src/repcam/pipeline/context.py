@@ -25,10 +25,7 @@ from repcam.pipeline.executor import Executor, ExecutorError, default_threads
 from repcam.pipeline.units import ModelSpec
 from repcam.store.layout import RunDir
 from repcam.store.storage import Artefact
-
-
-class RunError(RuntimeError):
-    """A run that cannot proceed; the message says why and what to change."""
+from repcam.errors import RunError  # noqa: F401 - defined in repcam.errors, importable from here
 
 
 class RunContext:

@@ -16,11 +16,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
+from repcam.errors import ExecutorError  # noqa: F401 - defined in repcam.errors, importable from here
+
 KINDS = ("inprocess", "process", "ray")
-
-
-class ExecutorError(RuntimeError):
-    """An executor that cannot start (e.g. Ray not installed, cluster unreachable)."""
 
 
 @dataclass(frozen=True)

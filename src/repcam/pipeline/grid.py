@@ -30,29 +30,10 @@ from torch import nn
 from repcam.engine.cam import ContrastTarget, MultiLayerGradCAM
 from repcam.engine.fusion import fuse_layers
 from repcam.models.train import ImageCache
+from repcam.pipeline.grid_names import GRID_FUSIONS, GRID_SOURCES, check_grid  # noqa: F401 - importable from here
 from repcam.pipeline.maps import shrink_maps
 from repcam.store.records import RecordFile, RecordWriter
 from repcam.store.storage import Artefact, config_key, slug, write_json, write_text
-
-GRID_FUSIONS = ("last", "paper", "mean", "sum", "layercam")  # "last": the deepest layer alone
-GRID_SOURCES = ("multiclass", "contrast", "topk-contrast", "pairs")  # "pairs": repcam.pipeline.grid_pairs
-
-
-def check_grid(grid: Any, fail: Callable[[str, str], None]) -> None:
-    """Config validation of ``evaluation.grid``: known, non-empty, distinct names (``fail(key, message)`` raises)."""
-    from repcam.engine.weightings import WEIGHTINGS
-
-    for name, allowed in (("weightings", tuple(WEIGHTINGS)), ("fusions", GRID_FUSIONS), ("sources", GRID_SOURCES)):
-        values = getattr(grid, name)
-        key = f"evaluation.grid.{name}"
-        if not values:
-            fail(key, f"must not be empty; choose from {', '.join(allowed)}")
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            fail(key, f"has unknown {name.removesuffix('s')} {bad[0]!r}; choose from {', '.join(allowed)}")
-        if len(set(values)) != len(values):
-            fail(key, f"lists {next(v for v in values if values.count(v) > 1)!r} twice")
-
 
 def topk_references(logits: torch.Tensor, cls: int, k: int) -> tuple[int, ...]:
     """The ``k`` classes with the highest logits of one image's ``logits`` row, ``cls`` excluded, highest first.

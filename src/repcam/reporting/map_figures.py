@@ -40,7 +40,8 @@ def _as_map(m: Any) -> np.ndarray | None:
     if hasattr(m, "detach"):
         m = m.detach().cpu().numpy()
     a = np.asarray(m, dtype=np.float32)
-    a = np.squeeze(a)
+    while a.ndim > 2 and a.shape[0] == 1:  # leading batch/channel axes only: a 1x1 map must stay (1, 1), not become ()
+        a = a[0]
     if a.ndim != 2:
         raise ValueError(f"a map must be 2-D, got shape {a.shape}")
     return a

@@ -33,6 +33,7 @@ from repcam.method.methods import SELECTIONS
 from repcam.store.layout import RunDir
 from repcam.store.storage import ArtefactError, read_json
 from repcam.reporting.tables import md_cell
+from repcam.errors import PaperTableError  # noqa: F401 - defined in repcam.errors, importable from here
 
 GRAD_CAM = "Grad-CAM"  # the paper's baseline row (repcam.evaluation.evaluate.BASELINE)
 ACOL, CBAM = "ACoL", "CBAM (Grad-CAM)"  # the trained baselines' rows (repcam.evaluation.evaluate.BASELINE_ROWS)
@@ -51,10 +52,6 @@ _HINTS = {  # why a row may be missing, by row name
 }
 # Table 4's selections -> their ``selection.methods`` key, from the selection registry (repcam.method.methods).
 _SELECTION_KEYS = {m.display: m.key for m in SELECTIONS.values() if m.display in TABLE4_SELECTIONS}
-
-
-class PaperTableError(ValueError):
-    """A directory that is not a finished run, or a split it has no results for (a one-line message naming it)."""
 
 
 @dataclass

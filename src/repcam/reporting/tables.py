@@ -95,8 +95,7 @@ def ablation_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 def faithfulness_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The faithfulness table (``evaluation.faithfulness``): one column per metric, each cell the row's value and,
     after Grad-CAM, its difference to Grad-CAM with the paired 95% interval (``repcam score``'s cells); empty if off."""
-    from repcam.evaluation.faith_ablation import column_title  # lazy: only runs with the switch on have these rows
-    from repcam.evaluation.score import format_cell
+    from repcam.evaluation.metric_names import column_title, format_cell
 
     by = {r["method"]: r["faithfulness"] for r in rows if "faithfulness" in r}
     cols = list(next(iter(by.values()), {}))

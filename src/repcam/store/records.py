@@ -15,20 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from repcam.store.dtypes import _ALLOWED, _MAP_DTYPES, check_dtype  # noqa: F401 - the allow-list, importable from here
 from repcam.store.storage import Artefact, ArtefactError, WriteError
-
-# The dtypes repcam writes, per member (older runs: the wider integer and float32 forms). Anything else, above all
-# ``object`` (memory-mapped, its bytes would become object pointers), is refused before a byte is mapped.
-_ALLOWED = {"image": ("int32", "int64"), "cls": ("int16", "int32", "int64")}
-_MAP_DTYPES = ("float16", "float32")
-
-
-def check_dtype(path: Path, name: str, dtype: np.dtype) -> None:
-    """Raise :class:`ArtefactError` unless ``dtype`` is one repcam writes for member ``name`` of a record file."""
-    allowed = _ALLOWED.get(name, _MAP_DTYPES)
-    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype not in [np.dtype(a) for a in allowed]:
-        raise ArtefactError(f"{path}: member {name!r} has dtype {dtype}, not one repcam writes ({', '.join(allowed)}); "
-                            "the file is damaged or not repcam's")
 
 
 class NpyStream:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from repcam.store.storage import WriteError, config_key, slug
+from repcam.errors import RunDirLocked  # noqa: F401 - defined in repcam.errors, importable from here
 
 LOCK_NAME = ".repcam.lock"
 
@@ -33,10 +34,6 @@ _TEMP_DIR = re.compile(r"^\.records-[a-z0-9_]{8}$")
 # Stems used by other files in the same folders (maps/<split>/contrast__<selection>.npz): a class slug equal to one
 # of them is treated as a collision, so a pair map can never take a contrast map's name.
 _RESERVED = frozenset({"contrast", "multiclass"})
-
-
-class RunDirLocked(RuntimeError):
-    """Another process holds the run directory's lock; the message names it (pid, host, start time)."""
 
 
 class _Held:

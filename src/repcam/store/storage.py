@@ -14,9 +14,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-
-class ArtefactError(ValueError):
-    """A stored file that cannot be loaded safely; the message names it and says how to recover."""
+from repcam.errors import ArtefactError, WriteError, write_cause  # noqa: F401 - defined in repcam.errors, importable from here
+from repcam.store.dtypes import check_dtype  # the allow-list of what repcam writes
 
 
 def load_error_message(error: Exception) -> str:
@@ -25,52 +24,6 @@ def load_error_message(error: Exception) -> str:
         return "refused by torch.load(weights_only=True): it holds objects other than tensors (unpickling it could run code)"
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
-
-
-class WriteError(OSError):
-    """A file repcam could not write, in one line: which file and why (disk full, permission, name too long...).
-
-    Raised for every OSError of a write (:func:`atomic_write`, :class:`Artefact`, the record writer): the file is
-    never half-written (its temp file is removed, an older complete version stays), so after fixing the cause the
-    same command resumes. ``errno`` and ``filename`` are those of the underlying error.
-    """
-
-    def __init__(self, path: str | Path, cause: OSError) -> None:
-        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
-        self.message = f"cannot write {path}: {write_cause(cause)}; fix that and rerun the same command to resume (complete files are kept)"
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __reduce__(self):  # picklable across executor processes: rebuilt from its one line
-        return (_rebuilt_write_error, (self.errno, self.strerror, self.filename, self.message))
-
-
-def _rebuilt_write_error(err: int | None, strerror: str | None, filename: str | None, message: str) -> WriteError:
-    e = WriteError(filename or "?", OSError(err, strerror))
-    e.message = message
-    return e
-
-
-# The causes a user can act on, in words; any other errno is named by its strerror and symbol.
-_CAUSES = {
-    errno.ENOSPC: "no space left on the device (disk full)",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EROFS: "the file system is read-only",
-    errno.ENAMETOOLONG: "the file name is too long for the file system",
-    errno.EFBIG: "the file is larger than this process may write (a file-size limit, e.g. ulimit -f)",
-    errno.EIO: "input/output error (a failing disk or a lost network mount)",
-    errno.ENOENT: "its folder does not exist (removed while the run was writing?)",
-}
-
-
-def write_cause(e: OSError) -> str:
-    """The cause of a failed write in words, with the errno symbol (``no space left on the device (disk full), ENOSPC``)."""
-    name = errno.errorcode.get(e.errno or 0)
-    words = _CAUSES.get(e.errno, " ".join((e.strerror or str(e) or type(e).__name__).split()))
-    return f"{words} ({name})" if name else words
 
 
 # Longest file name (bytes) most file systems take is 255; a temp name adds a dot, 8 random characters and ".tmp".
@@ -336,8 +289,6 @@ class Artefact:
 
     def load_npz(self) -> dict[str, np.ndarray]:
         """The arrays of the ``.npz``, its checksum verified first and every dtype one repcam writes (no pickles)."""
-        from repcam.store.records import check_dtype  # the allow-list of what repcam writes
-
         with np.load(verify(self.path), allow_pickle=False) as z:
             out = {}
             for k in z.files:
