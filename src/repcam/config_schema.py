@@ -93,6 +93,9 @@ class PairConfig:
     # Partial fine-tuning: freeze the backbone up to this stage (e.g. blocks.2, layer2) and train only the rest, on
     # trunk features cached once per image and flip (repcam.models.featcache); null: every layer trains (full fine-tuning).
     freeze_until: str | None = None
+    # false: train no pair model (the run's rows are those of the multi-class model alone: its baselines, the
+    # contrast maps and the grid); the baseline is then the multi-class model itself, with no budget to match.
+    train: bool = True
 
 
 @dataclass
@@ -182,6 +185,7 @@ class RunConfig:
 ADDED_OFF: dict[tuple[str, ...], Any] = {  # setting -> its "off" value (what every older config means by omitting it)
     ("baselines",): [],
     ("pairs", "freeze_until"): None,
+    ("pairs", "train"): True,
     ("multiclass", "budget_unit"): "image-epochs",
     ("evaluation", "grid"): None,
     ("evaluation", "faithfulness"): [],

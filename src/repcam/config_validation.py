@@ -114,6 +114,10 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         bad = [v for v in values if v not in allowed]
         if bad:
             fail(key, f"has unknown {key.split('.')[-1].removesuffix('s')} {bad[0]!r}; choose from {', '.join(allowed)}")
+    if not cfg.pairs.train and cfg.selection.pairwise:
+        fail("selection.pairwise", "needs pair models; it cannot be true with pairs.train: false")
+    if not cfg.pairs.train and cfg.evaluation.grid is not None and "pairs" in cfg.evaluation.grid.sources:
+        fail("evaluation.grid.sources", "lists 'pairs', which needs pair models; remove it or set pairs.train: true")
     if cfg.evaluation.grid is not None:
         from repcam.pipeline.grid import check_grid  # lazy: it imports torch
 

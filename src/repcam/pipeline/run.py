@@ -30,6 +30,7 @@ from repcam.pipeline.stages.evaluation import evaluate
 from repcam.pipeline.stages.multiclass import MultiClassStage, pair_budget
 from repcam.pipeline.stages.pairs import PairStage
 from repcam.pipeline.stages.selection import needed_pairs, select
+from repcam.store.layout import MULTICLASS_MODEL
 from repcam.store.rundir import locked
 from repcam.store.storage import write_json, write_text
 
@@ -61,13 +62,18 @@ class Run(RunContext):
         mc_model = mc.train(train, cache)
         B = mc.similarity(mc_model, train, cache)
         selections = select(self, B, classes)
-        needed = needed_pairs(self, selections, train.num_classes)
-        pairs.set_init(mc_model, train.num_classes, mc.first_model_meta)
         try:
-            pair_arts = pairs.train(needed, train, cache)
-            pair_compute = mc.pair_compute(pair_arts, lambda p: pairs.sides(p, train, cache))
-            base_model, base_path = mc.train_baseline(mc_model, train, cache, pair_compute)
-            mc.budget_note(base_path, pair_budget(pair_arts.values()), pair_compute, len(pair_arts))
+            if self.cfg.pairs.train:
+                needed = needed_pairs(self, selections, train.num_classes)
+                pairs.set_init(mc_model, train.num_classes, mc.first_model_meta)
+                pair_arts = pairs.train(needed, train, cache)
+                pair_compute = mc.pair_compute(pair_arts, lambda p: pairs.sides(p, train, cache))
+                base_model, base_path = mc.train_baseline(mc_model, train, cache, pair_compute)
+                mc.budget_note(base_path, pair_budget(pair_arts.values()), pair_compute, len(pair_arts))
+            else:  # only the multi-class model's rows: nothing to train for them, nothing to match the baseline to
+                pair_arts, base_model, base_path = {}, mc_model, MULTICLASS_MODEL
+                self.note("pairs.train is off: no pair model was trained; the rows are the multi-class model's "
+                          "(baselines, contrast maps, grid), the selections serve only as contrast references")
             baseline_arts = train_baselines(self, mc, train, cache, base_path)
             self.skipped_train = skipped_training_note(self, train, cache)
             results = {}

@@ -35,7 +35,9 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
     faith = faithfulness_columns(ctx, split, mc_model, mc_path, m) if ev.faithfulness else None
     with ctx.timed(f"evaluate {split}"), ctx.progress(f"evaluate {split}", ds.num_classes) as adv:
         contrast = {n: RecordFile(a.path) for n, a in m.contrast.items()}
-        result = evaluate_split(ds, RecordFile(m.multiclass.path), pair_records, selections, ev.threshold, ev.protocol, topk,
+        # Without pair models a selection has no pair rows (its contrast maps are scored from contrast_records).
+        pair_selections = selections if ctx.cfg.pairs.train else {}
+        result = evaluate_split(ds, RecordFile(m.multiclass.path), pair_records, pair_selections, ev.threshold, ev.protocol, topk,
                                 adv if faith is None else lambda n: (faith.checkpoint(), adv(n)),
                                 variants=ev.variants, contrast_records=contrast, baseline_records=trained,
                                 extra_records=(grid.records() if grid is not None else [])
