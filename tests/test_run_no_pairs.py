@@ -39,3 +39,36 @@ def test_no_pair_model_is_trained_and_the_multiclass_rows_are_scored(tmp_path: P
 def test_pairwise_without_pair_models_is_a_config_error():
     with pytest.raises(ConfigError, match="selection.pairwise"):
         tiny_config(pairs__train=False, selection__pairwise=True)
+
+
+def test_held_out_ids_never_reach_a_training_loader_and_are_their_own_split(tmp_path: Path, monkeypatch):
+    import numpy as np
+
+    import repcam.pipeline.run as run_module
+    from repcam.pipeline.context import RunContext
+
+    held = [f"train_{i:05d}" for i in range(0, 240, 4)]  # every 4th parts-world training image
+    (tmp_path / "held.txt").write_text("\n".join(held) + "\n")
+    caches = []  # the training split every model of the run trains from (multi-class, pairs, baselines)
+    real_cache = run_module.ImageCache
+    monkeypatch.setattr(run_module, "ImageCache", lambda ds, *a, **k: caches.append(ds) or real_cache(ds, *a, **k))
+    cfg = tiny_config(pairs__train=False, evaluation__variants=["contrast"])
+    cfg.data.holdout = str(tmp_path / "held.txt")
+    cfg.data.eval_splits = ["val", "heldout"]
+    Run(cfg, tmp_path / "run", show_progress=False).run()
+    train_ids = [s.id for s in caches[0].samples]
+    assert len(train_ids) == 240 - len(held) and not set(train_ids) & set(held)
+    rows = {r["method"]: r for r in read_json(tmp_path / "run" / "results" / "heldout" / "ablation.json")["rows"]}
+    assert 0.0 <= rows["LayerCAM"]["miou"] <= 1.0 and rows["LayerCAM"]["records"] > 0
+    ctx = RunContext(cfg, tmp_path / "run2")
+    ds = ctx.load_split("heldout", for_eval=True)
+    assert [s.id for s in ds.samples] == held
+    # the parts world renders by position: the view must give the held-out image itself, not the k-th training image
+    full = ctx._load_raw("train", None)
+    assert np.array_equal(np.asarray(ds.image(1)), np.asarray(full.image(4)))
+    assert any("held out of all training" in n for n in read_json(tmp_path / "run" / "notes.json"))
+
+
+def test_heldout_split_without_holdout_is_a_config_error():
+    with pytest.raises(ConfigError, match="data.holdout"):
+        tiny_config(data__eval_splits=["val", "heldout"])

@@ -40,6 +40,9 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)  # passed to the loader (e.g. only_original_masks)
     eval_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per eval split overrides
     max_eval_images: int | None = None
+    # Training images kept out of ALL training and evaluated as the split "heldout" (repcam.data.holdout):
+    # "original_masks" (VOC's original-mask train images) or the path of an id list file; null: none.
+    holdout: str | None = None
 
 
 @dataclass
@@ -186,6 +189,7 @@ ADDED_OFF: dict[tuple[str, ...], Any] = {  # setting -> its "off" value (what ev
     ("baselines",): [],
     ("pairs", "freeze_until"): None,
     ("pairs", "train"): True,
+    ("data", "holdout"): None,
     ("multiclass", "budget_unit"): "image-epochs",
     ("evaluation", "grid"): None,
     ("evaluation", "faithfulness"): [],

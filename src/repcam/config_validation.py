@@ -114,6 +114,8 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         bad = [v for v in values if v not in allowed]
         if bad:
             fail(key, f"has unknown {key.split('.')[-1].removesuffix('s')} {bad[0]!r}; choose from {', '.join(allowed)}")
+    if "heldout" in cfg.data.eval_splits and not cfg.data.holdout:
+        fail("data.eval_splits", "lists 'heldout', which needs data.holdout (original_masks or an id list file)")
     if not cfg.pairs.train and cfg.selection.pairwise:
         fail("selection.pairwise", "needs pair models; it cannot be true with pairs.train: false")
     if not cfg.pairs.train and cfg.evaluation.grid is not None and "pairs" in cfg.evaluation.grid.sources:

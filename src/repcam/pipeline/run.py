@@ -21,6 +21,7 @@ from rich.console import Console
 
 from repcam.config import RunConfig
 from repcam.data import SegDataset
+from repcam.data.holdout import HELDOUT_SPLIT
 from repcam.models.baselines import train_baselines
 from repcam.models.train import ImageCache
 from repcam.pipeline.context import RunContext, RunError
@@ -93,6 +94,11 @@ class Run(RunContext):
         with self.timed("load data"):
             train = self.load_split(self.cfg.data.train_split)
         self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
+        if self.cfg.data.holdout:
+            held = len(self.load_split(HELDOUT_SPLIT))
+            self.note(f"data.holdout ({self.cfg.data.holdout}): {held} training images held out of all training "
+                      f"(multi-class, pair and baseline models) and evaluated as the split '{HELDOUT_SPLIT}'; "
+                      f"{len(train)} training images remain")
         self.multiclass.num_classes = train.num_classes
         self.pairs.check_classes(train)
         self.pairs.check_freeze()
