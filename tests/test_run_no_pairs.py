@@ -72,3 +72,21 @@ def test_held_out_ids_never_reach_a_training_loader_and_are_their_own_split(tmp_
 def test_heldout_split_without_holdout_is_a_config_error():
     with pytest.raises(ConfigError, match="data.holdout"):
         tiny_config(data__eval_splits=["val", "heldout"])
+
+
+def test_tta_adds_a_twin_of_every_multiclass_row(tmp_path: Path):
+    cfg = tiny_config(pairs__train=False, evaluation__variants=["contrast"], evaluation__tta=True,
+                      evaluation__tta_scales=[1.0, 2.0], selection__methods=["random", "s1"],
+                      evaluation__grid={"weightings": ["gradcam"], "fusions": ["last"], "sources": ["multiclass", "topk-contrast"]})
+    Run(cfg, tmp_path, show_progress=False).run()
+    rows = {r["method"]: r["miou"] for r in read_json(tmp_path / "results" / "val" / "ablation.json")["rows"]}
+    for name in ("CAM", "LayerCAM", "Random contrast", "S-1 contrast+A"):
+        assert 0.0 <= rows[name + " +TTA"] <= 1.0
+        assert rows[name + " +TTA"] != rows[name]  # computed from other maps, not copied
+    grid = {r["method"]: r for r in read_json(tmp_path / "results" / "val" / "grid.json")["rows"]}
+    assert set(grid) == {"multiclass [gradcam, last]", "multiclass [gradcam, last] +TTA",
+                         "top-4 contrast [gradcam, last]", "top-4 contrast [gradcam, last] +TTA"}
+    assert grid["multiclass [gradcam, last] +TTA"]["tta"] is True
+    # the grid's plain multi-class Grad-CAM is the ablation's Grad-CAM row; so is their TTA twin
+    assert grid["multiclass [gradcam, last]"]["miou"] == pytest.approx(rows["Grad-CAM"])
+    assert grid["multiclass [gradcam, last] +TTA"]["miou"] == pytest.approx(rows["Grad-CAM +TTA"])

@@ -140,6 +140,11 @@ class EvalConfig:
     # Faithfulness columns of the ablation tables (repcam.evaluation.faith_ablation): deletion, insertion, road, avg_drop,
     # maxboxacc; every row's maps scored by the baseline multi-class model. []: off (expensive: see the README).
     faithfulness: list[str] = field(default_factory=list)
+    # Test-time augmentation (repcam.engine.tta): true adds, next to every multi-class row (baselines, contrast maps,
+    # grid), its twin "<row> +TTA" from maps summed over tta_scales (each with its flip when tta_flip), as IRN does.
+    tta: bool = False
+    tta_scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
+    tta_flip: bool = True
 
 
 @dataclass
@@ -190,6 +195,9 @@ ADDED_OFF: dict[tuple[str, ...], Any] = {  # setting -> its "off" value (what ev
     ("pairs", "freeze_until"): None,
     ("pairs", "train"): True,
     ("data", "holdout"): None,
+    ("evaluation", "tta"): False,
+    ("evaluation", "tta_scales"): [1.0, 0.5, 1.5, 2.0],
+    ("evaluation", "tta_flip"): True,
     ("multiclass", "budget_unit"): "image-epochs",
     ("evaluation", "grid"): None,
     ("evaluation", "faithfulness"): [],
