@@ -28,6 +28,8 @@ from repcam.data.base import DataError
 from repcam.data.images import read_image, to_rgb8
 from repcam.engine.cam import CAMError, ContrastTarget, MultiLayerGradCAM, Target, zhou_cam
 from repcam.engine.layers import LayerError, LayerSpec, resolve_layers
+from repcam.engine.tta import TTA, parse_tta
+from repcam.method.methods import NO_B_SELECTIONS, SELECTIONS, SelectionInput
 from repcam.models.backbones import gap_fc_parts
 from repcam.models.train import resolve_device
 from repcam.stock_model import StockError, StockModel, as_stock_model, short_name
@@ -294,9 +296,20 @@ class StockExplainer:
         rivals: int | None = None,
         gamma: float = 1.0,
         device: str = "auto",
+        references: str | None = None,
+        tta: bool | TTA = False,
     ) -> None:
         if method not in METHODS:
             raise StockError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        try:
+            self.tta = parse_tta(tta)
+        except ValueError as e:
+            raise StockError(str(e)) from None
+        if references not in (None, "rivals") and not METHODS[method].contrast:
+            raise StockError(f"references apply to the contrast methods (contrast, contrast-layercam), not to {method!r}")
+        if references not in (None, "rivals", *NO_B_SELECTIONS):
+            raise StockError(f"unknown references {references!r}; choose rivals (the image's top rival classes, default), "
+                             f"{', '.join(NO_B_SELECTIONS)}")
         rivals = METHODS[method].rivals if rivals is None else rivals
         for key, value, low in (("topk", topk, 1), ("rivals", rivals, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -311,6 +324,7 @@ class StockExplainer:
         self.topk, self.rivals, self.gamma = min(topk, len(self.stock.class_names)), rivals, gamma
         self.engine = MethodEngine(self.model, method, layers)
         self.layer_names = self.engine.layer_names
+        self.references = None if references in (None, "rivals") else fixed_references(self.model, len(self.class_names), references, rivals)
 
     @property
     def class_names(self) -> list[str]:
@@ -345,8 +359,12 @@ class StockExplainer:
         per_image = [wanted if wanted is not None else order[b, : self.topk].tolist() for b in range(len(arrays))]
         rows = [b for b, cls in enumerate(per_image) for _ in cls]
         ranking = [order[b].tolist() for b, cls in enumerate(per_image) for _ in cls]
-        targets = self.engine.targets([c for cls in per_image for c in cls], ranking, self.rivals, self.gamma)
-        maps = self.engine(x[rows], targets).cpu()
+        classes = [c for cls in per_image for c in cls]
+        if self.references is not None:  # the same references for a class on every image (no B: repcam.method.selections)
+            targets: list[Target] = [ContrastTarget(int(c), tuple(self.references[int(c)]), self.gamma) for c in classes]
+        else:
+            targets = self.engine.targets(classes, ranking, self.rivals, self.gamma)
+        maps = (self.engine(x[rows], targets) if self.tta is None else self.tta(self.engine, x[rows], targets)).cpu()
         out, k = [], 0
         for b, (arr, cls) in enumerate(zip(arrays, per_image)):
             m = maps[k : k + len(cls)]
@@ -371,6 +389,8 @@ def explain_image(
     class_names: Sequence[str] | None = None,
     rivals: int | None = None,
     device: str = "auto",
+    references: str | None = None,
+    tta: bool | TTA = False,
 ) -> StockExplanation:
     """Maps of one image from a stock classifier, with the class names and the model's scores.
 
@@ -381,11 +401,32 @@ def explain_image(
     ``method``: one of :data:`METHODS` (``gradcam``, ``layercam``, ``paper``, ``contrast``: against the image's
     ``rivals`` highest-scoring other classes, default 3; ``contrast-layercam``: LayerCAM weights and the paper's
     fusion of all stages, against the top 4; ``cam``: Zhou et al.'s CAM, for GAP + FC models;
-    ``gradcampp``, ``xgradcam``, ``hirescam``, ``eigengradcam`` on the deepest stage). Preprocessing: timm's data config of the model (ImageNet defaults
+    ``gradcampp``, ``xgradcam``, ``hirescam``, ``eigengradcam`` on the deepest stage). ``references`` (contrast
+    methods): ``rivals`` (default: each image's top rival classes), or references that need no run: ``random``,
+    ``all`` (mean of all other classes), ``head-least`` (least similar by the head's weights), ``rivals`` of them.
+    ``tta``: test-time augmentation (flip + scales 1.0, 0.5, 1.5, 2.0, IRN's; a :class:`repcam.engine.tta.TTA`
+    for others). Preprocessing: timm's data config of the model (ImageNet defaults
     for torchvision models), the whole image resized to the input size.
     """
-    explainer = StockExplainer(model, method, layers, weights=weights, class_names=class_names, topk=topk, rivals=rivals, device=device)
+    explainer = StockExplainer(model, method, layers, weights=weights, class_names=class_names, topk=topk, rivals=rivals, device=device,
+                               references=references, tta=tta)
     return explainer.explain([image], classes)[0]
+
+
+def fixed_references(model: nn.Module, num_classes: int, references: str, n: int) -> dict[int, list[int]]:
+    """Class -> its ``n`` contrast references by a selection that needs no B (:data:`NO_B_SELECTIONS`): ``random``
+    (seed 0), ``all`` (every other class: the target is ``y_c`` minus the mean of all other logits) or ``head-least``
+    (least similar by the cosine of the model's head rows; a GAP + FC model only)."""
+    parts = gap_fc_parts(model)
+    head = None if parts is None else parts[1].weight.detach().float().cpu().numpy()
+    if head is None and references == "head-least":
+        raise StockError("references head-least need a model that ends in global average pooling and one linear layer")
+    inp = SelectionInput(None, min(n, num_classes - 1), 1, lambda purpose: 0,
+                         head=head if head is not None else np.zeros((num_classes, 1)))
+    try:
+        return SELECTIONS[references].select(inp)
+    except ValueError as e:
+        raise StockError(f"references {references}: {e}") from None
 
 
 def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -406,6 +447,8 @@ def explain_files(
     save_npy: bool = False,
     topk: int = 3,
     rivals: int | None = None,
+    references: str | None = None,
+    tta: bool = False,
     batch_size: int = 8,
     fmt: str = "png",
     device: str = "auto",
@@ -432,7 +475,8 @@ def explain_files(
         if p.stem in stems and stems[p.stem] != p:
             raise StockError(f"two images share the name {p.stem!r} ({stems[p.stem]}, {p}); explain them into separate --out folders")
         stems[p.stem] = p
-    explainer = StockExplainer(model, method, layers or "auto", weights=weights, topk=topk, rivals=rivals, device=device)
+    explainer = StockExplainer(model, method, layers or "auto", weights=weights, topk=topk, rivals=rivals, device=device,
+                               references=references, tta=tta)
     wanted = explainer.resolve_classes(list(classes) if classes else None)
     try:  # the last check before any map is computed: the output folder must be creatable
         out.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from repcam.pipeline.stages.data import skipped_training_note
 from repcam.pipeline.stages.evaluation import evaluate
 from repcam.pipeline.stages.multiclass import MultiClassStage, pair_budget
 from repcam.pipeline.stages.pairs import PairStage
-from repcam.pipeline.stages.selection import needed_pairs, select
+from repcam.pipeline.stages.selection import head_weights, needed_pairs, select
 from repcam.store.layout import MULTICLASS_MODEL
 from repcam.store.rundir import locked
 from repcam.store.storage import write_json, write_text
@@ -62,7 +62,7 @@ class Run(RunContext):
         mc, pairs = self.multiclass, self.pairs
         mc_model = mc.train(train, cache)
         B = mc.similarity(mc_model, train, cache)
-        selections = select(self, B, classes)
+        selections = select(self, B, classes, head_weights(mc_model))
         try:
             if self.cfg.pairs.train:
                 needed = needed_pairs(self, selections, train.num_classes)
