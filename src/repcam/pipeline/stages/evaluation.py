@@ -46,6 +46,9 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
                                 on_map=None if faith is None else faith.add)
     rows = summarize(result, seed=ctx.cfg.seed)
     if grid is not None:  # the grid's rows go to grid.*; the ablation's tables stay as without the grid
+        grid_accs = {k: v for k, v in result.accs.items() if k in grid.rows_meta}
+        # Their per-image counts too (results/<split>/grid_accumulators.json): paired intervals across runs need them.
+        write_json_mapping(ctx.paths.results_dir(split) / "grid_accumulators.json", ((k, v.state_dict) for k, v in grid_accs.items()))
         result, rows, grid_rows = grid.split_off(result, rows)
         write_grid(ctx.paths.results_dir(split), split, grid_rows, grid,
                    {"pair_map_seconds": m.pair_grid.seconds} if m.pair_grid is not None else None)
