@@ -80,13 +80,23 @@ def test_tta_adds_a_twin_of_every_multiclass_row(tmp_path: Path):
                       evaluation__grid={"weightings": ["gradcam"], "fusions": ["last"], "sources": ["multiclass", "topk-contrast"]})
     Run(cfg, tmp_path, show_progress=False).run()
     rows = {r["method"]: r["miou"] for r in read_json(tmp_path / "results" / "val" / "ablation.json")["rows"]}
-    for name in ("CAM", "LayerCAM", "Random contrast", "S-1 contrast+A"):
+    for name in ("CAM", "Random contrast", "S-1 contrast+A"):
         assert 0.0 <= rows[name + " +TTA"] <= 1.0
         assert rows[name + " +TTA"] != rows[name]  # computed from other maps, not copied
+    # the grid's multiclass source gives the augmented Grad-CAM / LayerCAM: not computed twice
+    assert "Grad-CAM +TTA" not in rows and "LayerCAM +TTA" not in rows
     grid = {r["method"]: r for r in read_json(tmp_path / "results" / "val" / "grid.json")["rows"]}
     assert set(grid) == {"multiclass [gradcam, last]", "multiclass [gradcam, last] +TTA",
                          "top-4 contrast [gradcam, last]", "top-4 contrast [gradcam, last] +TTA"}
     assert grid["multiclass [gradcam, last] +TTA"]["tta"] is True
-    # the grid's plain multi-class Grad-CAM is the ablation's Grad-CAM row; so is their TTA twin
+    # the grid's plain multi-class Grad-CAM is the ablation's Grad-CAM row
     assert grid["multiclass [gradcam, last]"]["miou"] == pytest.approx(rows["Grad-CAM"])
-    assert grid["multiclass [gradcam, last] +TTA"]["miou"] == pytest.approx(rows["Grad-CAM +TTA"])
+    assert grid["multiclass [gradcam, last] +TTA"]["miou"] != pytest.approx(rows["Grad-CAM"])
+
+
+def test_tta_without_grid_twins_every_multiclass_row(tmp_path: Path):
+    cfg = tiny_config(pairs__train=False, evaluation__variants=[], evaluation__tta=True, evaluation__tta_scales=[1.0, 2.0])
+    Run(cfg, tmp_path, show_progress=False).run()
+    rows = {r["method"]: r["miou"] for r in read_json(tmp_path / "results" / "val" / "ablation.json")["rows"]}
+    for name in ("CAM", "Grad-CAM", "LayerCAM"):
+        assert 0.0 <= rows[name + " +TTA"] <= 1.0 and rows[name + " +TTA"] != rows[name]

@@ -65,8 +65,13 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
     contrast_arts = _contrast_artefacts(ctx, split, selections, names, mc_sha, maps_key) if "contrast" in ev.variants else {}
     tta = run_tta(ctx)
     mc_tta, contrast_tta = None, {}
+    # With the grid's multiclass source, its +TTA rows are the Grad-CAM / LayerCAM maps: the multi-class twin then
+    # holds only what the grid lacks, CAM (the augmented passes are the costly part of a run).
+    tta_kinds = ["cam"] if ev.grid is not None and "multiclass" in ev.grid.sources else MULTICLASS_KINDS
     if tta is not None:  # the twins: same jobs, maps averaged over the augmentation, stored next to the plain ones
         tkey = {**maps_key, "tta": tta.describe()}
+        if tta_kinds != MULTICLASS_KINDS:
+            tkey["kinds"] = tta_kinds
         mc_tta = Artefact(tta_path(mc_art.path), config_key({"mc": mc_sha, **tkey}))
         contrast_tta = {n: Artefact(tta_path(a.path), config_key({"twin_of": a.key, "tta": tta.describe()}))
                         for n, a in contrast_arts.items()}
@@ -92,7 +97,7 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
         adv()
         if mc_tta is not None:
             if not mc_tta.done():
-                stream_maps(ctx, mc_tta, mc_model, cache, jobs, MULTICLASS_KINDS, tta)
+                stream_maps(ctx, mc_tta, mc_model, cache, jobs, tta_kinds, tta)
             adv()
         for sel_name, art, aug in contrast_todo:
             sel = selections[sel_name]
