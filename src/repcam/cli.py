@@ -306,6 +306,8 @@ def explain(
     min_score: Optional[float] = typer.Option(None, help="With --run and no --class: explain the classes scored at least this high (default 0.5)."),
     topk: Optional[int] = typer.Option(None, help="With --model and no --class: explain the k top predictions (default 3)."),
     rivals: Optional[int] = typer.Option(None, help="With --method contrast / contrast-layercam: contrast against this many top rival classes (default 3 / 4)."),
+    references: Optional[str] = typer.Option(None, "--references", help="With --model and a contrast method: rivals (the image's top rivals, default), random, all (mean of all other classes) or head-least (least similar by the head's weights)."),
+    tta: bool = typer.Option(False, "--tta", help="With --model: test-time augmentation (flip + scales 1.0, 0.5, 1.5, 2.0, summed)."),
     save_npy: bool = typer.Option(False, "--save-npy", help="With --model: also save each map as float32 .npy at the image's size."),
     batch_size: Optional[int] = typer.Option(None, help="With --model: images per batch (default 8)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: RUN/explain, or ./explain with --model)."),
@@ -333,10 +335,10 @@ def explain(
             console.print("[red]error:[/] --min-score applies to --run only; with --model use --topk or --class", soft_wrap=True)
             raise typer.Exit(2)
         _explain_stock(images, model, weights, cls, method, layers, out, save_npy, topk, rivals, batch_size, fmt, device,
-                       progress, download)
+                       progress, download, references, tta)
         return
     stock_only = {"--weights": weights, "--layers": layers or None, "--topk": topk, "--rivals": rivals, "--batch-size": batch_size,
-                  "--save-npy": save_npy or None, "--download": download or None}
+                  "--save-npy": save_npy or None, "--download": download or None, "--references": references, "--tta": tta or None}
     given = [k for k, v in stock_only.items() if v is not None]
     if given:
         console.print(f"[red]error:[/] {', '.join(given)} apply to --model only, not to --run", soft_wrap=True)
@@ -350,7 +352,8 @@ def explain(
 
 def _explain_stock(images: list[str], model: str, weights: Optional[Path], cls: Optional[list[str]], method: Optional[str],
                    layers: list[str], out: Optional[Path], save_npy: bool, topk: Optional[int], rivals: Optional[int],
-                   batch_size: Optional[int], fmt: str, device: str, progress: bool, download: bool) -> None:
+                   batch_size: Optional[int], fmt: str, device: str, progress: bool, download: bool,
+                   references: Optional[str] = None, tta: bool = False) -> None:
     """``repcam explain --model``: a stock model's maps of image files, folders and globs, in batches."""
     from repcam.errors import ExplainError
     from repcam.stock.files import explain_files
@@ -358,7 +361,7 @@ def _explain_stock(images: list[str], model: str, weights: Optional[Path], cls: 
     try:
         explain_files(images, model, weights=str(weights) if weights else None, classes=cls, method=method or "layercam",
                       layers=layers or None, out=out or Path("explain"), save_npy=save_npy,
-                      topk=3 if topk is None else topk, rivals=rivals,
+                      topk=3 if topk is None else topk, rivals=rivals, references=references, tta=tta,
                       batch_size=8 if batch_size is None else batch_size, fmt=fmt, device=device,
                       console=console if progress else None, echo=typer.echo, download=download,
                       note=lambda m: _note(escape(m)))

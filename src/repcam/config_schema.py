@@ -38,6 +38,9 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)  # passed to the loader (e.g. only_original_masks)
     eval_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per eval split overrides
     max_eval_images: int | None = None
+    # Training images kept out of ALL training and evaluated as the split "heldout" (repcam.data.holdout):
+    # "original_masks" (VOC's original-mask train images) or the path of an id list file; null: none.
+    holdout: str | None = None
 
 
 @dataclass
@@ -91,6 +94,9 @@ class PairConfig:
     # Partial fine-tuning: freeze the backbone up to this stage (e.g. blocks.2, layer2) and train only the rest, on
     # trunk features cached once per image and flip (repcam.models.featcache); null: every layer trains (full fine-tuning).
     freeze_until: str | None = None
+    # false: train no pair model (the run's rows are those of the multi-class model alone: its baselines, the
+    # contrast maps and the grid); the baseline is then the multi-class model itself, with no budget to match.
+    train: bool = True
 
 
 @dataclass
@@ -132,6 +138,11 @@ class EvalConfig:
     # Faithfulness columns of the ablation tables (repcam.evaluation.faith_ablation): deletion, insertion, road, avg_drop,
     # maxboxacc; every row's maps scored by the baseline multi-class model. []: off (expensive: see the README).
     faithfulness: list[str] = field(default_factory=list)
+    # Test-time augmentation (repcam.engine.tta): true adds, next to every multi-class row (baselines, contrast maps,
+    # grid), its twin "<row> +TTA" from maps summed over tta_scales (each with its flip when tta_flip), as IRN does.
+    tta: bool = False
+    tta_scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
+    tta_flip: bool = True
 
 
 @dataclass
@@ -184,6 +195,11 @@ ADDED_OFF: dict[tuple[str, ...], Any] = {  # setting -> its "off" value (what ev
     ("baselines",): [],
     ("cross_eval",): {},
     ("pairs", "freeze_until"): None,
+    ("pairs", "train"): True,
+    ("data", "holdout"): None,
+    ("evaluation", "tta"): False,
+    ("evaluation", "tta_scales"): [1.0, 0.5, 1.5, 2.0],
+    ("evaluation", "tta_flip"): True,
     ("multiclass", "budget_unit"): "image-epochs",
     ("evaluation", "grid"): None,
     ("evaluation", "faithfulness"): [],

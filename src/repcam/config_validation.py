@@ -117,6 +117,14 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
         bad = [v for v in values if v not in allowed]
         if bad:
             fail(key, f"has unknown {key.split('.')[-1].removesuffix('s')} {bad[0]!r}; choose from {', '.join(allowed)}")
+    if "heldout" in cfg.data.eval_splits and not cfg.data.holdout:
+        fail("data.eval_splits", "lists 'heldout', which needs data.holdout (original_masks or an id list file)")
+    if not cfg.evaluation.tta_scales or any(not (isinstance(v, (int, float)) and 0 < v <= 4) for v in cfg.evaluation.tta_scales):
+        fail("evaluation.tta_scales", f"must be a non-empty list of scales in (0, 4], got {cfg.evaluation.tta_scales}")
+    if not cfg.pairs.train and cfg.selection.pairwise:
+        fail("selection.pairwise", "needs pair models; it cannot be true with pairs.train: false")
+    if not cfg.pairs.train and cfg.evaluation.grid is not None and "pairs" in cfg.evaluation.grid.sources:
+        fail("evaluation.grid.sources", "lists 'pairs', which needs pair models; remove it or set pairs.train: true")
     if cfg.evaluation.grid is not None:
         check_grid(cfg.evaluation.grid, fail)
     if cfg.evaluation.faithfulness:

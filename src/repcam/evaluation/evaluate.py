@@ -44,7 +44,7 @@ def _by_image(records: MapRecords | RecordFile, cls: int, kinds: Sequence[str], 
     return {kind: dict(zip(ids, record_rows(records, kind, sel))) for kind in kinds}
 
 
-def _computed_kinds(records: MapRecords | RecordFile) -> list[str]:
+def computed_kinds(records: MapRecords | RecordFile) -> list[str]:
     """The multi-class map kinds stored with values: a kind the backbone cannot give (CAM without GAP + FC) is
     stored as NaN maps, so its first row tells."""
     first = np.arange(min(1, len(records["cls"])))
@@ -80,7 +80,7 @@ def evaluate_split(
     pairwise = np.full((C, C), np.nan)
     missing: dict[str, int] = {}
     topk_sel: dict[str, Selection] = {f"Top-{k}": {} for k in topk}
-    kinds = _computed_kinds(mc_records)
+    kinds = computed_kinds(mc_records)
     class_modes = [m for m in ("max", "geomean") if m in variants]
     contrast_records = contrast_records or {}
     baseline_records = baseline_records or {}

@@ -134,16 +134,21 @@ class SelectionInput:
     The clusters of the improved k-means are computed once per run, by the first S-k method that asks, and shared
     by all of them (they are written to selections.json when computed)."""
 
-    B: np.ndarray
+    B: np.ndarray | None  # None where there is no run (a stock model): only the methods of NO_B_SELECTIONS work
     n: int
     min_cluster_size: int
     seed: Callable[[str], int]  # a run's seed for one purpose (the same as before the registry: see stages)
     clusters: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    head: np.ndarray | None = None  # (C, D) rows of the classifier's final linear layer, where it has one
 
     @property
     def num_classes(self) -> int:
-        return len(self.B)
+        if self.B is not None:
+            return len(self.B)
+        if self.head is not None:
+            return len(self.head)
+        raise ValueError("a selection needs B or the classifier's head weights")
 
     def kmeans_clusters(self) -> np.ndarray:
         """The improved k-means clusters of the classes (from B's affinity, seeded by purpose "kmeans"), computed on the
@@ -212,6 +217,11 @@ for _k in range(1, 5):
 @register_selection("all", "All")
 def _all(inp: SelectionInput) -> S.Selection:
     return S.all_select(inp.num_classes)
+
+
+NO_B_SELECTIONS = ("random", "all", "head-least")
+"""Selections that need no B (no run): usable as contrast references of any model, a stock one included. "all" as
+contrast references is the mean of all other classes; "head-least" (method/selections/head.py) needs a linear head."""
 
 
 TOPK_ORDER = tuple(f"Top-{k}" for k in range(1, 5))

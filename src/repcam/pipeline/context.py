@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from repcam.config import RunConfig
 from repcam.data import DataError, SegDataset, load_dataset
+from repcam.data.holdout import HELDOUT_SPLIT, holdout_ids, split_holdout
 from repcam.models.train import resolve_device
 from repcam.pipeline.executor import Executor, ExecutorError, default_threads
 from repcam.pipeline.units import ModelSpec
@@ -86,7 +87,10 @@ class RunContext:
     def data_key(self) -> dict[str, Any]:
         """The data settings (and the run's seed) that every data-dependent artefact's key includes."""
         d = self.cfg.data
-        return {"kind": d.kind, "root": str(d.root), "classes": d.classes, "options": d.options, "seed": self.cfg.seed}
+        key = {"kind": d.kind, "root": str(d.root), "classes": d.classes, "options": d.options, "seed": self.cfg.seed}
+        if d.holdout:  # only then: runs without a holdout keep their keys
+            key["holdout"] = d.holdout
+        return key
 
     def model_key(self) -> dict[str, Any]:
         """What a trained model's key includes: :meth:`data_key`, the training split and the backbone section."""
@@ -98,15 +102,34 @@ class RunContext:
 
     # ---- data ----------------------------------------------------------------------------------
     def load_split(self, split: str, for_eval: bool = False) -> SegDataset:
-        """A split for training, or (``for_eval``) for evaluation with that split's ``data.eval_options``."""
+        """A split for training, or (``for_eval``) for evaluation with that split's ``data.eval_options``.
+
+        With ``data.holdout`` the training split lacks the held-out images, and the split ``heldout`` is exactly them
+        (:mod:`repcam.data.holdout`): every training loader starts from this method, so none ever sees them."""
+        d = self.cfg.data
+        if d.holdout and split == HELDOUT_SPLIT:
+            return split_holdout(self._load_raw(d.train_split, split if for_eval else None), self.held_out_ids)[1]
+        ds = self._load_raw(split, split if for_eval else None)
+        if d.holdout and split == d.train_split and not for_eval:
+            return split_holdout(ds, self.held_out_ids)[0]
+        return ds
+
+    def _load_raw(self, split: str, eval_options_of: str | None, **extra: Any) -> SegDataset:
         d = self.cfg.data
         opts = dict(d.options)
-        if for_eval:
-            opts.update(d.eval_options.get(split, {}))
+        if eval_options_of is not None:
+            opts.update(d.eval_options.get(eval_options_of, {}))
+        opts.update(extra)
         if d.kind == "partsworld":
             opts.setdefault("seed", self.cfg.seed)
             opts.setdefault("image_size", self.cfg.backbone.input_size or 64)
         return load_dataset(d.kind, d.root, split, d.classes, **opts)
+
+    @cached_property
+    def held_out_ids(self) -> set[str]:
+        """The training ids ``data.holdout`` names (read once per run)."""
+        d = self.cfg.data
+        return holdout_ids(str(d.holdout), lambda **extra: self._load_raw(d.train_split, None, **extra), d.kind)
 
     def eval_dataset(self, split: str) -> SegDataset:
         """An evaluation split as evaluated: its eval options applied, cut to ``data.max_eval_images``."""

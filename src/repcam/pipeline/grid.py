@@ -29,6 +29,7 @@ from torch import nn
 
 from repcam.engine.cam import ContrastTarget, MultiLayerGradCAM
 from repcam.engine.fusion import fuse_layers
+from repcam.engine.tta import TTA
 from repcam.models.train import ImageCache
 from repcam.pipeline.grid_names import GRID_FUSIONS, GRID_SOURCES, check_grid  # noqa: F401 - importable from here
 from repcam.pipeline.maps import shrink_maps
@@ -69,9 +70,14 @@ class GridSource:
     target: Callable[[int], Any]  # class -> target (an index or a callable on the logits)
 
 
-def row_name(label: str, weighting: str, fusion: str) -> str:
-    """The grid row of one cell, e.g. ``contrast S-2 [xgradcam, paper]``: source, weighting, layer fusion."""
-    return f"{label} [{weighting}, {fusion}]"
+TTA_SUFFIX = " +TTA"
+"""Appended to the row name of a test-time augmented map (``evaluation.tta``)."""
+
+
+def row_name(label: str, weighting: str, fusion: str, tta: bool = False) -> str:
+    """The grid row of one cell, e.g. ``contrast S-2 [xgradcam, paper]``: source, weighting, layer fusion (and
+    `` +TTA`` for the test-time augmented twin)."""
+    return f"{label} [{weighting}, {fusion}]" + (TTA_SUFFIX if tta else "")
 
 
 def contrast_stem(selection: str) -> str:
@@ -105,23 +111,29 @@ def grid_sources(sources: Sequence[str], selections: dict[str, dict[int, Sequenc
 
 def extract_grid(model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[tuple[int, int, Any]], device: torch.device,
                  map_size: int, batch_size: int, weightings: Sequence[str], fusions: Sequence[str],
-                 sinks: dict[str, Callable[[str, np.ndarray], None]], amp: bool = False) -> None:
+                 sinks: dict[str, Callable[[str, np.ndarray], None]], amp: bool = False, tta: TTA | None = None) -> None:
     """Stream every fusion in ``fusions`` of each weighting's per-layer maps for ``jobs`` (image, class, target) to
     ``sinks[weighting]``.
 
     One forward and backward pass per batch serves all weightings and fusions (arithmetic on the same activations
-    and gradients, :meth:`~repcam.engine.cam.MultiLayerGradCAM.layer_maps`).
+    and gradients, :meth:`~repcam.engine.cam.MultiLayerGradCAM.layer_maps`); with ``tta`` one per scale
+    (:mod:`repcam.engine.tta`: each fusion's map is augmented, as a method's map is).
     """
     model.to(device).eval()
     cam = MultiLayerGradCAM(model, "auto", amp=amp)
+
+    def maps_of(x: torch.Tensor, targets: list) -> dict[tuple[str, str], torch.Tensor]:
+        by_weighting, _ = cam.layer_maps(x, targets, weightings)
+        return {(w, fusion): layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
+                for w, layer_maps in by_weighting.items() for fusion in fusions}
+
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
         x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
-        by_weighting, _ = cam.layer_maps(x, [j[2] for j in chunk], weightings)
-        for w, layer_maps in by_weighting.items():
-            for fusion in fusions:
-                maps = layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
-                sinks[w](fusion, shrink_maps(maps, map_size))
+        targets = [j[2] for j in chunk]
+        got = maps_of(x, targets) if tta is None else tta(maps_of, x, targets)
+        for (w, fusion), maps in got.items():
+            sinks[w](fusion, shrink_maps(maps, map_size))
 
 
 @dataclass
@@ -131,6 +143,7 @@ class GridCell:
     source: GridSource
     weighting: str
     art: Artefact
+    tta: bool = False  # the test-time augmented twin of the cell (evaluation.tta), rows named "... +TTA"
 
 
 @dataclass
@@ -142,23 +155,30 @@ class Grid:
     seconds: float = 0.0  # map extraction time of this call (0 when every file was reused)
     reused: int = 0
     rows_meta: dict[str, dict[str, str]] = field(default_factory=dict)  # row name -> source / selection / weighting / fusion
+    tta: TTA | None = None  # evaluation.tta: the augmentation of the cells marked tta
 
     @classmethod
     def plan(cls, grid_cfg: Any, paths: Any, split: str, selections: dict, class_names: Sequence[str], n: int, gamma: float,
-             maps_key: dict[str, Any]) -> "Grid":
+             maps_key: dict[str, Any], tta: TTA | None = None) -> "Grid":
         """The multi-class cells of ``evaluation.grid`` for one split (``paths``: the run's RunDir); ``maps_key`` is what every map of the split depends on
         (the model's checksum included). The fusions are not part of a file's key: a file holding every requested
         fusion is reused, whatever else it holds."""
+        sources = grid_sources(grid_cfg.sources, selections, class_names, n, gamma)
         cells = [GridCell(src, w, Artefact(paths.grid_maps(split, src.stem, w),
                                            config_key({"grid": src.key, "weighting": w, **maps_key})))
-                 for src in grid_sources(grid_cfg.sources, selections, class_names, n, gamma) for w in grid_cfg.weightings]
-        g = cls(cells, list(grid_cfg.fusions))
+                 for src in sources for w in grid_cfg.weightings]
+        if tta is not None:  # every cell's test-time augmented twin, next to it
+            cells += [GridCell(src, w, Artefact(paths.grid_maps(split, src.stem + "__tta", w),
+                                                config_key({"grid": src.key, "weighting": w, "tta": tta.describe(), **maps_key})), True)
+                      for src in sources for w in grid_cfg.weightings]
+        g = cls(cells, list(grid_cfg.fusions), tta=tta)
         for cell in cells:
             for f in g.fusions:
                 sel = cell.source.label.removeprefix("contrast ") if cell.source.kind == "contrast" else ""
-                g.rows_meta[row_name(cell.source.label, cell.weighting, f)] = {
+                g.rows_meta[row_name(cell.source.label, cell.weighting, f, cell.tta)] = {
                     "source": cell.source.kind, "selection": sel, "weighting": cell.weighting, "fusion": f,
-                    "family": f"{cell.source.kind} [{cell.weighting}]"}
+                    "family": f"{cell.source.kind} [{cell.weighting}]" + (TTA_SUFFIX if cell.tta else ""),
+                    "tta": cell.tta}
         return g
 
     def _complete(self, cell: GridCell) -> bool:
@@ -174,16 +194,17 @@ class Grid:
         t0 = time.perf_counter()
         todo = self.todo()
         self.reused = len(self.cells) - len(todo)
-        by_source: dict[int, list[GridCell]] = {}
-        for cell in todo:  # one pass per source serves all of its weightings
-            by_source.setdefault(id(cell.source), []).append(cell)
+        by_source: dict[tuple[int, bool], list[GridCell]] = {}
+        for cell in todo:  # one pass per source (and augmentation) serves all of its weightings
+            by_source.setdefault((id(cell.source), cell.tta), []).append(cell)
         for cells in by_source.values():
             src = cells[0].source
+            tta = self.tta if cells[0].tta else None
             cj = [(i, c, src.target(c)) for i, c, _ in jobs]
             writers = {cell.weighting: RecordWriter(cell.art, [j[0] for j in cj], [j[1] for j in cj], self.fusions, map_size)
                        for cell in cells}
             try:
-                extract_grid(model, cache, pre, cj, device, map_size, batch_size, list(writers), self.fusions, writers, amp)
+                extract_grid(model, cache, pre, cj, device, map_size, batch_size, list(writers), self.fusions, writers, amp, tta)
             except BaseException:
                 for writer in writers.values():
                     writer.discard()
@@ -196,7 +217,7 @@ class Grid:
 
     def records(self) -> list[tuple[RecordFile, dict[str, str]]]:
         """(record file, {row name: map kind}) per cell, for ``evaluate_split(extra_records=...)``."""
-        return [(RecordFile(c.art.path), {row_name(c.source.label, c.weighting, f): f for f in self.fusions}) for c in self.cells]
+        return [(RecordFile(c.art.path), {row_name(c.source.label, c.weighting, f, c.tta): f for f in self.fusions}) for c in self.cells]
 
     def split_off(self, result: Any, rows: list[dict]) -> tuple[Any, list[dict], list[dict]]:
         """(the result without the grid's accumulators, the ablation's rows, the grid's rows): the ablation's tables
@@ -210,7 +231,7 @@ class Grid:
         return base, [r for r in rows if r["method"] not in self.rows_meta], grid_rows
 
 
-GRID_COLUMNS = ["method", "source", "selection", "weighting", "fusion", "miou", "diff", "ci_low", "ci_high", "strongest_baseline",
+GRID_COLUMNS = ["method", "source", "selection", "weighting", "fusion", "tta", "miou", "diff", "ci_low", "ci_high", "strongest_baseline",
                 "diff_strongest", "ci_low_strongest", "ci_high_strongest", "per_image_miou", "best_threshold", "best_miou", "pxap",
                 "irn_miou", "irn_bg_threshold"]
 

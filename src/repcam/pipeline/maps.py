@@ -11,6 +11,7 @@ from torch import nn
 
 from repcam.engine.cam import MultiLayerGradCAM, zhou_cam
 from repcam.engine.fusion import fuse_layers
+from repcam.engine.tta import TTA
 from repcam.models.backbones import Preprocess, gap_fc_parts
 from repcam.models.train import ImageCache
 
@@ -40,6 +41,7 @@ def extract(
     progress: Callable[[int], None] | None = None,
     sink: Callable[[str, np.ndarray], None] | None = None,
     amp: bool = False,
+    tta: TTA | None = None,
 ) -> MapRecords:
     """Maps for ``jobs`` = (image index, class index, target) triples; a target is a logit index or a callable
     on one image's logits (e.g. :class:`~repcam.engine.cam.ContrastTarget`).
@@ -49,30 +51,38 @@ def extract(
     ``cam`` (Zhou et al.'s CAM, when the model ends in GAP + FC).
     With ``sink``, every chunk goes to ``sink(kind, maps)`` as it is computed (see :class:`repcam.store.records.RecordWriter`)
     and the returned records hold only "image" and "cls": memory does not grow with the number of jobs.
+    ``tta``: every map is the test-time augmented one (:mod:`repcam.engine.tta`).
     """
     model.to(device).eval()
     gradcam = MultiLayerGradCAM(model, "auto", amp=amp)
     layercam = MultiLayerGradCAM(model, "auto", fusion="mean", weighting="layercam", amp=amp) if "layercam" in kinds else None
     parts = gap_fc_parts(model) if "cam" in kinds else None
     out: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+
+    def maps_of(x: torch.Tensor, targets: list) -> dict[str, torch.Tensor]:
+        """Every requested kind's (B, H, W) maps at input resolution (one view; ``tta`` calls it once per scale)."""
+        res = gradcam(x, targets)
+        got = {}
+        if "last" in out:
+            got["last"] = res.last
+        if "fused" in out:
+            got["fused"] = res.fused
+        if "mean" in out:
+            got["mean"] = fuse_layers(res.layer_maps, "mean")
+        if layercam is not None:
+            got["layercam"] = layercam(x, targets).fused
+        if "cam" in out:
+            got["cam"] = (torch.full((len(x), *x.shape[-2:]), float("nan")) if parts is None
+                          else zhou_cam(parts[0], parts[1], model, x, [int(t) for t in targets]))
+        return got
+
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
         x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
         targets = [j[2] if callable(j[2]) else int(j[2]) for j in chunk]
-        res = gradcam(x, targets)
-        if "last" in out:
-            out["last"].append(shrink_maps(res.last, map_size))
-        if "fused" in out:
-            out["fused"].append(shrink_maps(res.fused, map_size))
-        if "mean" in out:
-            out["mean"].append(shrink_maps(fuse_layers(res.layer_maps, "mean"), map_size))
-        if layercam is not None:
-            out["layercam"].append(shrink_maps(layercam(x, targets).fused, map_size))
-        if "cam" in out:
-            if parts is None:
-                out["cam"].append(np.full((len(chunk), map_size, map_size), np.nan, np.float16))
-            else:
-                out["cam"].append(shrink_maps(zhou_cam(parts[0], parts[1], model, x, targets), map_size))
+        got = maps_of(x, targets) if tta is None else tta(maps_of, x, targets)
+        for k in out:
+            out[k].append(shrink_maps(got[k], map_size))
         if sink is not None:
             for k, arrs in out.items():
                 sink(k, arrs.pop())

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from repcam.config import RunConfig
 from repcam.data import DataError, SegDataset
+from repcam.data.holdout import HELDOUT_SPLIT
 from repcam.models.baselines import train_baselines
 from repcam.models.train import ImageCache
 from repcam.pipeline.context import RunContext, RunError
@@ -29,7 +30,8 @@ from repcam.pipeline.stages.data import skipped_training_note
 from repcam.pipeline.stages.evaluation import evaluate
 from repcam.pipeline.stages.multiclass import MultiClassStage, pair_budget
 from repcam.pipeline.stages.pairs import PairStage
-from repcam.pipeline.stages.selection import needed_pairs, select
+from repcam.pipeline.stages.selection import head_weights, needed_pairs, select
+from repcam.store.layout import MULTICLASS_MODEL
 from repcam.store.rundir import locked
 from repcam.store.storage import write_json, write_text
 
@@ -60,14 +62,19 @@ class Run(RunContext):
         mc, pairs = self.multiclass, self.pairs
         mc_model = mc.train(train, cache)
         B = mc.similarity(mc_model, train, cache)
-        selections = select(self, B, classes)
-        needed = needed_pairs(self, selections, train.num_classes)
-        pairs.set_init(mc_model, train.num_classes, mc.first_model_meta)
+        selections = select(self, B, classes, head_weights(mc_model))
         try:
-            pair_arts = pairs.train(needed, train, cache)
-            pair_compute = mc.pair_compute(pair_arts, lambda p: pairs.sides(p, train, cache))
-            base_model, base_path = mc.train_baseline(mc_model, train, cache, pair_compute)
-            mc.budget_note(base_path, pair_budget(pair_arts.values()), pair_compute, len(pair_arts))
+            if self.cfg.pairs.train:
+                needed = needed_pairs(self, selections, train.num_classes)
+                pairs.set_init(mc_model, train.num_classes, mc.first_model_meta)
+                pair_arts = pairs.train(needed, train, cache)
+                pair_compute = mc.pair_compute(pair_arts, lambda p: pairs.sides(p, train, cache))
+                base_model, base_path = mc.train_baseline(mc_model, train, cache, pair_compute)
+                mc.budget_note(base_path, pair_budget(pair_arts.values()), pair_compute, len(pair_arts))
+            else:  # only the multi-class model's rows: nothing to train for them, nothing to match the baseline to
+                pair_arts, base_model, base_path = {}, mc_model, MULTICLASS_MODEL
+                self.note("pairs.train is off: no pair model was trained; the rows are the multi-class model's "
+                          "(baselines, contrast maps, grid), the selections serve only as contrast references")
             baseline_arts = train_baselines(self, mc, train, cache, base_path)
             self.skipped_train = skipped_training_note(self, train, cache)
             results = {}
@@ -87,6 +94,11 @@ class Run(RunContext):
         with self.timed("load data"):
             train = self.load_split(self.cfg.data.train_split)
         self.say(f"[bold]{train.num_classes} classes[/], {len(train)} training images, device {self.device}")
+        if self.cfg.data.holdout:
+            held = len(self.load_split(HELDOUT_SPLIT))
+            self.note(f"data.holdout ({self.cfg.data.holdout}): {held} training images held out of all training "
+                      f"(multi-class, pair and baseline models) and evaluated as the split '{HELDOUT_SPLIT}'; "
+                      f"{len(train)} training images remain")
         self.multiclass.num_classes = train.num_classes
         self.class_names = tuple(train.class_names)
         with self.timed("load data"):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 _WHERE = {
     "MethodEngine": "engine", "method_extractor": "engine", "rival_target": "engine",
     "StockExplainer": "explainer", "StockExplanation": "explainer", "explain_image": "explainer",
+    "fixed_references": "explainer", "StockError": "explainer",
     "batches": "files", "explain_files": "files",
     "IMAGE_SUFFIXES": "images", "ImageInput": "images", "expand_images": "images", "load_image": "images",
     "ALIASES": "methods", "METHODS": "methods", "StockMethod": "methods", "did_you_mean": "methods", "method_names": "methods",
@@ -31,7 +32,7 @@ __all__ = sorted(_WHERE)
 
 if TYPE_CHECKING:
     from repcam.stock.engine import MethodEngine, method_extractor, rival_target
-    from repcam.stock.explainer import StockExplainer, StockExplanation, explain_image
+    from repcam.stock.explainer import StockError, StockExplainer, StockExplanation, explain_image, fixed_references
     from repcam.stock.files import batches, explain_files
     from repcam.stock.images import IMAGE_SUFFIXES, ImageInput, expand_images, load_image
     from repcam.stock.methods import ALIASES, METHODS, StockMethod, did_you_mean, method_names, resolve_method

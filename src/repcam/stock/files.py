@@ -30,6 +30,8 @@ def explain_files(
     save_npy: bool = False,
     topk: int = 3,
     rivals: int | None = None,
+    references: str | None = None,
+    tta: bool = False,
     batch_size: int = 8,
     fmt: str = "png",
     device: str = "auto",
@@ -58,7 +60,8 @@ def explain_files(
         from repcam.stock_model import load_stock_model
 
         model = load_stock_model(model, "download", note=note)  # type: ignore[assignment] - a StockModel is accepted
-    explainer = StockExplainer(model, method, layers or "auto", weights=weights, topk=topk, rivals=rivals, device=device)
+    explainer = StockExplainer(model, method, layers or "auto", weights=weights, topk=topk, rivals=rivals, device=device,
+                               references=references, tta=tta)
     wanted = explainer.resolve_classes(list(classes) if classes else None)
     try:  # the last check before any map is computed: the output folder must be creatable
         out.mkdir(parents=True, exist_ok=True)

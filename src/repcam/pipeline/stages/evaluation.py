@@ -5,12 +5,13 @@ from __future__ import annotations
 import yaml
 
 from repcam.data.cross import describe, parse_spec
-from repcam.evaluation.evaluate import evaluate_split, summarize
+from repcam.evaluation.evaluate import MC_METHODS, computed_kinds, evaluate_split, summarize
 from repcam.evaluation.faith_ablation import FaithfulnessColumns, store_key
 from repcam.method import selection as S
 from repcam.models.baselines import baseline_records
 from repcam.pipeline.context import RunContext
-from repcam.pipeline.grid import write_grid
+from repcam.method.methods import Method
+from repcam.pipeline.grid import TTA_SUFFIX, write_grid
 from repcam.pipeline.maps import MapRecords
 from repcam.pipeline.stages.maps import SplitMaps, compute_maps
 from repcam.reporting.tables import write_tables
@@ -46,14 +47,19 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
     faith = faithfulness_columns(ctx, split, mc_model, mc_path, m) if ev.faithfulness else None
     with ctx.timed(f"evaluate {split}"), ctx.progress(f"evaluate {split}", ds.num_classes) as adv:
         contrast = {n: RecordFile(a.path) for n, a in m.contrast.items()}
-        result = evaluate_split(ds, RecordFile(m.multiclass.path), pair_records, selections, ev.threshold, ev.protocol, topk,
+        # Without pair models a selection has no pair rows (its contrast maps are scored from contrast_records).
+        pair_selections = selections if ctx.cfg.pairs.train else {}
+        result = evaluate_split(ds, RecordFile(m.multiclass.path), pair_records, pair_selections, ev.threshold, ev.protocol, topk,
                                 adv if faith is None else lambda n: (faith.checkpoint(), adv(n)),
                                 variants=ev.variants, contrast_records=contrast, baseline_records=trained,
-                                extra_records=(grid.records() if grid is not None else [])
+                                extra_records=tta_records(m) + (grid.records() if grid is not None else [])
                                 + (m.pair_grid.records() if m.pair_grid is not None else []),
                                 on_map=None if faith is None else faith.add)
     rows = summarize(result, seed=ctx.cfg.seed)
     if grid is not None:  # the grid's rows go to grid.*; the ablation's tables stay as without the grid
+        grid_accs = {k: v for k, v in result.accs.items() if k in grid.rows_meta}
+        # Their per-image counts too (results/<split>/grid_accumulators.json): paired intervals across runs need them.
+        write_json_mapping(ctx.paths.results_dir(split) / "grid_accumulators.json", ((k, v.state_dict) for k, v in grid_accs.items()))
         result, rows, grid_rows = grid.split_off(result, rows)
         write_grid(ctx.paths.results_dir(split), split, grid_rows, grid,
                    {"pair_map_seconds": m.pair_grid.seconds} if m.pair_grid is not None else None)
@@ -115,3 +121,17 @@ def faithfulness_columns(ctx: RunContext, split: str, judge, judge_path: str, m:
     return FaithfulnessColumns(ev.faithfulness, judge, m.ds, m.cache, ctx.preprocess, ev.protocol, ctx.device,
                                Artefact(ctx.paths.faithfulness_records(split), key), ctx.cfg.seed, ev.batch_size,
                                rows=lambda name: name not in grid_rows)
+
+
+def tta_records(m: SplitMaps) -> list[tuple[RecordFile, dict[str, str]]]:
+    """The rows of the test-time augmented twins (``evaluation.tta``): "<row> +TTA" for every multi-class baseline
+    row the backbone gives and every contrast row, from their ``__tta`` map files."""
+    out: list[tuple[RecordFile, dict[str, str]]] = []
+    if m.multiclass_tta is not None:
+        rec = RecordFile(m.multiclass_tta.path)
+        kinds = set(computed_kinds(rec))
+        out.append((rec, {name + TTA_SUFFIX: kind for name, kind in MC_METHODS.items() if kind in kinds}))
+    for sel_name, art in m.contrast_tta.items():
+        named = {Method(sel_name, layers, source="contrast").name + TTA_SUFFIX: kind for layers, kind in (("last", "last"), ("A", "fused"))}
+        out.append((RecordFile(art.path), named))
+    return out

@@ -3,11 +3,12 @@ selection, every pair model's, and the grid's; each an artefact keyed by what ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from repcam.data import SegDataset
 from repcam.engine.cam import ContrastTarget
+from repcam.engine.tta import TTA
 from repcam.method import selection as S
 from repcam.models.train import ImageCache
 from repcam.pipeline.context import RunContext, RunError
@@ -37,6 +38,8 @@ class SplitMaps:
     pairs: dict[tuple[int, int], Artefact]
     grid: Grid | None
     pair_grid: PairGrid | None = None  # evaluation.grid.sources with "pairs" (repcam.pipeline.grid_pairs)
+    multiclass_tta: Artefact | None = None  # evaluation.tta: the test-time augmented twins of multiclass ...
+    contrast_tta: dict[str, Artefact] = field(default_factory=dict)  # ... and of contrast
 
 
 def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[tuple[int, int], Artefact],
@@ -62,28 +65,46 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
     mc_sha = read_json(RunDir.meta(ctx.paths / mc_path))["sha256"]
     mc_art = Artefact(ctx.paths.multiclass_maps(split), config_key({"mc": mc_sha, **maps_key}))
     contrast_arts = _contrast_artefacts(ctx, split, selections, names, mc_sha, maps_key) if "contrast" in ev.variants else {}
+    tta = run_tta(ctx)
+    mc_tta, contrast_tta = None, {}
+    # With the grid's multiclass source, its +TTA rows are the Grad-CAM / LayerCAM maps: the multi-class twin then
+    # holds only what the grid lacks, CAM (the augmented passes are the costly part of a run).
+    tta_kinds = ["cam"] if ev.grid is not None and "multiclass" in ev.grid.sources else MULTICLASS_KINDS
+    if tta is not None:  # the twins: same jobs, maps averaged over the augmentation, stored next to the plain ones
+        tkey = {**maps_key, "tta": tta.describe()}
+        if tta_kinds != MULTICLASS_KINDS:
+            tkey["kinds"] = tta_kinds
+        mc_tta = Artefact(tta_path(mc_art.path), config_key({"mc": mc_sha, **tkey}))
+        contrast_tta = {n: Artefact(tta_path(a.path), config_key({"twin_of": a.key, "tta": tta.describe()}))
+                        for n, a in contrast_arts.items()}
     pair_arts = {}
     files = ClassFiles(names)
     for (a, b), model_art in models.items():
         pair_arts[(a, b)] = Artefact(ctx.paths.pair_maps(split, files, names[a], names[b]), config_key({"pair": model_art.meta()["sha256"], **maps_key}))
-    grid = Grid.plan(ev.grid, ctx.paths, split, selections, names, ctx.cfg.selection.n, ev.contrast_gamma, {"mc": mc_sha, **maps_key}) if ev.grid else None
+    grid = Grid.plan(ev.grid, ctx.paths, split, selections, names, ctx.cfg.selection.n, ev.contrast_gamma, {"mc": mc_sha, **maps_key},
+                     tta) if ev.grid else None
     pair_grid = None
     if ev.grid and "pairs" in ev.grid.sources:  # the pair models' maps under every weighting and layer fusion
         shas = {p: art.meta()["sha256"] for p, art in models.items()}
         pair_grid = PairGrid.plan(ev.grid, ctx.paths, split, names, shas, selections, maps_key)
         grid.rows_meta.update(pair_grid.rows_meta)
     todo = [(p, a) for p, a in pair_arts.items() if not a.done()]
-    contrast_todo = [(n, a) for n, a in contrast_arts.items() if not a.done()]
-    total = len(todo) + 1 + len(contrast_todo)
+    contrast_todo = [(n, a, None) for n, a in contrast_arts.items() if not a.done()]
+    contrast_todo += [(n, a, tta) for n, a in contrast_tta.items() if not a.done()]
+    total = len(todo) + 1 + (mc_tta is not None) + len(contrast_todo)
     with ctx.timed(f"maps {split}"), ctx.progress(f"maps on {split} ({len(todo)} pair models to do)", total) as adv:
         # Multi-class maps (one pass over every job each) are streamed to disk in this process: the biggest files.
         if not mc_art.done():
             stream_maps(ctx, mc_art, mc_model, cache, jobs, MULTICLASS_KINDS)
         adv()
-        for sel_name, art in contrast_todo:
+        if mc_tta is not None:
+            if not mc_tta.done():
+                stream_maps(ctx, mc_tta, mc_model, cache, jobs, tta_kinds, tta)
+            adv()
+        for sel_name, art, aug in contrast_todo:
             sel = selections[sel_name]
             cj = [(i, c, ContrastTarget(c, tuple(sel.get(c, ())), ev.contrast_gamma)) for i, c, _ in jobs]
-            stream_maps(ctx, art, mc_model, cache, cj, ["last", "fused"])
+            stream_maps(ctx, art, mc_model, cache, cj, ["last", "fused"], aug)
             adv()
 
         def units() -> Iterator[Unit]:  # built lazily: only the units in flight hold their images and weights
@@ -98,7 +119,7 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
         except ExecutorError as e:
             raise RunError(str(e)) from e
 
-    maps = SplitMaps(ds, cache, jobs, maps_key, mc_art, contrast_arts, pair_arts, grid, pair_grid)
+    maps = SplitMaps(ds, cache, jobs, maps_key, mc_art, contrast_arts, pair_arts, grid, pair_grid, mc_tta, contrast_tta)
     _grid_maps(ctx, split, maps, mc_model, models)
     return maps
 
@@ -129,12 +150,23 @@ def _grid_maps(ctx: RunContext, split: str, maps: SplitMaps, mc_model, models: d
                                   ev.map_size, ev.batch_size, ev.amp, adv)
 
 
-def stream_maps(ctx: RunContext, art: Artefact, model, cache: ImageCache, jobs: list, kinds: list[str]) -> None:
+def run_tta(ctx: RunContext) -> TTA | None:
+    """The run's test-time augmentation (``evaluation.tta``), or None when off."""
+    ev = ctx.cfg.evaluation
+    return TTA(tuple(float(s) for s in ev.tta_scales), ev.tta_flip) if ev.tta else None
+
+
+def tta_path(path):
+    """Where the test-time augmented twin of a map file lives: next to it, ``<stem>__tta.npz``."""
+    return path.with_name(f"{path.stem}__tta{path.suffix}")
+
+
+def stream_maps(ctx: RunContext, art: Artefact, model, cache: ImageCache, jobs: list, kinds: list[str], tta: TTA | None = None) -> None:
     """Extract in this process, writing the maps to ``art`` as they come (nothing is kept if it fails)."""
     ev = ctx.cfg.evaluation
     writer = RecordWriter(art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size)
     try:
-        extract(model, cache, ctx.preprocess, jobs, ctx.device, ev.map_size, ev.batch_size, kinds, sink=writer, amp=ev.amp)
+        extract(model, cache, ctx.preprocess, jobs, ctx.device, ev.map_size, ev.batch_size, kinds, sink=writer, amp=ev.amp, tta=tta)
     except BaseException:
         writer.discard()
         raise

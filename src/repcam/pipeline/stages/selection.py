@@ -10,13 +10,14 @@ from repcam.pipeline.context import RunContext, RunError
 from repcam.store.storage import write_json
 
 
-def select(ctx: RunContext, B: np.ndarray, classes: list[str]) -> dict[str, S.Selection]:
+def select(ctx: RunContext, B: np.ndarray, classes: list[str], head: np.ndarray | None = None) -> dict[str, S.Selection]:
     """{display name: selection} of every method in ``selection.methods`` (registry: repcam.method.methods), written to
-    selections.json with the clusters of the S-k methods when one ran."""
+    selections.json with the clusters of the S-k methods when one ran; ``head``: the multi-class model's final linear
+    layer's weight rows (for head-least), None where it has none."""
     sc = ctx.cfg.selection
     C = len(classes)
     out: dict[str, S.Selection] = {}
-    inp = SelectionInput(B, sc.n, sc.min_cluster_size, ctx.seed)
+    inp = SelectionInput(B, sc.n, sc.min_cluster_size, ctx.seed, head=head)
     for m in sc.methods:
         method = SELECTIONS[m]
         try:
@@ -44,3 +45,11 @@ def needed_pairs(ctx: RunContext, selections: dict[str, S.Selection], C: int) ->
         return [(a, b) for a in range(C) for b in range(a + 1, C)]
     pairs = {tuple(sorted((c, s))) for sel in selections.values() for c, reps in sel.items() for s in reps}
     return sorted(pairs)
+
+
+def head_weights(model) -> np.ndarray | None:
+    """The (C, D) weight rows of a model's final linear layer (GAP + FC models), or None."""
+    from repcam.models.backbones import gap_fc_parts  # lazy: torch
+
+    parts = gap_fc_parts(model)
+    return None if parts is None else parts[1].weight.detach().float().cpu().numpy()

@@ -1,0 +1,162 @@
+"""Apply RULE.md to the best-map cells that exist: benchmarks/results/best_map/summary.md.
+
+    python benchmarks/best_map/summarise.py [--results DIR] [--boot 1000]
+
+The recommended method is the row with the best mean rank of val mIoU over all cells; it is then reported, frozen, on
+the confirmation splits (heldout, coco) per cell, pooled over seeds and pooled over all cells, with paired 95%
+bootstrap intervals against LayerCAM and CAM (images resampled within each cell; the pooled difference is the mean of
+the cells' differences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from best_map import CONFIRMATION, ORDER, RESULTS, read_rows  # noqa: E402
+
+REFERENCES = ("LayerCAM", "CAM")
+
+
+def mean_ranks(cells: dict[str, dict[str, float]]) -> list[tuple[str, float, float]]:
+    """(row, mean rank, mean val mIoU) of the rows present in every cell, best first (RULE.md 1-2)."""
+    common = set.intersection(*(set(r) for r in cells.values()))
+    ranks: dict[str, list[float]] = {r: [] for r in common}
+    for rows in cells.values():
+        vals = {r: rows[r] for r in common}
+        for r, v in vals.items():  # rank 1 = best; ties share their mean rank
+            better = sum(1 for w in vals.values() if w > v)
+            equal = sum(1 for w in vals.values() if w == v)
+            ranks[r].append(better + (equal + 1) / 2)
+    out = [(r, float(np.mean(ranks[r])), float(np.mean([c[r] for c in cells.values()]))) for r in common]
+    return sorted(out, key=lambda t: (t[1], -t[2], t[0]))
+
+
+class CellCounts:
+    """One cell's per-image, per-class intersections and unions of some rows on one split (records_<split>.npz)."""
+
+    def __init__(self, path: Path, rows: list[str]) -> None:
+        z = np.load(path)
+        names = list(z["rows"])
+        missing = [r for r in rows if r not in names]
+        if missing:
+            raise KeyError(missing[0])
+        images, img_index = np.unique(z["image"], return_inverse=True)
+        C = int(z["num_classes"])
+        self.n_images = len(images)
+        self.inter, self.union = {}, {}
+        for r in rows:
+            k = names.index(r)
+            for table, src in ((self.inter, z["inter"][k]), (self.union, z["union"][k])):
+                t = np.zeros((len(images), C))
+                np.add.at(t, (img_index, z["cls"]), src)
+                table[r] = t
+
+    def miou(self, row: str, weights: np.ndarray | None = None) -> float:
+        """mIoU from the counts, images weighted by how often a replicate drew them (None: each once)."""
+        w = np.ones(self.n_images) if weights is None else weights
+        inter, union = w @ self.inter[row], w @ self.union[row]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+def paired_interval(cells: list[CellCounts], a: str, b: str, n_boot: int, seed: int = 0) -> tuple[float, float, float]:
+    """(mean over cells of mIoU(a) - mIoU(b), 95% low, high): each replicate resamples images within every cell."""
+    point = float(np.mean([c.miou(a) - c.miou(b) for c in cells]))
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for k in range(n_boot):
+        diffs = []
+        for c in cells:
+            w = np.bincount(rng.integers(0, c.n_images, c.n_images), minlength=c.n_images).astype(float)
+            diffs.append(c.miou(a, w) - c.miou(b, w))
+        reps[k] = np.mean(diffs)
+    reps = reps[np.isfinite(reps)]
+    low, high = np.percentile(reps, [2.5, 97.5]) if reps.size else (float("nan"), float("nan"))
+    return point, float(low), float(high)
+
+
+def _fmt(d: tuple[float, float, float]) -> str:
+    p, lo, hi = (100 * x for x in d)
+    mark = " *" if lo > 0 or hi < 0 else ""
+    return f"{p:+.2f} [{lo:+.2f}, {hi:+.2f}]{mark}"
+
+
+def summarise(results: Path, n_boot: int) -> str:
+    done = [c for c in ORDER if (results / c / "cell.json").is_file()]
+    extra = sorted(p.name for p in results.iterdir() if (p / "cell.json").is_file() and p.name not in ORDER) if results.is_dir() else []
+    done += extra
+    lines = ["# Best-map benchmark: summary (RULE.md applied)", ""]
+    if not done:
+        return "\n".join(lines + ["No cell has finished yet.", ""])
+    info = {c: json.loads((results / c / "cell.json").read_text()) for c in done}
+    val = {c: read_rows(results / c, "val") for c in done}
+    lines += ["## Cells", "", "| cell | backbone | seed | budget | code commit | torch threads | wall min | CPU min |", "|---|---|---|---|---|---|---|---|"]
+    for c in done:
+        i = info[c]
+        lines.append(f"| {c} | {i['backbone']} | {i['seed']} | {i['budget']} | {i['code_commit']} | {i['torch_threads']} | "
+                     f"{i['wall_seconds'] / 60:.1f} | {i.get('cpu_seconds', float('nan')) / 60:.1f} |")
+    missing = [c for c in ORDER if c not in done]
+    lines += ["", f"Matrix cells not yet run: {', '.join(missing) if missing else 'none'}.", ""]
+    ranked = mean_ranks(val)
+    best = ranked[0][0]
+    lines += ["## The choice (val only)", "",
+              f"Recommended method over {len(done)} cell(s): **{best}** (mean rank {ranked[0][1]:.2f} of {len(ranked)} rows).", "",
+              "| row | mean rank | mean val mIoU | " + " | ".join(done) + " |", "|---|---|---|" + "---|" * len(done)]
+    shown = ranked[:15] + [t for t in ranked[15:] if t[0] in REFERENCES]
+    for r, rank, m in shown:
+        lines.append(f"| {r} | {rank:.2f} | {100 * m:.2f} | " + " | ".join(f"{100 * val[c][r]:.2f}" for c in done) + " |")
+    lines.append("")
+    for split in CONFIRMATION:
+        have = [c for c in done if (results / c / f"records_{split}.npz").is_file()]
+        lines += [f"## Confirmation on {split} (frozen: {best})", ""]
+        if not have:
+            lines += [f"No cell scored on {split} yet" + (" (the COCO-mini hook in run.sh)" if split == "coco" else "") + ".", ""]
+            continue
+        counts = {}
+        for c in have:
+            try:
+                counts[c] = CellCounts(results / c / f"records_{split}.npz", [best, *REFERENCES])
+            except KeyError as e:
+                lines.append(f"- {c}: row {e} not scored on {split}; left out")
+        lines += ["| cell | images | " + best + " | LayerCAM | CAM | vs LayerCAM | vs CAM |", "|---|---|---|---|---|---|---|"]
+        for c, cc in counts.items():
+            lines.append(f"| {c} | {cc.n_images} | {100 * cc.miou(best):.2f} | {100 * cc.miou('LayerCAM'):.2f} | {100 * cc.miou('CAM'):.2f} | "
+                         + " | ".join(_fmt(paired_interval([cc], best, ref, n_boot)) for ref in REFERENCES) + " |")
+        groups: dict[str, list[str]] = {}
+        for c in counts:
+            groups.setdefault(f"{info[c]['backbone']}, {info[c]['budget']} (seeds pooled)", []).append(c)
+        groups["all cells pooled"] = list(counts)
+        lines += ["", "| pooled | cells | vs LayerCAM | vs CAM |", "|---|---|---|---|"]
+        for g, cs in groups.items():
+            lines.append(f"| {g} | {len(cs)} | " + " | ".join(_fmt(paired_interval([counts[c] for c in cs], best, ref, n_boot))
+                                                         for ref in REFERENCES) + " |")
+        lines.append("")
+    lines += ["Differences in mIoU points, paired 95% bootstrap intervals over images (pooled: resampled within each cell, "
+              "mean of the cells' differences); * marks an interval that excludes zero.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--boot", type=int, default=1000)
+    a = ap.parse_args()
+    md = summarise(a.results, a.boot)
+    out = a.results / "summary.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(".summary.md.tmp")
+    tmp.write_text(md)
+    tmp.replace(out)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
