@@ -22,13 +22,16 @@ def _best_class(maps: Mapping[int, np.ndarray], size: tuple[int, int]) -> tuple[
     keys = sorted(int(c) for c in maps)
     if keys[0] < 0 or keys[-1] + 1 >= IGNORE_INDEX:
         raise ValueError(f"class indices must lie in [0, {IGNORE_INDEX - 1}), got {keys}")
-    if len(keys) == 1:  # the common case: one class in the image, nothing to compare
-        return prepare_map(maps[keys[0]], (h, w)), np.full((h, w), keys[0] + 1, dtype=np.uint8)
-    stack = np.stack([prepare_map(maps[c], (h, w)) for c in keys])
-    # argmax takes the first maximum, so ties go to the lowest class index; the maximum is the value at it.
-    arg = np.argmax(stack, axis=0)
-    labels = (np.asarray(keys, dtype=np.uint8) + 1)[arg]
-    return stack.max(axis=0), labels
+    # A running maximum, class by class: a later class takes a pixel only when strictly higher, so ties go to the
+    # lowest class index (np.argmax over the stacked maps, without its slow strided reduction).
+    best = prepare_map(maps[keys[0]], (h, w))
+    labels = np.full((h, w), keys[0] + 1, dtype=np.uint8)
+    for c in keys[1:]:
+        m = prepare_map(maps[c], (h, w))
+        higher = m > best
+        labels[higher] = c + 1
+        np.maximum(best, m, out=best)
+    return best, labels
 
 
 def _label_at(best: np.ndarray, labels: np.ndarray, bg_threshold: float) -> np.ndarray:
@@ -113,8 +116,9 @@ class IRNSweep:
         n = next(iter(self.accs.values())).num_labels if self.accs else 1
         n_b = len(self._sorted) + 1
         n_p = max(n, int(labels.max(initial=0)) + 1)  # predicted labels beyond the classes are an error below
-        key = count_at_most(best.ravel(), self._sorted, strict=True, scale=256 * n_p, dtype=np.int64)
-        key += mask.ravel().astype(np.int64) * n_p
+        dtype = np.int32 if n_b * 256 * n_p < 2**31 else np.int64
+        key = count_at_most(best.ravel(), self._sorted, strict=True, scale=256 * n_p, dtype=dtype)
+        key += mask.ravel().astype(dtype) * dtype(n_p)
         key += labels.ravel()
         h = np.bincount(key, minlength=n_b * 256 * n_p).reshape(n_b, 256, n_p)
         h = np.delete(h, IGNORE_INDEX, axis=1)  # ignored pixels

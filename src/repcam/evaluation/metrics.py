@@ -156,8 +156,9 @@ def count_at_most(values: np.ndarray, thresholds: np.ndarray, strict: bool = Fal
     if table is False or (top.size and top.max() >= 0x8000):  # the sign bit set: negative values (or -0.0)
         return (np.searchsorted(t, values, side="left" if strict else "right") * scale).astype(dtype)
     base, edge = table
-    k = (base * scale).astype(dtype)[top]
-    passed = (bits > edge[top]) if strict else (bits >= edge[top])
+    top = top.astype(np.intp)  # once: each fancy index would convert the index array again
+    k = (base * scale).astype(dtype).take(top)
+    passed = (bits > edge.take(top)) if strict else (bits >= edge.take(top))
     k += passed * dtype(scale)
     return k
 
