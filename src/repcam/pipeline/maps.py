@@ -52,22 +52,24 @@ def extract(
     """
     model.to(device).eval()
     gradcam = MultiLayerGradCAM(model, "auto", amp=amp)
-    layercam = MultiLayerGradCAM(model, "auto", fusion="mean", weighting="layercam", amp=amp) if "layercam" in kinds else None
+    # Grad-CAM and LayerCAM differ only in the arithmetic on the same activations and gradients: one forward and
+    # backward per batch serves both (MultiLayerGradCAM.layer_maps), not one each.
+    weightings = ["gradcam", "layercam"] if "layercam" in kinds else ["gradcam"]
     parts = gap_fc_parts(model) if "cam" in kinds else None
     out: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
         x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
         targets = [j[2] if callable(j[2]) else int(j[2]) for j in chunk]
-        res = gradcam(x, targets)
+        layer_maps, _ = gradcam.layer_maps(x, targets, weightings)
         if "last" in out:
-            out["last"].append(shrink_maps(res.last, map_size))
+            out["last"].append(shrink_maps(layer_maps["gradcam"][:, -1], map_size))
         if "fused" in out:
-            out["fused"].append(shrink_maps(res.fused, map_size))
+            out["fused"].append(shrink_maps(fuse_layers(layer_maps["gradcam"], gradcam.fusion), map_size))
         if "mean" in out:
-            out["mean"].append(shrink_maps(fuse_layers(res.layer_maps, "mean"), map_size))
-        if layercam is not None:
-            out["layercam"].append(shrink_maps(layercam(x, targets).fused, map_size))
+            out["mean"].append(shrink_maps(fuse_layers(layer_maps["gradcam"], "mean"), map_size))
+        if "layercam" in out:  # LayerCAM as the paper's baseline: the mean over layers
+            out["layercam"].append(shrink_maps(fuse_layers(layer_maps["layercam"], "mean"), map_size))
         if "cam" in out:
             if parts is None:
                 out["cam"].append(np.full((len(chunk), map_size, map_size), np.nan, np.float16))
