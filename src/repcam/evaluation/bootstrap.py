@@ -6,6 +6,7 @@ intersections and unions, as :meth:`repcam.evaluation.metrics.IoUAccumulator.mio
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -82,12 +83,8 @@ def _image_tables(image_index: Any, cls: np.ndarray, arrays: list[np.ndarray], n
     img = img.ravel()
     n_img = int(img.max()) + 1
     # Per-image, per-class counts: a replicate's totals are then image weights @ these tables.
-    tables = []
-    for a in arrays:
-        t = np.zeros((n_img, n_cls))
-        np.add.at(t, (img, cls), a)
-        tables.append(t)
-    return tables
+    cell = img * n_cls + cls
+    return [np.bincount(cell, weights=a, minlength=n_img * n_cls).reshape(n_img, n_cls) for a in arrays]
 
 
 def _replicate_diffs(
@@ -96,22 +93,38 @@ def _replicate_diffs(
     """mIoU(a) - mIoU(b) of ``n_boot`` replicates that resample the images (rows of the count tables) with
     replacement, and with ``per_class`` the (n_boot, C) per-class IoU differences of the same replicates."""
     n_img, n_cls = ia.shape
-    rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
     class_diffs = np.empty((n_boot, n_cls)) if per_class else None
-    # Bounds the (replicates x images) weight matrix (8 MB); up to 1,000 images the 1,000 replicates are one chunk,
-    # and chunking changes the random draws, so this cap is part of the results' reproducibility.
+    counts = np.hstack([ia, ua, ib, ub])
+    start = 0
+    for w in _replicate_weights(n_img, n_boot, seed):
+        m = w.shape[0]
+        # One product for the four tables; counts are whole numbers, so every order of summation gives the same sums.
+        ria, rua, rib, rub = np.split(w @ counts, 4, axis=1)
+        diffs[start : start + m] = _miou_from_counts(ria, rua) - _miou_from_counts(rib, rub)
+        if class_diffs is not None:
+            class_diffs[start : start + m] = safe_div(ria, rua) - safe_div(rib, rub)
+        start += m
+    return diffs, class_diffs
+
+
+@functools.lru_cache(maxsize=2)
+def _replicate_weights(n_img: int, n_boot: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The (replicates x images) resampling weights (how often each image is drawn), in chunks: the same for every
+    pair of rows of a split (same images, replicates and seed), so drawn once and shared (read-only) by all of them."""
+    rng = np.random.default_rng(seed)
+    # Bounds each chunk (8 MB); up to 1,000 images the 1,000 replicates are one chunk, and chunking changes the
+    # random draws, so this cap is part of the results' reproducibility.
     chunk = max(1, 1_000_000 // n_img)
+    out = []
     for start in range(0, n_boot, chunk):
         m = min(chunk, n_boot - start)
         draws = rng.integers(0, n_img, size=(m, n_img))
         flat = (np.arange(m)[:, None] * n_img + draws).ravel()
         w = np.bincount(flat, minlength=m * n_img).reshape(m, n_img).astype(np.float64)
-        ria, rua, rib, rub = w @ ia, w @ ua, w @ ib, w @ ub
-        diffs[start : start + m] = _miou_from_counts(ria, rua) - _miou_from_counts(rib, rub)
-        if class_diffs is not None:
-            class_diffs[start : start + m] = safe_div(ria, rua) - safe_div(rib, rub)
-    return diffs, class_diffs
+        w.flags.writeable = False
+        out.append(w)
+    return tuple(out)
 
 
 def paired_bootstrap(

@@ -10,7 +10,7 @@ import numpy as np
 from repcam.data.base import SegDataset
 from repcam.evaluation.bootstrap import paired_bootstrap
 from repcam.evaluation.irn import IRNSweep
-from repcam.evaluation.metrics import DEFAULT_SWEEP, IoUAccumulator
+from repcam.evaluation.metrics import DEFAULT_SWEEP, ClassMask, IoUAccumulator
 from repcam.method.methods import MAP_KINDS, TRAINED_BASELINES, Method
 from repcam.method.representative import fuse_stored
 from repcam.method.selection import Selection, topk_select
@@ -91,7 +91,8 @@ def evaluate_split(
         pairs = _PairScores(ds, c, partners, threshold)
         if topk:  # Top-k needs class c's whole pairwise row before any fused map: one extra pass
             for chunk in chunks:
-                pairs.score(chunk, {s: _by_image(r, c, ["last"], chunk)["last"] for s, r in partners.items()}, {i: eval_mask(ds, i, protocol) for i in chunk})
+                pairs.score(chunk, {s: _by_image(r, c, ["last"], chunk)["last"] for s, r in partners.items()},
+                            {i: ClassMask(eval_mask(ds, i, protocol), c) for i in chunk})
             pairwise[c, list(partners)] = pairs.row()
             _select_topk(pairwise, c, topk, topk_sel)
         for chunk in chunks:  # only one chunk of one class's maps is in memory at a time
@@ -118,7 +119,7 @@ class _Rows:
         # The IRN protocol needs every image's maps of all its classes at once: spool them to disk (flat memory).
         self.spool = MapSpool()
 
-    def add(self, name: str, image: int, c: int, cam: np.ndarray, mask: np.ndarray) -> None:
+    def add(self, name: str, image: int, c: int, cam: np.ndarray, mask: ClassMask) -> None:
         """Score one map of row ``name`` (image, class ``c``) against its evaluation mask."""
         if name not in self.accs:
             self.accs[name] = IoUAccumulator(self.ds.num_classes, primary=self.threshold)
@@ -136,7 +137,7 @@ class _PairScores:
         self.acc = {s: IoUAccumulator(ds.num_classes, thresholds=(threshold,), primary=threshold) for s in partners}
 
     def score(self, chunk: list[int], last: dict, masks: dict) -> None:
-        """Add the chunk's images' maps ({partner: {image: map}}) against their masks ({image: mask})."""
+        """Add the chunk's images' maps ({partner: {image: map}}) against their masks ({image: class c's mask})."""
         for s in self.partners:
             for i in chunk:
                 if i in last[s]:
@@ -162,7 +163,7 @@ class _ChunkMaps:
     mc: dict[str, dict[int, np.ndarray]]  # multi-class model: kind -> table
     last: dict[int, dict[int, np.ndarray]]  # pair models: partner -> last-layer table
     fused: dict[int, dict[int, np.ndarray]]  # pair models: partner -> +A (fused layers) table
-    masks: dict[int, np.ndarray]
+    masks: dict[int, ClassMask]  # each built once per image, shared by every row's map (the pixel work of a mask)
     contrast: dict[str, dict[str, dict[int, np.ndarray]]]  # selection -> "last" / "fused" -> table
     trained: dict[str, dict[int, np.ndarray]]  # trained baseline row -> table
     extra: list[tuple[dict[str, dict[int, np.ndarray]], Mapping[str, str]]]  # (kind -> table, {row name: kind})
@@ -178,7 +179,7 @@ def _chunk_maps(
     pair_maps = {s: _by_image(r, c, ["last", "fused"], chunk) for s, r in partners.items()}
     last = {s: m["last"] for s, m in pair_maps.items()}
     fused = {s: m["fused"] for s, m in pair_maps.items()}
-    masks = {i: eval_mask(ds, i, protocol) for i in chunk}
+    masks = {i: ClassMask(eval_mask(ds, i, protocol), c) for i in chunk}
     contrast_tables = {n: _by_image(r, c, ["last", "fused"], chunk) for n, r in contrast_records.items() if "contrast" in variants}
     trained = {n: _by_image(r, c, ["map"], chunk)["map"] for n, r in baseline_records.items()}
     extra = [(_by_image(r, c, list(named.values()), chunk), named) for r, named in extra_records]
@@ -186,7 +187,7 @@ def _chunk_maps(
 
 
 def _score_image(
-    add: Callable[[str, int, int, np.ndarray, np.ndarray], None], i: int, c: int, maps: _ChunkMaps,
+    add: Callable[[str, int, int, np.ndarray, ClassMask], None], i: int, c: int, maps: _ChunkMaps,
     selections: list[tuple[str, Selection]], missing: dict[str, int], variants: Sequence[str], class_modes: list[str],
 ) -> None:
     """Score every row's map of image ``i``, class ``c``: the multi-class and trained baselines, each selection's

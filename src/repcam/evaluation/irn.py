@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from repcam.evaluation.metrics import IGNORE_INDEX, check_2d, nanmean, prepare_map, safe_div
+from repcam.evaluation.metrics import IGNORE_INDEX, check_2d, count_at_most, nanmean, prepare_map, safe_div
 
 
 def _best_class(maps: Mapping[int, np.ndarray], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -22,11 +22,16 @@ def _best_class(maps: Mapping[int, np.ndarray], size: tuple[int, int]) -> tuple[
     keys = sorted(int(c) for c in maps)
     if keys[0] < 0 or keys[-1] + 1 >= IGNORE_INDEX:
         raise ValueError(f"class indices must lie in [0, {IGNORE_INDEX - 1}), got {keys}")
-    stack = np.stack([prepare_map(maps[c], (h, w)) for c in keys])
-    # argmax takes the first maximum, so ties go to the lowest class index.
-    arg = np.argmax(stack, axis=0)
-    labels = (np.asarray(keys, dtype=np.int64) + 1)[arg].astype(np.uint8)
-    return np.take_along_axis(stack, arg[None], axis=0)[0], labels
+    # A running maximum, class by class: a later class takes a pixel only when strictly higher, so ties go to the
+    # lowest class index (np.argmax over the stacked maps, without its slow strided reduction).
+    best = prepare_map(maps[keys[0]], (h, w))
+    labels = np.full((h, w), keys[0] + 1, dtype=np.uint8)
+    for c in keys[1:]:
+        m = prepare_map(maps[c], (h, w))
+        higher = m > best
+        labels[higher] = c + 1
+        np.maximum(best, m, out=best)
+    return best, labels
 
 
 def _label_at(best: np.ndarray, labels: np.ndarray, bg_threshold: float) -> np.ndarray:
@@ -89,6 +94,10 @@ class IRNSweep:
 
     def __init__(self, num_classes: int, thresholds: Sequence[float]) -> None:
         self.accs = {float(t): ConfusionAccumulator(num_classes) for t in thresholds}
+        # Every threshold as compared with the float32 maps, sorted: each pixel's bucket is how many lie below it.
+        t32 = np.asarray(list(self.accs), dtype=np.float32)
+        self._sorted = np.unique(t32)
+        self._slot = np.searchsorted(self._sorted, t32)  # threshold i of self.accs -> its sorted position
 
     def add(self, maps: Mapping[int, np.ndarray], mask: np.ndarray) -> None:
         """Score one image: ``maps`` (class index -> map of each present class) against ``mask``, at every threshold."""
@@ -96,8 +105,36 @@ class IRNSweep:
         check_2d(mask, "mask")
         # Maps are prepared once per image; only the background comparison depends on t.
         best, labels = _best_class(maps, mask.shape)
-        for t, acc in self.accs.items():
-            acc.add(_label_at(best, labels, t), mask)
+        for acc, conf in zip(self.accs.values(), self._confusions(best, labels, mask)):
+            acc.matrix += conf
+
+    def _confusions(self, best: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+        """The image's confusion matrix at every threshold (in ``self.accs`` order) from ONE histogram of the pixels
+        over (threshold bucket, mask label, predicted class label): the pixel is its class at the thresholds below
+        its best value (the background wins ties) and background at the others, so each threshold's matrix is a sum
+        of buckets, the same counts as :class:`ConfusionAccumulator` fed ``_label_at`` threshold by threshold."""
+        n = next(iter(self.accs.values())).num_labels if self.accs else 1
+        n_b = len(self._sorted) + 1
+        n_p = max(n, int(labels.max(initial=0)) + 1)  # predicted labels beyond the classes are an error below
+        dtype = np.int32 if n_b * 256 * n_p < 2**31 else np.int64
+        key = count_at_most(best.ravel(), self._sorted, strict=True, scale=256 * n_p, dtype=dtype)
+        key += mask.ravel().astype(dtype) * dtype(n_p)
+        key += labels.ravel()
+        h = np.bincount(key, minlength=n_b * 256 * n_p).reshape(n_b, 256, n_p)
+        h = np.delete(h, IGNORE_INDEX, axis=1)  # ignored pixels
+        # Errors as ConfusionAccumulator.add raises them at the first threshold: a mask label outside [0, n), or a
+        # class label at a pixel where some threshold lets the class win.
+        if self.accs and (h[:, n:].any() or h[1:, :, n:].any()):
+            raise ValueError(f"labels must lie in [0, {n}) outside ignore pixels")
+        h = h[:, :n, :n]
+        above = np.cumsum(h[::-1], axis=0)[::-1]  # [k]: pixels in buckets >= k
+        total = above[0].sum(axis=1)  # per mask label
+        out = []
+        for j in self._slot.tolist():
+            conf = above[j + 1].copy()  # the pixels above threshold j keep their class label...
+            conf[:, 0] += total - above[j + 1].sum(axis=1)  # ...the others are background
+            out.append(conf)
+        return out
 
     def result(self) -> dict[float, float]:
         """Background threshold -> (C + 1)-label mIoU over the images added so far."""

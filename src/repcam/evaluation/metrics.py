@@ -53,15 +53,18 @@ def normalize_map(cam: np.ndarray) -> np.ndarray:
     check_2d(cam, "cam")
     if cam.size == 0:
         raise ValueError("cam is empty")
-    # Computed in float64 so that exact inputs (e.g. 0.15 of a [0, 1] map) stay exact.
-    x = cam.astype(np.float64)
-    if not np.all(np.isfinite(x)):
+    # min and max propagate NaN, and an inf is one of them: checking the two is checking every pixel.
+    lo, hi = float(cam.min()), float(cam.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError("cam contains NaN or inf")
-    lo, hi = float(x.min()), float(x.max())
     if hi <= lo:
         # A flat map carries no localisation; zeros means it predicts nothing at any T > 0.
-        return np.zeros(x.shape, dtype=np.float32)
-    return ((x - lo) / (hi - lo)).astype(np.float32)
+        return np.zeros(cam.shape, dtype=np.float32)
+    # Computed in float64 so that exact inputs (e.g. 0.15 of a [0, 1] map) stay exact; the subtraction casts to
+    # float64 as it reads (no float64 copy of the map first), and the division works in place.
+    x = np.subtract(cam, lo, dtype=np.float64)
+    x /= hi - lo
+    return x.astype(np.float32)
 
 
 def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -117,6 +120,71 @@ class PrimaryCounts(NamedTuple):
     union: np.ndarray  # (R,) int64
 
 
+class ClassMask:
+    """One image's mask as seen when scoring class ``cls``: per pixel (flattened) 0 for any other label, 1 for the
+    class, 2 for ignored (255). Built once per (image, class) and shared by every map scored against it."""
+
+    def __init__(self, mask: np.ndarray, cls: int) -> None:
+        mask = np.asarray(mask)
+        check_2d(mask, "mask")
+        self.cls = int(cls)
+        self.shape: tuple[int, int] = (int(mask.shape[0]), int(mask.shape[1]))
+        flat = mask.ravel()
+        state = (flat == self.cls + 1).astype(np.int16)
+        state[flat == IGNORE_INDEX] = 2
+        self.state = state  # int16: added to the histogram keys (int16 or int64) without widening them
+
+
+def count_at_most(values: np.ndarray, thresholds: np.ndarray, strict: bool = False, scale: int = 1,
+                  dtype: type = np.int64) -> np.ndarray:
+    """Per value (float32, non-negative: a prepared map), how many of the sorted float32 ``thresholds`` are ``<= value``
+    (``< value`` with ``strict``): the threshold bucket of every pixel in one pass, as ``np.searchsorted`` gives it.
+
+    Non-negative float32 values order like their bit patterns read as integers, so the top 16 bits index a table of
+    65,536 buckets that each hold at most one threshold: a table look-up and one comparison per pixel instead of a
+    binary search (several times faster on maps of 10^5 pixels). Thresholds closer than a bucket fall back to
+    the search; the counts are the same either way (int64)."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    t = np.asarray(thresholds, dtype=np.float32)
+    key = (t.tobytes(), strict)
+    table = _BUCKET_TABLES.get(key)
+    if table is None:
+        table = _BUCKET_TABLES[key] = _bucket_table(t, strict)
+    bits = values.view(np.uint32)
+    top = bits >> 16
+    if table is False or (top.size and top.max() >= 0x8000):  # the sign bit set: negative values (or -0.0)
+        return (np.searchsorted(t, values, side="left" if strict else "right") * scale).astype(dtype)
+    base, edge = table
+    top = top.astype(np.intp)  # once: each fancy index would convert the index array again
+    k = (base * scale).astype(dtype).take(top)
+    passed = (bits > edge.take(top)) if strict else (bits >= edge.take(top))
+    k += passed * dtype(scale)
+    return k
+
+
+_BUCKET_TABLES: dict[tuple[bytes, bool], tuple[np.ndarray, np.ndarray] | bool] = {}
+
+
+def _bucket_table(t: np.ndarray, strict: bool) -> tuple[np.ndarray, np.ndarray] | bool:
+    """(count of thresholds below each 16-bit bucket, the one threshold's bits inside it or a never-reached edge),
+    or False when a bucket holds two thresholds or the thresholds are unsorted."""
+    if t.size and (np.any(np.diff(t) < 0) or np.isnan(t).any()):
+        return False
+    # Thresholds a non-negative value always passes count in every bucket: t < 0, and t == 0 unless strict.
+    always = int(np.sum(t < 0) + (0 if strict else np.sum(t == 0)))
+    pos = t[(t > 0) | ((t == 0) & strict)]
+    bits = np.abs(pos).view(np.uint32).astype(np.int64)  # abs: -0.0 as +0.0
+    top = bits >> 16
+    if np.any(np.diff(top) == 0):
+        return False
+    base = np.full(65536, always, dtype=np.int64)
+    edge = np.full(65536, 0xFFFFFFFF, dtype=np.uint32)  # above every finite non-negative value
+    for b, tb in zip(top.tolist(), bits.tolist()):
+        base[b + 1 :] += 1  # buckets above the threshold's count it outright
+        edge[b] = tb
+    return base, edge
+
+
 class IoUAccumulator:
     """Per-class intersection and union summed over a data set, at several thresholds at once.
 
@@ -166,41 +234,42 @@ class IoUAccumulator:
             raise KeyError(f"threshold {t} is not tracked; tracked: {self.thresholds}")
         return hits[0]
 
-    def _counts(self, prob: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Intersection and union at every threshold in one pass over the pixels."""
-        vals = prob[valid]
-        g = gt[valid]
-        # k = number of thresholds t with t <= value, i.e. the pixel is predicted at t_0..t_{k-1}.
-        k = np.searchsorted(self._t32, vals, side="right")
-        n_t = len(self.thresholds)
-        all_hist = np.bincount(k, minlength=n_t + 1)
-        gt_hist = np.bincount(k[g], minlength=n_t + 1)
-        pred = np.cumsum(all_hist[::-1])[::-1][1:]
-        inter = np.cumsum(gt_hist[::-1])[::-1][1:]
-        union = pred + int(g.sum()) - inter
-        return inter.astype(np.int64), union.astype(np.int64)
-
-    def add(self, image_id: str, cls: int, cam: np.ndarray, mask: np.ndarray) -> float:
+    def add(self, image_id: str, cls: int, cam: np.ndarray, mask: np.ndarray | ClassMask) -> float:
         """Add one (image, class) pair; returns its IoU at the primary threshold.
 
-        ``cam`` may have any 2-D size (it is resized to the mask). The per-image IoU is NaN when
-        prediction and ground truth are both empty over valid pixels; NaNs are skipped in means.
+        ``cam`` may have any 2-D size (it is resized to the mask). ``mask`` is the image's mask, or its
+        :class:`ClassMask` for ``cls`` when several maps are scored against it (built once, not per map). The
+        per-image IoU is NaN when prediction and ground truth are both empty over valid pixels; NaNs are skipped in means.
         """
         cam = np.asarray(cam)
-        mask = np.asarray(mask)
-        if cam.ndim != 2 or mask.ndim != 2:
-            raise ValueError(f"{image_id}: cam and mask must be 2-D, got {cam.shape} and {mask.shape}")
+        shape = mask.shape if isinstance(mask, ClassMask) else np.shape(mask)
+        if cam.ndim != 2 or len(shape) != 2:
+            raise ValueError(f"{image_id}: cam and mask must be 2-D, got {cam.shape} and {shape}")
         if not 0 <= int(cls) < self.num_classes:
             raise ValueError(f"{image_id}: class {cls} out of range [0, {self.num_classes})")
         cls = int(cls)
-        prob = prepare_map(cam, mask.shape)
-        valid = mask != IGNORE_INDEX
-        gt = mask == cls + 1
-        inter, union = self._counts(prob, gt, valid)
-        level = np.minimum((prob[valid] * self.ap_bins).astype(np.int64), self.ap_bins - 1)
-        g = gt[valid]
-        self.ap_pos[cls] += np.bincount(level[g], minlength=self.ap_bins)
-        self.ap_neg[cls] += np.bincount(level[~g], minlength=self.ap_bins)
+        if isinstance(mask, ClassMask) and mask.cls != cls:
+            raise ValueError(f"{image_id}: mask prepared for class {mask.cls}, scored for class {cls}")
+        cm = mask if isinstance(mask, ClassMask) else ClassMask(np.asarray(mask), cls)
+        prob = prepare_map(cam, cm.shape).ravel()
+        # One histogram over (threshold bucket, score level, pixel state) gives every threshold's counts and the
+        # PxAP histograms: a pixel in bucket k is predicted at t_0..t_{k-1}; state 0 other, 1 the class, 2 ignored.
+        n_t, bins = len(self.thresholds), self.ap_bins
+        n_keys = (n_t + 1) * bins * 3
+        dtype = np.int16 if n_keys < 2**15 else np.int64
+        key = count_at_most(prob, self._t32, scale=bins * 3, dtype=dtype)
+        level = (prob * bins).astype(dtype)  # the PxAP score level, floor(p * bins)
+        np.minimum(level, bins - 1, out=level)
+        level *= 3
+        key += level
+        key += cm.state
+        h = np.bincount(key, minlength=n_keys).reshape(n_t + 1, bins, 3)
+        hk, hl = h.sum(1), h.sum(0)
+        above = np.cumsum(hk[::-1, :2], axis=0)[::-1][1:]  # [j]: pixels predicted at t_j, per state
+        inter = above[:, 1]
+        union = above[:, 0] + above[:, 1] + int(hk[:, 1].sum()) - inter
+        self.ap_pos[cls] += hl[:, 1]
+        self.ap_neg[cls] += hl[:, 0]
         self.intersection[:, cls] += inter
         self.union[:, cls] += union
         self._ids.append(sys.intern(str(image_id)))

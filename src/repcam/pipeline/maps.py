@@ -55,22 +55,24 @@ def extract(
     """
     model.to(device).eval()
     gradcam = MultiLayerGradCAM(model, "auto", amp=amp)
-    layercam = MultiLayerGradCAM(model, "auto", fusion="mean", weighting="layercam", amp=amp) if "layercam" in kinds else None
+    # Grad-CAM and LayerCAM differ only in the arithmetic on the same activations and gradients: one forward and
+    # backward per batch serves both (MultiLayerGradCAM.layer_maps), not one each.
+    weightings = ["gradcam", "layercam"] if "layercam" in kinds else ["gradcam"]
     parts = gap_fc_parts(model) if "cam" in kinds else None
     out: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
 
     def maps_of(x: torch.Tensor, targets: list) -> dict[str, torch.Tensor]:
         """Every requested kind's (B, H, W) maps at input resolution (one view; ``tta`` calls it once per scale)."""
-        res = gradcam(x, targets)
+        layer_maps, _ = gradcam.layer_maps(x, targets, weightings)
         got = {}
         if "last" in out:
-            got["last"] = res.last
+            got["last"] = layer_maps["gradcam"][:, -1]
         if "fused" in out:
-            got["fused"] = res.fused
+            got["fused"] = fuse_layers(layer_maps["gradcam"], gradcam.fusion)
         if "mean" in out:
-            got["mean"] = fuse_layers(res.layer_maps, "mean")
-        if layercam is not None:
-            got["layercam"] = layercam(x, targets).fused
+            got["mean"] = fuse_layers(layer_maps["gradcam"], "mean")
+        if "layercam" in out:  # LayerCAM as the paper's baseline: the mean over layers
+            got["layercam"] = fuse_layers(layer_maps["layercam"], "mean")
         if "cam" in out:
             got["cam"] = (torch.full((len(x), *x.shape[-2:]), float("nan")) if parts is None
                           else zhou_cam(parts[0], parts[1], model, x, [int(t) for t in targets]))
