@@ -26,3 +26,15 @@ def tiny_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("tiny_run")
     Run(tiny_config(), run_dir, show_progress=False).run()
     return run_dir
+
+
+# ---- speed (issue 28): one frozen-trunk tiny run per session, for the tests that read it or copy it and rerun -------
+@pytest.fixture(scope="session")
+def frozen_run(tmp_path_factory) -> Path:
+    """A finished run of tiny_run.frozen_tiny_config(); tests that rerun it with other settings copy it first."""
+    from repcam.pipeline.run import Run
+    from tiny_run import frozen_tiny_config
+
+    run_dir = tmp_path_factory.mktemp("frozen_run") / "run"
+    Run(frozen_tiny_config(), run_dir, show_progress=False).run()
+    return run_dir

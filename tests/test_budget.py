@@ -55,13 +55,16 @@ def test_the_budget_unit_is_a_checked_choice_left_out_of_old_keys():
     assert config_key(multiclass_training(plain.multiclass)) == config_key(multiclass_training(flops.multiclass))
 
 
-def test_a_frozen_run_matches_the_baseline_in_flops(tmp_path):
-    from test_featcache import _frozen_run_config
+def test_a_frozen_run_matches_the_baseline_in_flops(frozen_run, tmp_path):
+    import shutil
 
     from repcam.pipeline.run import Run
+    from tiny_run import frozen_tiny_config
 
-    run_dir = tmp_path / "run"
-    Run(_frozen_run_config(multiclass__budget_unit="flops"), run_dir, show_progress=False).run()
+    # The shared frozen run (conftest.frozen_run) rerun with FLOPs: its multi-class model, pair models and feature cache
+    # do not depend on the budget unit, so only the baseline trains again.
+    run_dir = shutil.copytree(frozen_run, tmp_path / "run")
+    Run(frozen_tiny_config(multiclass__budget_unit="flops"), run_dir, show_progress=False).run()
     budget = read_json(run_dir / "budget.json")
     first = read_json(run_dir / "multiclass" / "model.pt.meta.json")
     per = budget["flops_per_image_epoch"]

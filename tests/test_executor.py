@@ -111,3 +111,26 @@ def test_failed_pair_unit_loses_only_itself_and_rerun_finishes(inprocess_run, tm
     Run(_small(), tmp_path, show_progress=False).run()
     assert len(calls) == 1
     assert _fingerprint(tmp_path) == _fingerprint(inprocess_run)
+
+
+def test_steps_outside_work_units_train_on_the_configured_threads(tmp_path, monkeypatch):
+    """The multi-class model trains in this process, not in a unit: it too runs on execution.threads (an
+    OMP_NUM_THREADS=1 shell used to train it on 1 thread and the pair models on 2), and the caller's count returns."""
+    import repcam.pipeline.stages.multiclass as multiclass_stage
+
+    caller = torch.get_num_threads()
+    seen = []
+
+    def first_fit(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise KeyboardInterrupt("stop after the first training starts")
+
+    monkeypatch.setattr(multiclass_stage, "fit", first_fit)
+    with pytest.raises(KeyboardInterrupt):
+        Run(tiny_config(execution__threads=caller + 1), tmp_path, show_progress=False).run()
+    assert seen == [caller + 1] and torch.get_num_threads() == caller
+
+
+def test_environment_records_the_runs_thread_count(inprocess_run):
+    env = read_json(inprocess_run / "environment.json")
+    assert env["threads"] == 1 and env["interop_threads"] >= 1 and isinstance(env["thread_env"], dict)

@@ -209,22 +209,19 @@ def test_a_unit_refuses_a_cache_of_another_trunk(tmp_path):
 
 
 def _frozen_run_config(**over):
-    from tiny_run import tiny_config
+    from tiny_run import frozen_tiny_config
 
-    # Four classes, one representative each: a few pair models, enough to share one cache.
-    base = dict(pairs__init="multiclass", pairs__freeze_until="layer2", selection__methods=["random"], selection__n=1,
-                evaluation__variants=[], data__max_eval_images=8, execution__threads=1,
-                data__options={"num_images": 120, "image_size": 32, "n_groups": 2, "classes_per_group": 2})
-    return tiny_config(**{**base, **over})
+    return frozen_tiny_config(**over)
 
 
-def test_a_run_trains_pairs_on_one_shared_cache_and_reuses_it(tmp_path, monkeypatch):
+def test_a_run_trains_pairs_on_one_shared_cache_and_reuses_it(frozen_run, tmp_path, monkeypatch):
+    import shutil
+
     import repcam.pipeline.units as units_module
     from repcam.pipeline.run import Run
     from repcam.store.storage import read_json
 
-    run_dir = tmp_path / "run"
-    Run(_frozen_run_config(), run_dir, show_progress=False).run()
+    run_dir = shutil.copytree(frozen_run, tmp_path / "run")  # the shared session run (conftest.frozen_run), rerun below
     meta = read_json(run_dir / "features" / "layer2.npy.meta.json")
     mm = np.load(run_dir / "features" / "layer2.npy", mmap_mode="r")
     assert mm.shape == tuple(meta["shape"]) == (2, len(meta["ids"]), 32, 8, 8) and meta["bytes"] == mm.nbytes

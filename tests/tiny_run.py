@@ -19,3 +19,13 @@ def tiny_config(**over) -> RunConfig:
         section, name = key.split("__")
         values[section] = {**values.get(section, {}), name: val}
     return from_dict(values, "test")
+
+
+# ---- speed (issue 28): the frozen-trunk tiny run shared by test_featcache and test_budget ----------------------------
+def frozen_tiny_config(**over) -> RunConfig:
+    """Four classes, one representative each, pairs on a shared layer2 feature cache: a few pair models, enough to
+    share one cache (the run of the ``frozen_run`` fixture in conftest.py)."""
+    base = dict(pairs__init="multiclass", pairs__freeze_until="layer2", selection__methods=["random"], selection__n=1,
+                evaluation__variants=[], data__max_eval_images=8, execution__threads=1,
+                data__options={"num_images": 120, "image_size": 32, "n_groups": 2, "classes_per_group": 2})
+    return tiny_config(**{**base, **over})

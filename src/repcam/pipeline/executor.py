@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -31,14 +32,23 @@ class Unit:
     threads: int = 1
 
 
-def run_unit(unit: Unit) -> tuple[Any, Any]:
-    """Run one unit (in whatever process it landed) with a fixed thread count, restoring the caller's."""
+@contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    """Torch runs on ``threads`` threads inside the block, the caller's count after: float sums (and so trained
+    weights) depend on the thread count, so every step of a run uses the one it records, whatever OMP_NUM_THREADS
+    or an earlier ``torch.set_num_threads`` left in the process."""
     before = torch.get_num_threads()
-    torch.set_num_threads(unit.threads)
+    torch.set_num_threads(threads)
     try:
-        return unit.key, unit.fn(unit.arg)
+        yield
     finally:
         torch.set_num_threads(before)
+
+
+def run_unit(unit: Unit) -> tuple[Any, Any]:
+    """Run one unit (in whatever process it landed) with a fixed thread count, restoring the caller's."""
+    with pinned_threads(unit.threads):
+        return unit.key, unit.fn(unit.arg)
 
 
 def default_threads(workers: int) -> int:

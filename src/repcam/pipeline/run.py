@@ -25,6 +25,7 @@ from repcam.data.holdout import HELDOUT_SPLIT
 from repcam.models.baselines import train_baselines
 from repcam.models.train import ImageCache
 from repcam.pipeline.context import RunContext, RunError
+from repcam.pipeline.executor import pinned_threads
 from repcam.pipeline.preflight import eval_split_problems, raise_problems, split_overlaps
 from repcam.pipeline.stages.data import skipped_training_note
 from repcam.pipeline.stages.evaluation import evaluate
@@ -49,7 +50,9 @@ class Run(RunContext):
 
     def run(self) -> dict[str, list[dict]]:
         """Every step of the run, with the run directory locked against other processes for the whole time."""
-        with locked(self.dir, lambda msg: self.say(f"[yellow]note:[/] {msg}")):
+        # One torch thread count for the whole run (execution.threads, default cores // workers), also for the steps
+        # outside work units: with OMP_NUM_THREADS=1 the multi-class model trained on 1 thread and the pair models on 2.
+        with locked(self.dir, lambda msg: self.say(f"[yellow]note:[/] {msg}")), pinned_threads(self.threads):
             return self._run()
 
     def _run(self) -> dict[str, list[dict]]:
@@ -126,7 +129,9 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(),  # every step's, pinned by Run.run (results depend on it)
+        "interop_threads": torch.get_num_interop_threads(),
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
         "device": str(device),
         "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
     }
