@@ -7,7 +7,7 @@
 # benchmarks/best_map/summarise.py applies it to the cells that exist.
 #
 # COCO-mini hook: with BEST_MAP_COCO_DATA=<data yaml> set, each finished cell is also scored on COCO-mini with the
-# cross-data-set command (repcam evaluate RUN --data FILE, the coco branch) and exported as split "coco".
+# cross-data-set command (repcam evaluate RUN --data FILE --name coco) and exported as split "coco".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-${OMP_NUM_THREADS:-1}}
@@ -18,7 +18,7 @@ cells=("$@")
 for cell in "${cells[@]}"; do
   "$PY" benchmarks/best_map/best_map.py run "$cell"
   if [ -n "${BEST_MAP_COCO_DATA:-}" ] && [ ! -f "benchmarks/results/best_map/$cell/rows_coco.csv" ]; then
-    "$PY" -m repcam.cli evaluate "${BEST_MAP_RUNS:-/work/runs/best_map}/$cell" --data "$BEST_MAP_COCO_DATA" --split coco
+    "$PY" -m repcam.cli evaluate "${BEST_MAP_RUNS:-/work/runs/best_map}/$cell" --data "$BEST_MAP_COCO_DATA" --name coco --no-progress
     "$PY" benchmarks/best_map/best_map.py export "$cell" --split coco
   fi
 done
