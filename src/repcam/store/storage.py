@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -39,6 +40,18 @@ def temp_prefix(path: Path) -> str:
     return f".{name}."
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file under the process's current umask (0o644 under 022,
+    0o600 under 077): repcam's files are as readable by colleagues as any file the user writes, no more, no less."""
+    with _UMASK_LOCK:  # os.umask can only be read by setting it: set and restore under a lock
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write via ``write(tmp)`` into a temp file in the same folder, fsync, then rename over ``path``; any OSError on
     the way (disk full, permission, name too long) is a one-line :class:`WriteError` naming ``path``, and no temp
@@ -48,8 +61,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
-        os.close(fd)
         tmp_path = Path(tmp)
+        try:  # mkstemp creates 0600; the renamed file gets the mode a plain open() would (0644 under umask 022)
+            os.fchmod(fd, file_mode())
+        finally:
+            os.close(fd)
         write(tmp_path)
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
