@@ -28,7 +28,7 @@ def run_config_path(run_dir: str | Path) -> Path:
 @dataclass
 class DataConfig:
     """The ``data`` section: which data set (kind, root, splits, class subset) and its loader options; keys and defaults
-    in the README's config table ("Runs, configs and the paper's tables")."""
+    in the config table of docs/runs.md ("Runs and configs")."""
 
     kind: str = "partsworld"  # partsworld | voc | coco | folder
     root: str | None = None
@@ -45,8 +45,8 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    """The ``backbone`` section: the classifier architecture, its starting weights and input size; see the README's
-    config table ("Runs, configs and the paper's tables")."""
+    """The ``backbone`` section: the classifier architecture, its starting weights and input size; see the config
+    table of docs/runs.md ("Runs and configs")."""
 
     name: str = "tiny_cnn"
     weights: str | None = None  # "imagenet", a state-dict path, or null
@@ -56,7 +56,7 @@ class BackboneConfig:
 @dataclass
 class MultiClassConfig:
     """The ``multiclass`` section: training of the multi-class model and how its baseline's budget is matched; see the
-    README's config table ("Runs, configs and the paper's tables")."""
+    config table of docs/runs.md ("Runs and configs")."""
 
     mode: str = "multilabel"  # multilabel (fair default: sigmoid on all images) | single (the paper: softmax on single-label images)
     epochs: int = 200
@@ -80,7 +80,7 @@ def multiclass_training(mc: MultiClassConfig) -> dict[str, Any]:
 @dataclass
 class PairConfig:
     """The ``pairs`` section: training of the binary pair models (stopping rule, starting weights, partial fine-tuning);
-    see the README's config table ("Runs, configs and the paper's tables")."""
+    see the config table of docs/runs.md ("Runs and configs")."""
 
     epochs: int = 10
     lr: float = 1e-4
@@ -102,7 +102,7 @@ class PairConfig:
 @dataclass
 class SelectionConfig:
     """The ``selection`` section: how many representative classes, the selection methods, and whether every pair is
-    trained; see the README's config table ("Runs, configs and the paper's tables")."""
+    trained; see the config table of docs/runs.md ("Runs and configs")."""
 
     n: int = 4
     methods: list[str] = field(default_factory=lambda: ["random", "rank-a", "rank-b", "s1", "s2", "s3", "s4"])
@@ -122,7 +122,7 @@ class GridConfig:
 @dataclass
 class EvalConfig:
     """The ``evaluation`` section: threshold, protocol, stored map size, extra rows (variants, grid, faithfulness); see
-    the README's config table ("Runs, configs and the paper's tables")."""
+    the config table of docs/runs.md ("Runs and configs")."""
 
     threshold: float = 0.15
     protocol: str = "whole"  # whole: resize the whole image; crop: the paper's centre crop
@@ -133,10 +133,10 @@ class EvalConfig:
     # "with-gradcam" (the +A+F map averaged with the multi-class Grad-CAM).
     variants: list[str] = field(default_factory=lambda: ["max", "geomean", "contrast", "with-gradcam"])
     contrast_gamma: float = 1.0
-    amp: bool = False  # mixed-precision forward for the maps (CUDA float16 / CPU bfloat16); see the README for the tolerance
+    amp: bool = False  # mixed-precision forward for the maps (CUDA float16 / CPU bfloat16); see docs/scale.md for the tolerance
     grid: GridConfig | None = None  # null: off; a mapping (may be {}): the grid's rows in results/<split>/grid.*
     # Faithfulness columns of the ablation tables (repcam.evaluation.faith_ablation): deletion, insertion, road, avg_drop,
-    # maxboxacc; every row's maps scored by the baseline multi-class model. []: off (expensive: see the README).
+    # maxboxacc; every row's maps scored by the baseline multi-class model. []: off (expensive: see docs/score.md).
     faithfulness: list[str] = field(default_factory=list)
     # Test-time augmentation (repcam.engine.tta): true adds, next to every multi-class row (baselines, contrast maps,
     # grid), its twin "<row> +TTA" from maps summed over tta_scales (each with its flip when tta_flip), as IRN does.
@@ -148,7 +148,7 @@ class EvalConfig:
 @dataclass
 class ExecutionConfig:
     """The ``execution`` section: where work units run (in process, a process pool or Ray) and with how many threads;
-    see the README's config table ("Runs, configs and the paper's tables")."""
+    see the config table of docs/runs.md ("Runs and configs")."""
 
     kind: str = "inprocess"  # inprocess | process (local pool) | ray (local cluster, or `address`)
     workers: int = 1
@@ -159,7 +159,7 @@ class ExecutionConfig:
 @dataclass
 class RunConfig:
     """A whole config file: the top-level keys (name, seed, device, baselines) and one field per section; see the
-    README's config table ("Runs, configs and the paper's tables")."""
+    config table of docs/runs.md ("Runs and configs")."""
 
     name: str = "run"
     seed: int = 0

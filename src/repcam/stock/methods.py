@@ -52,10 +52,10 @@ METHODS: dict[str, StockMethod] = {
 }
 """The methods by name; the same maps as a run's Grad-CAM, LayerCAM, Grad-CAM+A and contrast rows, and
 ``contrast-layercam`` = the evaluation grid's ``top-4 contrast [layercam, paper]`` row (chosen on VOCdevkit-mini val;
-README "Which method when"), and ``cam`` = the run's CAM row (Zhou et al., for models that end in GAP + FC; the
+docs/results.md "Which method when"), and ``cam`` = the run's CAM row (Zhou et al., for models that end in GAP + FC; the
 strongest single map on VOCdevkit-mini at the paper's budget, val and train); ``gradcampp``, ``xgradcam``, ``hirescam``
 and ``eigengradcam`` are the engine's weightings of those names on the deepest stage (on VOCdevkit-mini with the Lite1
-run's model 5 to 9 points below LayerCAM on val and train: README "Which method when")."""
+run's model 5 to 9 points below LayerCAM on val and train: docs/results.md "Which method when")."""
 
 
 ALIASES: dict[str, str] = {
