@@ -1,4 +1,4 @@
-"""Training on the CPU runs in channels_last (faster: benchmarks/results/channels_last.md) and hands the model back
+"""Training on the CPU in channels_last (opt-in, faster: benchmarks/results/channels_last.md) hands the model back
 in the default format, so later CAM passes compute exactly as on a model loaded from disk."""
 
 import torch
@@ -16,7 +16,7 @@ def test_fit_trains_channels_last_and_returns_a_contiguous_model():
     images = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
     try:
         fit(model, images, torch.tensor([0, 1, 0, 1, 0, 1]), Preprocess(32, (0.5,) * 3, (0.5,) * 3), loss="ce", epochs=1,
-            lr=1e-3, batch_size=3, seed=0, device=torch.device("cpu"))
+            lr=1e-3, batch_size=3, seed=0, device=torch.device("cpu"), channels_last=True)
     finally:
         handle.remove()
     assert seen and all(seen)

@@ -129,7 +129,7 @@ def test_cli_explain_and_report_on_a_readonly_run(run_copy, photo, tmp_path):
         out = tmp_path / "elsewhere"
         ok = repcam("explain", str(photo), "--run", str(run_copy), "--device", "cpu", "--out", str(out), readonly_as_root=True)
         assert ok.returncode == 0, ok.stderr
-        assert list(out.glob("photo_*.png"))  # a read-only run can be explained into another folder
+        assert list(out.glob("photo-*.png"))  # a read-only run can be explained into another folder
         res = repcam("report", str(run_copy), readonly_as_root=True)
         assert_one_line_error(res, "cannot write the report into", str(run_copy))
     finally:

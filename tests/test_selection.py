@@ -175,7 +175,7 @@ def test_scaled_positions_resolves_collisions():
 
 
 def test_scaled_positions_errors():
-    with pytest.raises(ValueError, match="4 ranked classes from only 3"):
+    with pytest.raises(ValueError, match="picks 4 classes.*only 3 other classes"):
         scaled_positions(RANK_A, 3)
     with pytest.raises(ValueError, match="strictly increasing"):
         scaled_positions([3, 3, 5], 19)
