@@ -46,8 +46,12 @@ def test_cells_and_their_configs():
     assert ORDER[:3] == ["lite0_s0_short", "lite1_s0_short", "lite2_s0_short"] and ORDER[-1] == "lite0_s0_paper"
     cfg = cell_config("lite2_s1_short")
     assert cfg["seed"] == 1 and cfg["backbone"]["name"] == "tf_efficientnet_lite2" and cfg["pairs"]["train"] is False
-    assert cell_config("lite0_s0_paper")["multiclass"]["max_images"] is None
+    paper = cell_config("lite0_s0_paper")
+    assert paper["multiclass"]["max_images"] is None and paper["multiclass"]["epochs"] == 6
+    assert paper["pairs"]["train"] is True and paper["pairs"]["freeze_until"] == "blocks.5"  # the paper's S+A+F rows
     from repcam.config import from_dict
+
+    assert from_dict(paper, "paper cell").pairs.epochs == 10
 
     run = from_dict(cfg, "cell")  # every cell is a valid run config
     assert run.data.holdout == "original_masks" and "heldout" in run.data.eval_splits and run.evaluation.tta
