@@ -57,3 +57,14 @@ def test_cells_and_their_configs():
     assert run.data.holdout == "original_masks" and "heldout" in run.data.eval_splits and run.evaluation.tta
     with pytest.raises(SystemExit, match="unknown cell"):
         parse_cell("lite3_s0_short")
+
+
+def test_pooling_cells_that_score_the_same_images_does_not_shrink_the_interval(tmp_path: Path):
+    """Cells score the same images, so a replicate resamples image ids once for all of them: pooling a cell with an
+    exact copy of itself adds no information and must give the single cell's interval (independent resampling per
+    cell would narrow it by about 1/sqrt(2))."""
+    one = _cell(tmp_path, "a.npz", 0.01, 3)
+    same = _cell(tmp_path, "a.npz", 0.01, 3)
+    single = paired_interval([one], "best", "LayerCAM", 300)
+    pooled = paired_interval([one, same], "best", "LayerCAM", 300)
+    assert pooled == pytest.approx(single)

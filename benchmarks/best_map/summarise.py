@@ -4,8 +4,8 @@
 
 The recommended method is the row with the best mean rank of val mIoU over all cells; it is then reported, frozen, on
 the confirmation splits (heldout, coco) per cell, pooled over seeds and pooled over all cells, with paired 95%
-bootstrap intervals against LayerCAM and CAM (images resampled within each cell; the pooled difference is the mean of
-the cells' differences).
+bootstrap intervals against LayerCAM and CAM (one resample of the image ids per replicate, shared by every cell, as
+the cells score the same images; the pooled difference is the mean of the cells' differences).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class CellCounts:
             raise KeyError(missing[0])
         images, img_index = np.unique(z["image"], return_inverse=True)
         C = int(z["num_classes"])
+        self.images = images.astype(str)
         self.n_images = len(images)
         self.inter, self.union = {}, {}
         for r in rows:
@@ -67,16 +68,21 @@ class CellCounts:
 
 
 def paired_interval(cells: list[CellCounts], a: str, b: str, n_boot: int, seed: int = 0) -> tuple[float, float, float]:
-    """(mean over cells of mIoU(a) - mIoU(b), 95% low, high): each replicate resamples images within every cell."""
+    """(mean over cells of mIoU(a) - mIoU(b), 95% low, high).
+
+    Each replicate draws ONE resample of the image ids (with replacement, over the union of the cells' ids) and weights
+    every cell's images by it: the cells score the same images (the first N of each split), so a hard image is hard in
+    every cell, and resampling each cell on its own would treat shared images as independent and understate the
+    interval (RULE.md, correction of session 10). With one cell this is the ordinary paired bootstrap over its images.
+    """
     point = float(np.mean([c.miou(a) - c.miou(b) for c in cells]))
+    ids = np.unique(np.concatenate([c.images for c in cells]))
+    where = [np.searchsorted(ids, c.images) for c in cells]
     rng = np.random.default_rng(seed)
     reps = np.empty(n_boot)
     for k in range(n_boot):
-        diffs = []
-        for c in cells:
-            w = np.bincount(rng.integers(0, c.n_images, c.n_images), minlength=c.n_images).astype(float)
-            diffs.append(c.miou(a, w) - c.miou(b, w))
-        reps[k] = np.mean(diffs)
+        w = np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids)).astype(float)
+        reps[k] = np.mean([c.miou(a, w[at]) - c.miou(b, w[at]) for c, at in zip(cells, where)])
     reps = reps[np.isfinite(reps)]
     low, high = np.percentile(reps, [2.5, 97.5]) if reps.size else (float("nan"), float("nan"))
     return point, float(low), float(high)
@@ -138,8 +144,8 @@ def summarise(results: Path, n_boot: int) -> str:
             lines.append(f"| {g} | {len(cs)} | " + " | ".join(_fmt(paired_interval([counts[c] for c in cs], best, ref, n_boot))
                                                          for ref in REFERENCES) + " |")
         lines.append("")
-    lines += ["Differences in mIoU points, paired 95% bootstrap intervals over images (pooled: resampled within each cell, "
-              "mean of the cells' differences); * marks an interval that excludes zero.", ""]
+    lines += ["Differences in mIoU points, paired 95% bootstrap intervals over images (pooled: one resample of the image ids "
+              "per replicate, shared by the cells, which score the same images; the mean of the cells' differences); * marks an interval that excludes zero.", ""]
     return "\n".join(lines)
 
 
