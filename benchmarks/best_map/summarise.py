@@ -50,6 +50,9 @@ class CellCounts:
         C = int(z["num_classes"])
         self.images = images.astype(str)
         self.n_images = len(images)
+        self.labels = np.bincount(img_index, minlength=len(images))  # classes scored per image (its labels)
+        self.present = np.zeros((len(images), C), bool)
+        self.present[img_index, z["cls"]] = True
         self.inter, self.union = {}, {}
         for r in rows:
             k = names.index(r)
@@ -65,6 +68,22 @@ class CellCounts:
         with np.errstate(invalid="ignore", divide="ignore"):
             iou = np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
         return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+    def subset(self, keep: np.ndarray) -> "CellCounts":
+        """The same counts restricted to the images where ``keep`` is true (a view for per-group intervals)."""
+        sub = object.__new__(CellCounts)
+        sub.images, sub.labels, sub.present = self.images[keep], self.labels[keep], self.present[keep]
+        sub.n_images = int(keep.sum())
+        sub.inter = {r: t[keep] for r, t in self.inter.items()}
+        sub.union = {r: t[keep] for r, t in self.union.items()}
+        return sub
+
+    def class_iou(self, row: str) -> np.ndarray:
+        """Per-class IoU over the images (NaN for a class with no union)."""
+        inter, union = self.inter[row].sum(0), self.union[row].sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
 
 
 def paired_interval(cells: list[CellCounts], a: str, b: str, n_boot: int, seed: int = 0) -> tuple[float, float, float]:
@@ -86,6 +105,34 @@ def paired_interval(cells: list[CellCounts], a: str, b: str, n_boot: int, seed: 
     reps = reps[np.isfinite(reps)]
     low, high = np.percentile(reps, [2.5, 97.5]) if reps.size else (float("nan"), float("nan"))
     return point, float(low), float(high)
+
+
+def why_lines(counts: dict[str, CellCounts], classes: list[str], best: str, ref: str, n_boot: int) -> list[str]:
+    """Where the recommended row gains or loses against ``ref``: per class (IoU difference, mean over cells, and in how
+    many cells it is positive) and by co-occurrence (images whose only label is the class vs images with others)."""
+    cells = list(counts.values())
+    lines = [f"Per class, {best} minus {ref} (IoU points; mean over {len(cells)} cell(s); wins: cells where it is above):", "",
+             "| class | images | alone | with others | Δ IoU | wins | Δ alone | Δ with others |", "|---|---|---|---|---|---|---|---|"]
+    c0 = cells[0]
+    for k, name in enumerate(classes):
+        has = c0.present[:, k]
+        if not has.any():
+            continue
+        alone, mixed = has & (c0.labels == 1), has & (c0.labels > 1)
+        d = [c.class_iou(best)[k] - c.class_iou(ref)[k] for c in cells]
+
+        def sub_diff(keep: np.ndarray) -> str:
+            if not keep.any():
+                return "-"
+            return f"{100 * np.nanmean([c.subset(keep).class_iou(best)[k] - c.subset(keep).class_iou(ref)[k] for c in cells]):+.2f}"
+        lines.append(f"| {name} | {int(has.sum())} | {int(alone.sum())} | {int(mixed.sum())} | {100 * np.nanmean(d):+.2f} | "
+                     f"{sum(1 for x in d if x > 0)}/{len(d)} | {sub_diff(alone)} | {sub_diff(mixed)} |")
+    single = c0.labels == 1
+    lines += ["", "| images | count | Δ mIoU vs " + ref + " (pooled over cells) |", "|---|---|---|"]
+    for label, keep in (("one label", single), ("two or more labels", ~single)):
+        if keep.any():
+            lines.append(f"| {label} | {int(keep.sum())} | {_fmt(paired_interval([c.subset(keep) for c in cells], best, ref, n_boot))} |")
+    return lines + [""]
 
 
 def _fmt(d: tuple[float, float, float]) -> str:
@@ -144,6 +191,10 @@ def summarise(results: Path, n_boot: int) -> str:
             lines.append(f"| {g} | {len(cs)} | " + " | ".join(_fmt(paired_interval([counts[c] for c in cs], best, ref, n_boot))
                                                          for ref in REFERENCES) + " |")
         lines.append("")
+        same = [c for c in counts if np.array_equal(counts[c].images, next(iter(counts.values())).images)]
+        classes = info[same[0]]["config"]["data"]["classes"]
+        lines += [f"### Why: where {best} gains and loses against LayerCAM on {split}", ""]
+        lines += why_lines({c: counts[c] for c in same}, classes, best, "LayerCAM", n_boot)
     lines += ["Differences in mIoU points, paired 95% bootstrap intervals over images (pooled: one resample of the image ids "
               "per replicate, shared by the cells, which score the same images; the mean of the cells' differences); * marks an interval that excludes zero.", ""]
     return "\n".join(lines)
