@@ -81,3 +81,21 @@ def test_results_key_ignores_other_splits_options():
     assert results_key(base, "val") == results_key(more, "val")
     changed = tiny_config(data__eval_options={"val": {"num_images": 31}}).to_dict()
     assert results_key(base, "val") != results_key(changed, "val")
+
+
+def test_a_resumed_run_reuses_b_and_recomputes_it_when_its_key_differs(tiny_run: Path, tmp_path: Path):
+    """B is a forward pass over every training image (minutes at 224 px on a CPU): a resume reuses similarity.json
+    when it was computed from the same model, images and mode, and recomputes it otherwise, to the same matrix."""
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    stored = (run / "similarity.json").read_bytes()
+    Run(tiny_config(), run, show_progress=False).run()
+    assert "similarity" not in json.loads((run / "timings.json").read_text())  # not computed again
+    assert (run / "similarity.json").read_bytes() == stored
+    sim = json.loads(stored)
+    (run / "similarity.json").write_text(json.dumps({**sim, "key": "from another model"}))
+    Run(tiny_config(), run, show_progress=False).run()
+    assert "similarity" in json.loads((run / "timings.json").read_text())
+    assert json.loads((run / "similarity.json").read_text())["B"] == sim["B"]

@@ -85,20 +85,42 @@ class MultiClassStage:
         return idx
 
     def similarity(self, model, train: SegDataset, cache: ImageCache) -> np.ndarray:
-        """B (Eq. 2) from the model's predictions on its training images, written to similarity.json."""
+        """B (Eq. 2) from the model's predictions on its training images, written to similarity.json.
+
+        Reused when similarity.json holds the B of the same model (its checksum), images and mode: a resumed run does
+        not repeat the forward pass over every training image (minutes at 224 px on a CPU; issue 28)."""
         ctx = self.ctx
         idx = cache.ok(self.images(train))
+        multilabel = ctx.cfg.multiclass.mode == "multilabel"
+        key = config_key({"mc": self.first_model_meta()["sha256"], "images": [train.samples[i].id for i in idx],
+                          "classes": list(train.class_names), "multilabel": multilabel})
+        stored = self._stored_similarity(key)
+        if stored is not None:
+            return stored
         with ctx.timed("similarity"):
             logits = predict(model, cache.stack(idx), ctx.preprocess, ctx.device)
-        multilabel = ctx.cfg.multiclass.mode == "multilabel"
         probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).numpy()
         labels = np.zeros((len(idx), train.num_classes), bool)
         for r, i in enumerate(idx):
             labels[r, list(train.samples[i].labels)] = True
         B = S.similarity_matrix(probs, labels, multilabel=multilabel)
         write_json(ctx.paths.similarity, {"classes": list(train.class_names), "B": B, "affinity": S.affinity(B), "multilabel": multilabel,
-                                          "definition": "B[i,j] = sum over training images of class i of p(j) (Eq. 2); multilabel: images that also contain j are left out of B[i,j]"})
+                                          "definition": "B[i,j] = sum over training images of class i of p(j) (Eq. 2); multilabel: images that also contain j are left out of B[i,j]",
+                                          "key": key})
         return B
+
+    def _stored_similarity(self, key: str) -> np.ndarray | None:
+        """similarity.json's B if it was computed under ``key`` and is a square finite matrix; else None (recompute)."""
+        path = self.ctx.paths.similarity
+        try:
+            stored = read_json(path)
+            if not isinstance(stored, dict) or stored.get("key") != key:
+                return None
+            B = np.asarray(stored["B"], dtype=float)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        n = len(stored.get("classes", []))
+        return B if B.shape == (n, n) and np.isfinite(B).all() else None
 
     def first_model_meta(self) -> dict[str, Any]:
         """The metadata of the multi-class model behind B (and the pair models' start with ``pairs.init: multiclass``),
