@@ -314,7 +314,8 @@ def table5(run: RunResults, splits: Sequence[str] = ("val",), recommended: str |
     notes = [_missing_note(m, f"{run.path}/results/{s}/ablation.json") for s, m in missing.items() if m]
     notes += [_DELTA_NOTE] if intervals else []
     notes.append(f"One run ({run.path}), all rows on its backbone {run.backbone} (the paper uses each method's best backbone); "
-                 f"wall time {seconds(run.wall_s)} (timings.json's total).")
+                 f"wall time {seconds(run.wall_s)}.")
+    notes.append(_wall_note())
     title = f"Table 5 layout: mIoU (%) on {', '.join(splits)}"
     return PaperTable(title, header, body, notes)
 
