@@ -17,8 +17,11 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=${MKL_NUM_THREADS:-
 start=$(date +%s)
 "$repcam" evaluate "$run" --data benchmarks/configs/coco_mini_voc12.yaml --no-progress
 echo "cross evaluation: $(( $(date +%s) - start )) s" > "$out/timing.txt"
-splits=(--split coco-mini)
-[ -d "$run/results/val" ] && splits=(--split val --split coco-mini)
+splits=()  # every split the run evaluated (val, a held-out split, ...), then COCO-mini
+for d in "$run"/results/*/; do
+  s=$(basename "$d"); [ "$s" = coco-mini ] || [ ! -f "$d/ablation.json" ] || splits+=(--split "$s")
+done
+splits+=(--split coco-mini)
 "$repcam" tables "$run" --table 5 "${splits[@]}" ${rec:+--recommended "$rec"} --out "$out/table5_coco.md"
 "$repcam" report "$run"
 cp "$run/results/coco-mini/ablation.md" "$run/results/coco-mini/per_class.md" "$out/"
