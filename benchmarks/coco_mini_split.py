@@ -1,5 +1,5 @@
 """Write the documented train / held-out split of COCO-mini's 343 images (issue 25's 80-class run):
-benchmarks/configs/coco_mini_split/{train,heldout}.txt, one COCO image id per line.
+benchmarks/configs/coco_mini_split/{train,test}.txt (the held-out part is named "test": "heldout" is the split of data.holdout), one COCO image id per line.
 
 Rule: the 340 annotated images in id order; every 4th one (positions 3, 7, 11, ...) is held out, unless holding it
 out would leave one of its classes (non-crowd annotations) with no training image; then it stays in train. The 3
@@ -30,7 +30,7 @@ for pos, i in enumerate(ids):
 train = [i for i in ids if i not in set(heldout)]
 out = Path(__file__).parent / "configs" / "coco_mini_split"
 out.mkdir(parents=True, exist_ok=True)
-for name, lst in (("train", train), ("heldout", heldout)):
+for name, lst in (("train", train), ("test", heldout)):
     (out / f"{name}.txt").write_text(f"# COCO-mini {name} split (benchmarks/coco_mini_split.py)\n" + "".join(f"{i}\n" for i in lst))
 held_classes = {c for i in heldout for c in labels[i]}
 print(f"train {len(train)} images, held out {len(heldout)} images with {len(held_classes)} of 80 classes; "

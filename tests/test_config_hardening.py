@@ -375,3 +375,14 @@ def test_empty_evaluation_split_is_refused(tmp_path: Path):
     with pytest.raises(DataError, match="evaluation split 'val' has no images"):
         check_eval_split(ds, "val")
     check_eval_split(load_dataset("folder", str(root), "val", ["a"]), "val")  # one good image: fine
+
+
+RUN_CONFIGS = sorted(p for p in (REPO / "benchmarks" / "configs").glob("*.yaml") if "class_map" not in p.read_text())
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.name)
+def test_every_committed_run_config_is_valid(path):
+    """Every run config the benchmarks and docs name must load: a feature that reserves a name or tightens a check
+    must not silently break one (the 80-class COCO config's split 'heldout' did, once data.holdout claimed it)."""
+    cfg = load_config(path)
+    assert cfg.data.eval_splits
