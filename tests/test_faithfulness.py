@@ -188,6 +188,10 @@ def test_score_maps_mask_oracle_beats_its_inverse(tmp_path):
         assert only.summary["inverse"][key] == pytest.approx(res.summary["inverse"][key])
         assert only.intervals["inverse"][key][0] == pytest.approx(res.intervals["inverse"][key][0])
     assert "deletion" not in only.values["oracle"]
+    drop = score_maps({"oracle": oracle, "inverse": lambda x, c: 1 - oracle(x, c)}, ds, model, transform,
+                      metrics=["avg_drop"], n_boot=200)  # no mask metric asked: no mIoU bootstrap, no per-record PxAP
+    assert set(drop.intervals["inverse"]) == {"avg_drop"} and set(drop.values["oracle"]) == {"avg_drop"}
+    assert drop.intervals["inverse"]["avg_drop"] == pytest.approx(res.intervals["inverse"]["avg_drop"])
     with pytest.raises(ScoreError, match="unknown metric 'iou'; choose from miou, pxap, deletion"):
         score_maps(oracle, ds, model, transform, metrics=["iou"])
 

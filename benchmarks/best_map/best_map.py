@@ -79,12 +79,13 @@ def cell_config(name: str) -> dict[str, Any]:
 
 
 def code_commit() -> str:
-    """The repository's HEAD commit, with ``+dirty`` when tracked files differ from it."""
+    """The repository's HEAD commit, with ``+dirty`` when tracked files outside benchmarks/results differ from it."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # the benchmark's own outputs (summary.md, rewritten after each cell) do not make the code dirty
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results") else "")
 
 
 def _write(path: Path, text: str) -> None:

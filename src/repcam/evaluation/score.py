@@ -313,7 +313,8 @@ def score_maps(
                 maps = normalise_maps(fn(x, cls), (len(chunk), *size), name).to(device)
                 for (i, c), m in zip(chunk, maps.cpu().numpy()):
                     accs[name].add(dataset.samples[i].id, c, m, cache[i][1])
-                    pxaps[name].append(record_pxap(m, cache[i][1], c, accs[name].ap_bins))
+                    if "pxap" in keys:  # a per-record average precision only when asked for
+                        pxaps[name].append(record_pxap(m, cache[i][1], c, accs[name].ap_bins))
                     if not faith:
                         advance(1)  # mask metrics only: the work is per record
                 if not faith:
@@ -326,7 +327,7 @@ def score_maps(
                 advance(len(chunk))  # the faithfulness metrics score a batch's records together
     methods = list(extractors)
     values, summary = _summarise(methods, vals, box_rows, accs)
-    intervals = _differences(methods, values, summary, accs, ids, n_boot, seed)
+    intervals = _differences(methods, values, summary, accs, ids, n_boot, seed, keys)
     counts = {}
     for m in methods:  # per record, after the intervals (those of mIoU and PxAP come from the accumulators)
         pc = accs[m].primary_counts()
@@ -422,14 +423,16 @@ def _summarise(
 
 def _differences(
     methods: list[str], values: dict[str, dict[str, np.ndarray]], summary: dict[str, dict[str, float]],
-    accs: dict[str, IoUAccumulator], ids: list[str], n_boot: int, seed: int,
+    accs: dict[str, IoUAccumulator], ids: list[str], n_boot: int, seed: int, keys: Sequence[str] = ("miou", "pxap"),
 ) -> dict[str, dict[str, tuple[float, float, float]]]:
     """Every method after the first: (difference to the first, low, high) per metric, a paired 95% bootstrap interval
-    over images (PxAP: the point difference only)."""
+    over images (PxAP: the point difference only); mIoU's bootstrap only when ``keys`` asks for mIoU."""
     intervals: dict[str, dict[str, tuple[float, float, float]]] = {}
     ref = methods[0]
     for m in methods[1:]:
         intervals[m] = {k: fm.paired_difference(values[m][k], values[ref][k], ids, n_boot=n_boot, seed=seed) for k in values[m]}
-        intervals[m]["miou"] = tuple(float(v) for v in paired_bootstrap(accs[m], accs[ref], n_boot=n_boot, seed=seed))  # type: ignore[assignment]
-        intervals[m]["pxap"] = (summary[m]["pxap"] - summary[ref]["pxap"], float("nan"), float("nan"))
+        if "miou" in keys:
+            intervals[m]["miou"] = tuple(float(v) for v in paired_bootstrap(accs[m], accs[ref], n_boot=n_boot, seed=seed))  # type: ignore[assignment]
+        if "pxap" in keys:
+            intervals[m]["pxap"] = (summary[m]["pxap"] - summary[ref]["pxap"], float("nan"), float("nan"))
     return intervals
