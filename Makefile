@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/repcam demo --run-dir runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadscope  # one worker per core, each pinned to its core (tests/conftest.py)
 
 $(DOCS_STAMP): $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,docs]"

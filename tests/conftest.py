@@ -2,9 +2,32 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+def _pin_worker() -> int:
+    """Torch threads for this test process. Alone: min(2, cores), as always. As one of N pytest-xdist workers
+    (``make test`` runs ``-n auto --dist loadscope``: a module's tests, or a class's, share one worker): this
+    worker's share of the usable CPUs, pinned with the affinity mask, so that N workers never oversubscribe
+    the machine (two 2-thread torch processes on 2 cores run several times slower than one after the other); runs in
+    the tests follow the mask (repcam's default threads), and so do subprocesses, which also inherit OMP_NUM_THREADS."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or count <= 1:
+        return min(2, len(cpus))
+    mine = cpus[int(worker.removeprefix("gw")) % count :: count] or cpus
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, mine)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(len(mine))
+    return len(mine)
+
+
+THREADS = _pin_worker()  # before torch starts its thread pool
+
+import torch  # noqa: E402
+
+torch.set_num_threads(THREADS)
+
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VOC_MINI = SHARED_DATA / "VOCdevkit-mini"
@@ -38,3 +61,13 @@ def frozen_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("frozen_run") / "run"
     Run(frozen_tiny_config(), run_dir, show_progress=False).run()
     return run_dir
+
+
+# The longest units of work first: the demo claims' three seed classes (a demo run each, minutes). Under xdist
+# (--dist loadscope) the workers start on them at once instead of finding them in the middle of the collection and
+# finishing with one worker alone; in a serial run only the order changes. The sort is stable.
+LONGEST_FIRST = ("test_demo_claims",)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: 0 if getattr(item.module, "__name__", "") in LONGEST_FIRST else 1)

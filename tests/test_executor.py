@@ -1,5 +1,6 @@
 """Executors: same results in-process, in a process pool and on Ray; failures lose only their own unit."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,18 @@ def test_steps_outside_work_units_train_on_the_configured_threads(tmp_path, monk
 def test_environment_records_the_runs_thread_count(inprocess_run):
     env = read_json(inprocess_run / "environment.json")
     assert env["threads"] == 1 and env["interop_threads"] >= 1 and isinstance(env["thread_env"], dict)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity mask on this OS")
+def test_default_threads_follow_the_affinity_mask():
+    """A process limited to some CPUs (taskset, a cpuset, a pinned test worker) gets that many default threads, not the
+    machine's count: more would oversubscribe its CPUs."""
+    from repcam.pipeline.executor import default_threads, usable_cores
+
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert usable_cores() == 1 and default_threads(1) == 1 and default_threads(4) == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert usable_cores() == len(before)

@@ -51,9 +51,19 @@ def run_unit(unit: Unit) -> tuple[Any, Any]:
         return unit.key, unit.fn(unit.arg)
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS has one (taskset, a container's cpuset, a
+    test worker pinned to its share), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS and Windows have no affinity mask
+        return os.cpu_count() or 1
+
+
 def default_threads(workers: int) -> int:
-    """Torch threads per unit: the cores shared among the workers (oversubscribing 2 cores made runs up to 25x slower)."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    """Torch threads per unit: the usable cores shared among the workers (oversubscribing 2 cores made runs up to 25x
+    slower)."""
+    return max(1, usable_cores() // max(1, workers))
 
 
 class Executor:

@@ -25,7 +25,7 @@ from repcam.data.holdout import HELDOUT_SPLIT
 from repcam.models.baselines import train_baselines
 from repcam.models.train import ImageCache
 from repcam.pipeline.context import RunContext, RunError
-from repcam.pipeline.executor import pinned_threads
+from repcam.pipeline.executor import pinned_threads, usable_cores
 from repcam.pipeline.preflight import eval_split_problems, raise_problems, split_overlaps
 from repcam.pipeline.stages.data import skipped_training_note
 from repcam.pipeline.stages.evaluation import evaluate
@@ -129,6 +129,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores(),  # the affinity mask's CPUs (taskset, cpusets), which default threads follow
         "threads": torch.get_num_threads(),  # every step's, pinned by Run.run (results depend on it)
         "interop_threads": torch.get_num_interop_threads(),
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
