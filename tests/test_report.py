@@ -261,3 +261,21 @@ def test_changed_data_set_is_flagged(tmp_path):
     index = json.loads((run / "figures" / "val" / "index.json").read_text())
     assert index["warnings"] and "changed since the run" in index["warnings"][0]
     assert "changed since the run" in text and "example_best" in index["figures"]
+
+
+def test_a_large_png_is_embedded_as_a_smaller_palette_png(tmp_path):
+    """Map overlays are 1-1.5 MB as drawn: the report embeds such PNGs with a 256-colour palette (smaller page, same
+    picture to the eye); the file on disk is untouched, and a small PNG is embedded byte for byte."""
+    from repcam.reporting.report_html import PALETTE_ABOVE, data_uri
+
+    rng = np.random.default_rng(0)
+    big = tmp_path / "big.png"
+    Image.fromarray(rng.integers(0, 255, (700, 700, 3), dtype=np.uint8)).save(big)
+    assert big.stat().st_size > PALETTE_ABOVE
+    before = big.read_bytes()
+    im = decode_data_uri(data_uri(big))
+    assert im.mode == "P" and im.size == (700, 700) and len(data_uri(big)) < len(base64.b64encode(before))
+    assert big.read_bytes() == before
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(small)
+    assert data_uri(small) == "data:image/png;base64," + base64.b64encode(small.read_bytes()).decode("ascii")
