@@ -135,6 +135,38 @@ def why_lines(counts: dict[str, CellCounts], classes: list[str], best: str, ref:
     return lines + [""]
 
 
+TTA_TWINS = {"CAM": "CAM +TTA", "Grad-CAM": "multiclass [gradcam, last] +TTA", "LayerCAM": "multiclass [layercam, mean] +TTA"}
+"""A multi-class row and its test-time augmented twin (the grid's multiclass rows are the same maps as Grad-CAM and
+LayerCAM: equal mIoU in every cell; their +TTA twins are the augmented LayerCAM and Grad-CAM)."""
+
+
+def tta_lines(results: Path, done: list[str], best: str, n_boot: int) -> list[str]:
+    """What test-time augmentation (flip + scales 1.0, 0.5, 1.5, 2.0) changes, per row: mean over cells of
+    mIoU(+TTA) - mIoU(plain) on val, and on the confirmation splits pooled with paired intervals."""
+    twins = dict(TTA_TWINS)
+    if not best.endswith(" +TTA"):
+        twins[best] = best + " +TTA"
+    lines = ["## Test-time augmentation (every row has a +TTA twin)", "",
+             "mIoU(+TTA) minus mIoU(plain), points; val: mean over cells; confirmation splits: pooled over cells, paired 95% intervals.", "",
+             "| row | val | " + " | ".join(CONFIRMATION) + " |", "|---|---|" + "---|" * len(CONFIRMATION)]
+    for plain, tta in twins.items():
+        val = [read_rows(results / c, "val") for c in done]
+        diffs = [v[tta] - v[plain] for v in val if plain in v and tta in v]
+        cells = [f"{100 * np.mean(diffs):+.2f} ({len(diffs)} cells)" if diffs else "-"]
+        for split in CONFIRMATION:
+            counts = []
+            for c in done:
+                path = results / c / f"records_{split}.npz"
+                if path.is_file():
+                    try:
+                        counts.append(CellCounts(path, [tta, plain]))
+                    except KeyError:
+                        pass
+            cells.append(_fmt(paired_interval(counts, tta, plain, n_boot)) if counts else "-")
+        lines.append(f"| {plain} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _fmt(d: tuple[float, float, float]) -> str:
     p, lo, hi = (100 * x for x in d)
     mark = " *" if lo > 0 or hi < 0 else ""
@@ -195,6 +227,7 @@ def summarise(results: Path, n_boot: int) -> str:
         classes = info[same[0]]["config"]["data"]["classes"]
         lines += [f"### Why: where {best} gains and loses against LayerCAM on {split}", ""]
         lines += why_lines({c: counts[c] for c in same}, classes, best, "LayerCAM", n_boot)
+    lines += tta_lines(results, done, best, n_boot)
     lines += ["Differences in mIoU points, paired 95% bootstrap intervals over images (pooled: one resample of the image ids "
               "per replicate, shared by the cells, which score the same images; the mean of the cells' differences); * marks an interval that excludes zero.", ""]
     return "\n".join(lines)
