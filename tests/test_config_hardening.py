@@ -118,6 +118,9 @@ def test_deep_nesting_is_one_error(tmp_path: Path):
     ({"data": {"kind": "voc", "root": "x", "options": {"only_original_masks": "yes"}}}, r"'data.options.only_original_masks' must be bool"),
     ({"data": {"options": {1: 2}}}, r"'data.options' keys must be strings, got 1"),
     ({1: 2, "zz": 3}, r"unknown key '1'"),
+    # a key holding a newline is shown escaped, so the error stays one line (found by test_properties' fuzzing)
+    ({"\n": None}, r"^test.yaml: unknown key '\\n'; valid keys here: backbone"),
+    ({"data": {"options": {"a\nb": 1}}}, r"^test.yaml: unknown key 'data.options.a\\nb'; the partsworld"),
 ])
 def test_out_of_range_and_mistyped_values_name_the_key(values, match):
     with pytest.raises(ConfigError, match=match):

@@ -30,7 +30,8 @@ def build_section(cls: type, values: Any, where: str, source: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted((k for k in values if k not in names), key=str)  # YAML keys may be ints, null, ...
     if unknown:
-        raise ConfigError(f"{source}: unknown key '{_join(where, unknown[0])}'; valid keys here: {', '.join(sorted(names))}")
+        # repr, not the raw text: a key may hold a newline or other control characters, and the error stays one line
+        raise ConfigError(f"{source}: unknown key {_join(where, unknown[0])!r}; valid keys here: {', '.join(sorted(names))}")
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]
@@ -46,7 +47,7 @@ def build_section(cls: type, values: Any, where: str, source: str) -> Any:
 
 
 def _join(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
+    return f"{where}.{name}" if where else str(name)  # str: a YAML key may be an int
 
 
 def _check_type(value: Any, hint: Any, key: str, source: str) -> Any:
@@ -247,5 +248,5 @@ def _check_data_options(cfg: RunConfig, source: str) -> None:
             key = f"{where}.{name}"
             if name not in accepted:
                 takes = f"accepts {', '.join(sorted(accepted))}" if accepted else "takes no options"
-                raise ConfigError(f"{source}: unknown key '{key}'; the {cfg.data.kind} loader {takes}")
+                raise ConfigError(f"{source}: unknown key {key!r}; the {cfg.data.kind} loader {takes}")
             _check_type(value, accepted[name], key, source)
