@@ -121,6 +121,7 @@ def test_deep_nesting_is_one_error(tmp_path: Path):
     # a key holding a newline is shown escaped, so the error stays one line (found by test_properties' fuzzing)
     ({"\n": None}, r"^test.yaml: unknown key '\\n'; valid keys here: backbone"),
     ({"data": {"options": {"a\nb": 1}}}, r"^test.yaml: unknown key 'data.options.a\\nb'; the partsworld"),
+    ({"data": {"eval_options": {"a\nb": 3}}}, r"^test.yaml: 'data.eval_options.a\\nb' must be a mapping, got 3$"),
 ])
 def test_out_of_range_and_mistyped_values_name_the_key(values, match):
     with pytest.raises(ConfigError, match=match):

@@ -17,11 +17,22 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+def one_line(text: str) -> str:
+    """``text`` with every unprintable character escaped as Python writes it (a newline as backslash-n): messages
+    quote user-supplied keys, file names and values, and the one-line promise must hold whatever they contain."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class _OneLineError(ValueError):
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(one_line(str(message)), *args)
+
+
+class ConfigError(_OneLineError):
     """An invalid configuration: the message names the key and the file."""
 
 
-class DataError(ValueError):
+class DataError(_OneLineError):
     """Bad input data: the message names the file or argument that is wrong."""
 
 
