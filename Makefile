@@ -18,8 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/repcam demo --run-dir runs/demo
 
+# Everything but the claims on every core (one worker per core, each pinned to its core: tests/conftest.py), then the
+# method's claims on their own at the 2 threads they were measured with (tests/test_demo_claims.py).
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadscope  # one worker per core, each pinned to its core (tests/conftest.py)
+	$(PY) -m pytest -q -n auto --dist loadscope -m "not claims"
+	$(PY) -m pytest -q -m claims
 
 $(DOCS_STAMP): $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,docs]"

@@ -62,12 +62,3 @@ def frozen_run(tmp_path_factory) -> Path:
     Run(frozen_tiny_config(), run_dir, show_progress=False).run()
     return run_dir
 
-
-# The longest units of work first: the demo claims' three seed classes (a demo run each, minutes). Under xdist
-# (--dist loadscope) the workers start on them at once instead of finding them in the middle of the collection and
-# finishing with one worker alone; in a serial run only the order changes. The sort is stable.
-LONGEST_FIRST = ("test_demo_claims",)
-
-
-def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: 0 if getattr(item.module, "__name__", "") in LONGEST_FIRST else 1)
