@@ -68,3 +68,29 @@ def test_pooling_cells_that_score_the_same_images_does_not_shrink_the_interval(t
     single = paired_interval([one], "best", "LayerCAM", 300)
     pooled = paired_interval([one, same], "best", "LayerCAM", 300)
     assert pooled == pytest.approx(single)
+
+
+def test_pair_rows_are_reported_against_the_cells_own_baselines(tmp_path: Path):
+    """Rows only the paper-budget cell has (pair models: S-1+A+F, ...) are outside the rule's ranking and get their
+    own table: each against the same cell's Grad-CAM, LayerCAM and CAM, +TTA twins and shared rows left out."""
+    from summarise import pair_rows_lines
+
+    rows = ["S-1+A+F", "Grad-CAM", "LayerCAM", "CAM"]
+    for cell, names in (("short", rows[1:]), ("paper", rows + ["S-1+A+F +TTA"])):
+        d = tmp_path / cell
+        d.mkdir()
+        (d / "rows_val.csv").write_text("method,miou\n" + "".join(f"{r},0.{20 + k}\n" for k, r in enumerate(names)))
+    rng = np.random.default_rng(0)
+    n = 30
+    union = rng.integers(50, 100, size=(4, n))
+    inter = np.stack([rng.uniform(0.3, 0.6, n) for _ in rows]) * union
+    np.savez(tmp_path / "paper" / "records_val.npz", rows=np.array(rows), image=np.array([f"i{k}" for k in range(n)]),
+             cls=np.arange(n) % 2, inter=inter.astype(np.int64), union=union, num_classes=np.array(2))
+    info = {"short": {"budget": "short"}, "paper": {"budget": "paper"}}
+    text = "\n".join(pair_rows_lines(tmp_path, ["short", "paper"], info, 200))
+    table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    assert [line.split(" | ")[0] for line in table] == ["| S-1+A+F"]  # not its +TTA twin, not the shared rows
+    cc = CellCounts(tmp_path / "paper" / "records_val.npz", rows)
+    diff = 100 * (cc.miou("S-1+A+F") - cc.miou("Grad-CAM"))
+    assert f"{diff:+.2f} [" in table[0].split(" | ")[2]
+    assert pair_rows_lines(tmp_path, ["short"], {"short": {"budget": "short"}}, 200) == []

@@ -167,6 +167,41 @@ def tta_lines(results: Path, done: list[str], best: str, n_boot: int) -> list[st
     return lines + [""]
 
 
+def pair_rows_lines(results: Path, done: list[str], info: dict[str, dict], n_boot: int) -> list[str]:
+    """The rows only a cell that trains pair models has (the paper's S+A+F and its ablations, issue 24): outside the
+    rule (RULE.md item 1 ranks the rows every cell has), reported per split against the budget-matched Grad-CAM and
+    against LayerCAM and CAM of the same cell, with paired intervals."""
+    refs = ("Grad-CAM", "LayerCAM", "CAM")
+    lines: list[str] = []
+    short = [c for c in done if info[c]["budget"] != "paper"]
+    common = set.union(*(set(read_rows(results / c, "val")) for c in short)) if short else set()
+    for c in (c for c in done if info[c]["budget"] == "paper"):
+        val = read_rows(results / c, "val")
+        own = sorted((r for r in val if r not in common and not r.endswith(" +TTA")), key=lambda r: -val[r])
+        if not own:
+            continue
+        lines += [f"## The paper's rows at the paper's budget ({c}: pair models, outside the rule)", "",
+                  "Rows of the pair models (S+A+F, their fusion and layer ablations), which only this cell trains, so the "
+                  "rule's ranking (rows every cell has) leaves them out; differences against the same cell's Grad-CAM, "
+                  "LayerCAM and CAM.", ""]
+        for split in ("val", *CONFIRMATION):
+            path = results / c / f"records_{split}.npz"
+            if not path.is_file():
+                continue
+            try:
+                cc = CellCounts(path, [*own, *refs])
+            except KeyError as e:
+                lines += [f"{split}: row {e} not scored; left out", ""]
+                continue
+            lines += [f"**{split}** ({cc.n_images} images; Grad-CAM {100 * cc.miou('Grad-CAM'):.2f}, "
+                      f"LayerCAM {100 * cc.miou('LayerCAM'):.2f}, CAM {100 * cc.miou('CAM'):.2f})", "",
+                      "| row | mIoU | vs Grad-CAM | vs LayerCAM | vs CAM |", "|---|---|---|---|---|"]
+            for r in own:
+                lines.append(f"| {r} | {100 * cc.miou(r):.2f} | " + " | ".join(_fmt(paired_interval([cc], r, ref, n_boot)) for ref in refs) + " |")
+            lines.append("")
+    return lines
+
+
 def _fmt(d: tuple[float, float, float]) -> str:
     p, lo, hi = (100 * x for x in d)
     mark = " *" if lo > 0 or hi < 0 else ""
@@ -228,6 +263,7 @@ def summarise(results: Path, n_boot: int) -> str:
         lines += [f"### Why: where {best} gains and loses against LayerCAM on {split}", ""]
         lines += why_lines({c: counts[c] for c in same}, classes, best, "LayerCAM", n_boot)
     lines += tta_lines(results, done, best, n_boot)
+    lines += pair_rows_lines(results, done, info, n_boot)
     lines += ["Differences in mIoU points, paired 95% bootstrap intervals over images (pooled: one resample of the image ids "
               "per replicate, shared by the cells, which score the same images; the mean of the cells' differences); * marks an interval that excludes zero.", ""]
     return "\n".join(lines)
