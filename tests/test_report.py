@@ -279,3 +279,40 @@ def test_a_large_png_is_embedded_as_a_smaller_palette_png(tmp_path):
     small = tmp_path / "small.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(small)
     assert data_uri(small) == "data:image/png;base64," + base64.b64encode(small.read_bytes()).decode("ascii")
+
+
+def test_a_resumed_run_reuses_figures_drawn_from_the_same_inputs(tmp_path, monkeypatch):
+    """The pipeline's report (``reuse_figures``) redraws nothing when the split's inputs are unchanged (a no-op demo
+    resume spent 12 of its 16 s redrawing figures), redraws when a score file changed, and ``repcam report``'s plain
+    call always redraws."""
+    import repcam.reporting.run_figures as rf
+
+    run = make_fake_run(tmp_path)
+    write_report(run, reuse_figures=True)
+    fig_dir = run / "figures" / "val"
+    before = {p.name: p.stat().st_mtime_ns for p in fig_dir.glob("*.png")}
+    assert {"similarity.png", "per_class.png", "example_best.png"} <= set(before)
+
+    def refuse(*a, **k):
+        raise AssertionError("drawn again")
+
+    monkeypatch.setattr(rf, "similarity_heatmap", refuse)
+    text = write_report(run, reuse_figures=True).read_text()
+    assert {p.name: p.stat().st_mtime_ns for p in fig_dir.glob("*.png")} == before
+    assert len(img_sources(text)) == len(before) and "drawn again" not in text
+
+    write_report(run)  # the explicit rebuild draws again: the refusing heatmap is skipped, with its reason
+    index = json.loads((fig_dir / "index.json").read_text())
+    assert "drawn again" in index["skipped"]["similarity"]
+
+    monkeypatch.undo()
+    write_report(run, reuse_figures=True)  # same inputs, but the last drawing skipped a figure: drawn again
+    index = json.loads((fig_dir / "index.json").read_text())
+    assert "similarity" in index["figures"] and not index["skipped"]
+    abl = run / "results" / "val" / "ablation.json"
+    data = json.loads(abl.read_text())
+    data["rows"] = data["rows"][::-1]  # a changed score file changes the key: drawn again
+    abl.write_text(json.dumps(data))
+    monkeypatch.setattr(rf, "similarity_heatmap", refuse)
+    write_report(run, reuse_figures=True)
+    assert "drawn again" in json.loads((fig_dir / "index.json").read_text())["skipped"]["similarity"]

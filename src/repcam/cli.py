@@ -132,7 +132,7 @@ def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
         try:
             from repcam.reporting.report import write_report
 
-            console.print(f"report: {write_report(run_dir)}")
+            console.print(f"report: {write_report(run_dir, reuse_figures=True)}")  # a resume redraws only what changed
         except Exception as e:  # noqa: BLE001 - the results are on disk; a failed report must not fail the run
             console.print(f"[yellow]warning:[/] report not written: {e}")
     return run

@@ -32,11 +32,13 @@ from repcam.store.layout import REPORT_NAME  # noqa: F401 - re-exported: report.
 from repcam.store.rundir import stale_reason
 
 
-def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path | None = None) -> Path:
+def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path | None = None, reuse_figures: bool = False) -> Path:
     """Write ``run_dir/report.html`` (or ``path``) and return its path.
 
     ``figures=True`` (re)builds the figures with :func:`repcam.reporting.run_figures.run_figures` first; ``False`` embeds the
-    ones already in ``run_dir/figures``. Missing pieces of a run are reported in the page, never fatal.
+    ones already in ``run_dir/figures``; with ``reuse_figures`` as well, only the splits whose figures are missing
+    or were drawn from other inputs are redrawn (a resumed run). Missing pieces of a run are reported in the page,
+    never fatal.
     """
     from repcam.store.storage import write_text
 
@@ -75,7 +77,7 @@ def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path 
 
     shared_figs: dict[str, tuple[Path, str]] = {}
     for k, (split, res) in enumerate(splits):
-        body += _split_parts(run_dir, k, split, res, figures, shared_figs)
+        body += _split_parts(run_dir, k, split, res, figures, shared_figs, reuse_figures)
 
     body.append('<h2 id="selection">Class selection</h2>' + figures_html(shared_figs, "similarity") + selection_section(run_dir))
     body.append('<h2 id="models">Models</h2>' + (models_section(run_dir) or '<p class="muted">no model metadata found.</p>'))
@@ -86,13 +88,13 @@ def write_report(run_dir: str | Path, *, figures: bool = True, path: str | Path 
 
 
 def _split_parts(run_dir: Path, k: int, split: str, res: Path, figures: bool,
-                 shared_figs: dict[str, tuple[Path, str]]) -> list[str]:
+                 shared_figs: dict[str, tuple[Path, str]], reuse_figures: bool = False) -> list[str]:
     """The page's parts for the ``k``-th evaluated split (results folder ``res``); its similarity figure goes into
     ``shared_figs``, for the class selection section to show once."""
     paths = RunDir(run_dir)
     body: list[str] = []
     abl = read_json(res / ABLATION_JSON) or {}
-    figs, skipped = figures_for(run_dir, split, figures)
+    figs, skipped = figures_for(run_dir, split, figures, reuse=reuse_figures)
     if "similarity" in figs:
         shared_figs.setdefault("similarity", figs["similarity"])
     body.append(f'<h2 id="split-{k}">Results: {e(split)}</h2>')

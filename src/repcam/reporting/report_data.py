@@ -63,14 +63,15 @@ def config_dict(run_dir: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def figures_for(run_dir: Path, split: str, build: bool) -> tuple[dict[str, tuple[Path, str]], dict[str, str]]:
-    """{name: (path, caption)} and {name: reason skipped} for a split's figures, building them if asked."""
+def figures_for(run_dir: Path, split: str, build: bool, *, reuse: bool = False) -> tuple[dict[str, tuple[Path, str]], dict[str, str]]:
+    """{name: (path, caption)} and {name: reason skipped} for a split's figures, building them if asked (``reuse``:
+    keeping those drawn from the same inputs, :func:`~repcam.reporting.run_figures.run_figures`)."""
     fdir = RunDir(run_dir).figures_dir(split)
     if build:
         try:
             from repcam.reporting.run_figures import run_figures
 
-            run_figures(run_dir, split, fmt="png")
+            run_figures(run_dir, split, fmt="png", reuse=reuse)
         except ArtefactError:  # a damaged or foreign artefact: refuse (one line), never draw from it
             raise
         except Exception as err:  # the report must still be written

@@ -166,7 +166,8 @@ class _RunData:
         return res.layer_names, res.layer_maps[0].numpy(), res.fused[0].numpy(), res.last[0].numpy()
 
 
-def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: bool = True, layers: bool = True) -> dict[str, Path]:
+def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: bool = True, layers: bool = True,
+                reuse: bool = False) -> dict[str, Path]:
     """All figures of one evaluated split of a finished run, into ``run_dir/figures/<split>/``.
 
     Returns {name: path}. Also writes ``index.json`` there: {"figures": {name: {"file", "caption"}},
@@ -174,6 +175,10 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
     Example figures pick the best, median and worst (image, class) by IoU gain of the best "+A+F" method over
     Grad-CAM; they need the data set (reloaded from ``config.yaml``) and the stored maps; the layer figures also
     load the pair model (the method's first representative class) and recompute its per-layer Grad-CAM.
+
+    ``reuse=True`` returns the figures already there, drawing nothing, when ``index.json`` says they were drawn from
+    the same inputs (:func:`figures_key`): what a resumed run wants. The key does not cover the data set's files, so
+    an explicit rebuild (``repcam report``) redraws, and so rechecks the examples against the data as it is now.
     """
     from repcam.evaluation.metrics import IoUAccumulator
     from repcam.store.storage import write_json
@@ -182,6 +187,9 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
     paths = RunDir(run_dir)
     out = paths.figures_dir(split)
     out.mkdir(parents=True, exist_ok=True)
+    key = figures_key(paths, split, fmt=fmt, examples=examples, layers=layers)
+    if reuse and (ready := _drawn_before(paths.figure_index(split), key)) is not None:
+        return ready  # a resumed run with nothing new redraws nothing (12 of a no-op demo resume's 16 s were figures)
     drawn = _Drawn(out)
     attempt, skipped = drawn.attempt, drawn.skipped
 
@@ -222,8 +230,45 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
 
     figs, captions = drawn.figs, drawn.captions
     index = {"split": split, "figures": {n: {"file": figs[n].name, "caption": captions[n]} for n in figs}, "skipped": skipped,
-             "warnings": drawn.warnings}
+             "warnings": drawn.warnings, "inputs": key}
     write_json(paths.figure_index(split), index)
+    return figs
+
+
+def figures_key(paths: RunDir, split: str, **options: Any) -> str:
+    """What a split's figures are drawn from: the bytes of every run file they read (config, B, selections, the
+    split's scores and its results' inputs, which name every model and map by checksum), the options and repcam's
+    version. Equal keys, equal figures."""
+    import hashlib
+
+    from repcam import __version__
+
+    h = hashlib.sha256(json.dumps({"version": __version__, "split": split, **options}, sort_keys=True).encode())
+    files = (paths.config, paths.similarity, paths.selections, paths.ablation(split), paths.accumulators(split),
+             paths.pairwise(split), paths.results_inputs(split))
+    for f in files:
+        h.update(f.name.encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest() if f.is_file() else b"missing")
+    return h.hexdigest()[:32]
+
+
+def _drawn_before(index_path: Path, key: str) -> dict[str, Path] | None:
+    """The figures an earlier call drew from the same inputs (``key``), if its index says so, skipped none and every
+    file is still there; None when they must be drawn."""
+    try:
+        index = _read_json(index_path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(index, dict) or index.get("inputs") != key or not isinstance(index.get("figures"), dict):
+        return None
+    if index.get("skipped"):  # a figure that failed or lacked an input last time gets another try
+        return None
+    figs = {}
+    for name, info in index["figures"].items():
+        p = index_path.parent / Path(str((info or {}).get("file", ""))).name
+        if not p.is_file():
+            return None
+        figs[name] = p
     return figs
 
 
