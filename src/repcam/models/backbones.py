@@ -13,14 +13,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import timm
 import torch
-import torchvision
 from PIL import Image
 
 from repcam.data.images import to_rgb8
@@ -121,7 +120,11 @@ def build_classifier(
             source = _load_file(model, Path(weights))
         return Backbone(name, model, pre, source)
 
+    # timm and torchvision are imported only where a model of theirs is asked for: together 2.5 s of every process
+    # start (timm imports torchvision, which imports torch._dynamo), and the demo's tiny CNN needs neither.
     if name.startswith("torchvision/"):
+        import torchvision
+
         arch = name.split("/", 1)[1]
         if arch not in torchvision.models.list_models(module=torchvision.models):
             from repcam.stock.methods import did_you_mean
@@ -132,6 +135,8 @@ def build_classifier(
         pre = Preprocess(input_size or 224, IMAGENET_MEAN, IMAGENET_STD)
         candidates = _torchvision_cache_files(arch)
     else:
+        import timm
+
         if not timm.is_model(name):
             from repcam.stock.methods import did_you_mean
 
@@ -266,6 +271,8 @@ def _hub_checkpoints() -> Path:
 
 
 def _torchvision_cache_files(arch: str) -> list[Path]:
+    import torchvision
+
     try:
         enum = torchvision.models.get_model_weights(arch)
     except (ValueError, KeyError):
@@ -308,6 +315,8 @@ def _hf_cache_file(model: nn.Module) -> Path | None:
 
 def _load_timm_file(name: str, model: nn.Module, path: Path) -> str:
     """Load timm's pretrained file ``path`` into ``model`` the way timm does (its filter for the model's key names)."""
+    import timm
+
     try:
         fresh = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
     except Exception as e:  # noqa: BLE001 - a damaged cache file: say which, in one line
@@ -332,6 +341,9 @@ def fetch_imagenet_weights(name: str, model: nn.Module) -> str:
     cached, is one :class:`WeightsError` line."""
     if name in _LITE_PACKAGES and importlib.util.find_spec(_LITE_PACKAGES[name][0]) is not None:
         return _load_lite_package(model, name)
+    import timm
+    import torchvision
+
     try:
         if name.startswith("torchvision/"):
             arch = name.split("/", 1)[1]
@@ -387,6 +399,10 @@ def _torchvision_gap_fc_parts(model: nn.Module) -> tuple[Callable[[torch.Tensor]
     """torchvision's GAP + FC families, which have no ``forward_features``: the pooled map is rebuilt from their
     forward() (ResNet/ResNeXt/Wide-ResNet, MobileNet-v2, EfficientNet, DenseNet). VGG (two hidden FC layers),
     MobileNet-v3 (a hidden FC) and ConvNeXt (LayerNorm after the pool) are not linear in the pooled map: None."""
+    if "torchvision" not in sys.modules:  # no torchvision model can exist before torchvision is imported
+        return None
+    import torchvision
+
     tvm = torchvision.models
     if isinstance(model, tvm.ResNet) and isinstance(model.fc, nn.Linear):
         def resnet_features(x: torch.Tensor) -> torch.Tensor:
