@@ -35,8 +35,14 @@ def test_finished_run_resumed_with_the_same_config_scores_nothing(tiny_run: Path
     shutil.copytree(tiny_run, run)
     before = {p: p.stat().st_mtime_ns for p in (run / "results" / "val").iterdir()}
     scored, mapped = _count(monkeypatch)
+    from repcam.models.train import ImageCache
+
+    loaded: list[int] = []
+    real_ok = ImageCache.ok
+    monkeypatch.setattr(ImageCache, "ok", lambda self, idx: (loaded.extend(idx), real_ok(self, idx))[1])
     rows = Run(tiny_config(), run, show_progress=False).run()
     assert scored.splits == [] and mapped.splits == []  # no map loaded, no row scored
+    assert loaded == []  # no image decoded either (B's key names the images, it does not load them)
     assert {p: p.stat().st_mtime_ns for p in (run / "results" / "val").iterdir()} == before
     assert [r["method"] for r in rows["val"]] == [r["method"] for r in Run(tiny_config(), tiny_run, show_progress=False).run()["val"]]
 

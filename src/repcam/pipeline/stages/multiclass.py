@@ -88,15 +88,18 @@ class MultiClassStage:
         """B (Eq. 2) from the model's predictions on its training images, written to similarity.json.
 
         Reused when similarity.json holds the B of the same model (its checksum), images and mode: a resumed run does
-        not repeat the forward pass over every training image (minutes at 224 px on a CPU; issue 28)."""
+        not repeat the forward pass over every training image (minutes at 224 px on a CPU; issue 28), nor load them
+        (the key names the images the model was meant to see, as the model's own key does: an image unreadable since
+        is one the stored model and B were both computed with)."""
         ctx = self.ctx
-        idx = cache.ok(self.images(train))
+        wanted = self.images(train)
         multilabel = ctx.cfg.multiclass.mode == "multilabel"
-        key = config_key({"mc": self.first_model_meta()["sha256"], "images": [train.samples[i].id for i in idx],
+        key = config_key({"mc": self.first_model_meta()["sha256"], "images": [train.samples[i].id for i in wanted],
                           "classes": list(train.class_names), "multilabel": multilabel})
         stored = self._stored_similarity(key)
         if stored is not None:
             return stored
+        idx = cache.ok(wanted)
         with ctx.timed("similarity"):
             logits = predict(model, cache.stack(idx), ctx.preprocess, ctx.device)
         probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).numpy()
