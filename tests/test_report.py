@@ -283,8 +283,8 @@ def test_a_large_png_is_embedded_as_a_smaller_palette_png(tmp_path):
 
 def test_a_resumed_run_reuses_figures_drawn_from_the_same_inputs(tmp_path, monkeypatch):
     """The pipeline's report (``reuse_figures``) redraws nothing when the split's inputs are unchanged (a no-op demo
-    resume spent 12 of its 16 s redrawing figures), redraws when a score file changed, and ``repcam report``'s plain
-    call always redraws."""
+    resume spent 12 of its 16 s redrawing figures), redraws when a score file changed or a figure was skipped, and
+    ``repcam report``'s plain call always redraws. (The later steps skip the example figures: they are the slow ones.)"""
     import repcam.reporting.run_figures as rf
 
     run = make_fake_run(tmp_path)
@@ -301,18 +301,17 @@ def test_a_resumed_run_reuses_figures_drawn_from_the_same_inputs(tmp_path, monke
     assert {p.name: p.stat().st_mtime_ns for p in fig_dir.glob("*.png")} == before
     assert len(img_sources(text)) == len(before) and "drawn again" not in text
 
-    write_report(run)  # the explicit rebuild draws again: the refusing heatmap is skipped, with its reason
-    index = json.loads((fig_dir / "index.json").read_text())
-    assert "drawn again" in index["skipped"]["similarity"]
+    def skipped(**kw) -> dict:
+        rf.run_figures(run, "val", examples=False, **kw)
+        return json.loads((fig_dir / "index.json").read_text())["skipped"]
 
+    assert "drawn again" in skipped()["similarity"]  # no reuse asked (repcam report): drawn, so refused and skipped
     monkeypatch.undo()
-    write_report(run, reuse_figures=True)  # same inputs, but the last drawing skipped a figure: drawn again
-    index = json.loads((fig_dir / "index.json").read_text())
-    assert "similarity" in index["figures"] and not index["skipped"]
+    assert skipped(reuse=True) == {}  # same inputs, but a figure was skipped last time: drawn again
+    monkeypatch.setattr(rf, "similarity_heatmap", refuse)
+    assert skipped(reuse=True) == {}  # same inputs, nothing skipped: reused, the refusing heatmap never called
     abl = run / "results" / "val" / "ablation.json"
     data = json.loads(abl.read_text())
     data["rows"] = data["rows"][::-1]  # a changed score file changes the key: drawn again
     abl.write_text(json.dumps(data))
-    monkeypatch.setattr(rf, "similarity_heatmap", refuse)
-    write_report(run, reuse_figures=True)
-    assert "drawn again" in json.loads((fig_dir / "index.json").read_text())["skipped"]["similarity"]
+    assert "drawn again" in skipped(reuse=True)["similarity"]
