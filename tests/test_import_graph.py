@@ -140,17 +140,17 @@ def test_light_entry_points_do_not_import_torch():
 def test_a_tiny_cnn_run_does_not_import_timm_or_torchvision():
     """timm and torchvision are imported only for a model of theirs: together 2.5-3 s of every process's start (timm
     imports torchvision, which imports torch._dynamo), and the demo's tiny CNN, its run and its maps need neither."""
-    code = ("import sys\n"
-            "import repcam.pipeline.run, repcam.reporting.report\n"
-            "from repcam.models.backbones import build_classifier, gap_fc_parts\n"
-            "from repcam.engine.cam import MultiLayerGradCAM\n"
-            "import torch\n"
-            "bb = build_classifier('tiny_cnn_s8', 3, weights=None, input_size=32)\n"
-            "assert gap_fc_parts(bb.model) is not None\n"
-            "MultiLayerGradCAM(bb.model.eval(), 'auto')(torch.zeros(1, 3, 32, 32), [0])\n"
-            "heavy = sorted(m for m in ('timm', 'torchvision') if m in sys.modules)\n"
-            "assert not heavy, heavy\n"
-            "build_classifier('torchvision/resnet18', 2, weights=None)\n"
-            "assert 'torchvision' in sys.modules\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = [
+        "import sys, torch",
+        "import repcam.pipeline.run, repcam.reporting.report",
+        "from repcam.models.backbones import build_classifier, gap_fc_parts",
+        "from repcam.engine.cam import MultiLayerGradCAM",
+        "bb = build_classifier('tiny_cnn_s8', 3, weights=None, input_size=32)",
+        "assert gap_fc_parts(bb.model) is not None",
+        "MultiLayerGradCAM(bb.model.eval(), 'auto')(torch.zeros(1, 3, 32, 32), [0])",
+        "assert not {'timm', 'torchvision'} & set(sys.modules), 'imported before a model of theirs was asked for'",
+        "build_classifier('torchvision/resnet18', 2, weights=None)",
+        "assert 'torchvision' in sys.modules",
+    ]
+    done = subprocess.run([sys.executable, "-c", "\n".join(lines)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
