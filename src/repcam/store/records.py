@@ -118,6 +118,10 @@ class RecordFile:
                 name = info.filename.removesuffix(".npy")
                 if info.compress_type != zipfile.ZIP_STORED:
                     raise ArtefactError(f"{self.path}: member {name} is compressed; record files must be stored uncompressed")
+                # zipfile shifts every offset by the gap it infers before the central directory: a damaged end
+                # record can put a member before the file's start (seek would raise OSError) or past its end.
+                if not 0 <= info.header_offset <= size - 30:
+                    raise ArtefactError(f"{self.path}: member {name} starts outside the file")
                 f.seek(info.header_offset)
                 local = f.read(30)
                 data = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
