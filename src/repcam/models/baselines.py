@@ -312,7 +312,7 @@ def train_baselines(run: "RunContext", multiclass: "MultiClassStage", train: "Se
         with run.timed(f"train {kind}"), run.progress(f"{BASELINE_ROWS[kind]} baseline ({len(idx)} images)", epochs) as adv:
             res = fit(bb.model, x, y, bb.preprocess, loss=loss, epochs=epochs, lr=mc.lr, batch_size=mc.batch_size,
                       seed=run.seed("baseline-fit", kind), device=run.device, plateau=(mc.factor, mc.patience),
-                      progress=lambda d, t: adv(), step=acol_step if kind == "acol" else None)
+                      progress=lambda d, t: adv(), step=acol_step if kind == "acol" else None, channels_last=run.channels_last)
         art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, images=len(idx), mode=mc.mode, epochs=res.epochs,
                        budget_of=base_path, train_accuracy=res.train_accuracy, seconds=res.seconds, history=res.history)
     if arts:  # only then, so that budget.json of runs without baselines stays as it was

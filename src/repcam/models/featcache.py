@@ -285,7 +285,8 @@ def build_cache(
     ``key`` holds what the caller knows changes the images (data set, split, crop...); the trunk's weights, the
     stage, the input size and the ids are added here. The size, 2 x n x C x H x W x 4 bytes, is known before
     anything is written and must fit on the disk with 1 GiB to spare (:class:`FreezeError` otherwise).
-    ``channels_last`` computes the trunk in that memory format (for the benchmark; results may differ in the last bits).
+    ``channels_last`` computes the trunk in that memory format (execution.channels_last; the features differ in the last
+    bits, and the key leaves it out, as it leaves out the thread count).
     """
     path = Path(path)
     ids = [int(i) for i in ids]

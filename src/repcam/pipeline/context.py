@@ -184,5 +184,10 @@ class RunContext:
             del self.__dict__["executor"]
 
     @property
+    def channels_last(self) -> bool:
+        """Whether training and map passes use the channels_last memory format (execution.channels_last, CPU only)."""
+        return self.cfg.execution.channels_last and self.device.type == "cpu"
+
+    @property
     def threads(self) -> int:
         return self.cfg.execution.threads or default_threads(self.cfg.execution.workers)

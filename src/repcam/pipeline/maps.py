@@ -42,6 +42,7 @@ def extract(
     sink: Callable[[str, np.ndarray], None] | None = None,
     amp: bool = False,
     tta: TTA | None = None,
+    channels_last: bool = False,
 ) -> MapRecords:
     """Maps for ``jobs`` = (image index, class index, target) triples; a target is a logit index or a callable
     on one image's logits (e.g. :class:`~repcam.engine.cam.ContrastTarget`).
@@ -52,8 +53,24 @@ def extract(
     With ``sink``, every chunk goes to ``sink(kind, maps)`` as it is computed (see :class:`repcam.store.records.RecordWriter`)
     and the returned records hold only "image" and "cls": memory does not grow with the number of jobs.
     ``tta``: every map is the test-time augmented one (:mod:`repcam.engine.tta`).
+    ``channels_last`` (CPU only): the passes run in that memory format (1.1-1.3x, maps equal to about 1e-6) and the
+    model is back in the default format afterwards.
     """
+    channels_last = channels_last and device.type == "cpu"
     model.to(device).eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    try:
+        return _extract(model, cache, pre, jobs, device, map_size, batch_size, kinds, progress, sink, amp, tta, channels_last)
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
+
+
+def _extract(model: nn.Module, cache: ImageCache, pre: Preprocess, jobs: Sequence[tuple[int, int, Any]], device: torch.device,
+             map_size: int, batch_size: int, kinds: Sequence[str], progress: Callable[[int], None] | None,
+             sink: Callable[[str, np.ndarray], None] | None, amp: bool, tta: TTA | None, channels_last: bool) -> MapRecords:
+    """:func:`extract` on a model already on ``device`` and in its memory format."""
     gradcam = MultiLayerGradCAM(model, "auto", amp=amp)
     # Grad-CAM and LayerCAM differ only in the arithmetic on the same activations and gradients: one forward and
     # backward per batch serves both (MultiLayerGradCAM.layer_maps), not one each.
@@ -81,6 +98,8 @@ def extract(
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
         x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         targets = [j[2] if callable(j[2]) else int(j[2]) for j in chunk]
         got = maps_of(x, targets) if tta is None else tta(maps_of, x, targets)
         for k in out:

@@ -87,7 +87,7 @@ class Run(RunContext):
             self.close_executor()
         self.timings["total"] = time.perf_counter() - t0
         write_json(self.paths.timings, self.timings)
-        write_json(self.paths.environment, _environment(self.device))
+        write_json(self.paths.environment, _environment(self.device, self.channels_last))
         write_json(self.paths.notes, self.notes)
         write_json(self.paths.budget, self.budget)
         return results
@@ -123,7 +123,7 @@ class Run(RunContext):
         return train
 
 
-def _environment(device: torch.device) -> dict[str, Any]:
+def _environment(device: torch.device, channels_last: bool) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -132,6 +132,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "usable_cores": usable_cores(),  # the affinity mask's CPUs (taskset, cpusets), which default threads follow
         "threads": torch.get_num_threads(),  # every step's, pinned by Run.run (results depend on it)
         "interop_threads": torch.get_num_interop_threads(),
+        "channels_last": channels_last,  # execution.channels_last as applied (CPU only): it moves float rounding too
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
         "device": str(device),
         "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,

@@ -50,6 +50,7 @@ class PairTraining:
     init_state: dict[str, torch.Tensor] | None = None  # start from these weights (the head stays random)
     freeze_until: str | None = None  # train only the stages after this one (pairs.freeze_until)
     features: FeatureRows | None = None  # with freeze_until: the images' cached trunk features (``images`` may be empty)
+    channels_last: bool = False  # execution.channels_last
 
 
 def train_pair(spec: PairTraining) -> tuple[dict[str, torch.Tensor], FitResult]:
@@ -72,7 +73,7 @@ def train_pair(spec: PairTraining) -> tuple[dict[str, torch.Tensor], FitResult]:
             inputs = spec.features.inputs()
     res = fit(model, spec.images if inputs is None else None, spec.labels, bb.preprocess, loss="ce", epochs=spec.epochs,
               lr=spec.lr, batch_size=spec.batch_size, seed=spec.fit_seed, device=resolve_device(spec.device),
-              target_accuracy=spec.target_accuracy, inputs=inputs)
+              target_accuracy=spec.target_accuracy, inputs=inputs, channels_last=spec.channels_last)
     return {k: v.cpu() for k, v in bb.model.state_dict().items()}, res
 
 
@@ -110,6 +111,7 @@ class MapExtraction:
     batch_size: int
     device: str
     amp: bool = False
+    channels_last: bool = False  # execution.channels_last
 
 
 def extract_maps(spec: MapExtraction) -> MapRecords:
@@ -118,4 +120,5 @@ def extract_maps(spec: MapExtraction) -> MapRecords:
     bb = spec.model.build(pretrained=False)
     bb.model.load_state_dict(spec.state)
     return extract(bb.model, StackedImages(spec.image_ids, spec.images), bb.preprocess, list(spec.jobs),
-                   resolve_device(spec.device), spec.map_size, spec.batch_size, list(spec.kinds), amp=spec.amp)
+                   resolve_device(spec.device), spec.map_size, spec.batch_size, list(spec.kinds), amp=spec.amp,
+                   channels_last=spec.channels_last)

@@ -234,7 +234,8 @@ class ClassFiles:
 def results_key(config: dict[str, Any], split: str) -> str:
     """The key of the settings that made ``results/<split>/`` from a config as written to ``config.yaml``.
 
-    Leaves out what cannot change a split's numbers: the run's name, device, execution, which other splits are
+    Leaves out what cannot change a split's numbers beyond float rounding: the run's name, device, execution (its
+    thread count and memory format move only the rounding; environment.json records them), which other splits are
     evaluated and their ``data.eval_options`` (so adding an evaluation split never invalidates another's results;
     a run with options for this split only keeps the key it had before options of other splits were left out).
     """

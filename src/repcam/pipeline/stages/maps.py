@@ -166,7 +166,8 @@ def stream_maps(ctx: RunContext, art: Artefact, model, cache: ImageCache, jobs: 
     ev = ctx.cfg.evaluation
     writer = RecordWriter(art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size)
     try:
-        extract(model, cache, ctx.preprocess, jobs, ctx.device, ev.map_size, ev.batch_size, kinds, sink=writer, amp=ev.amp, tta=tta)
+        extract(model, cache, ctx.preprocess, jobs, ctx.device, ev.map_size, ev.batch_size, kinds, sink=writer, amp=ev.amp, tta=tta,
+                channels_last=ctx.channels_last)
     except BaseException:
         writer.discard()
         raise
@@ -178,4 +179,4 @@ def map_unit(ctx: RunContext, num_classes: int, state: dict, jobs: list, cache: 
     ids = sorted({j[0] for j in jobs})
     ev = ctx.cfg.evaluation
     return MapExtraction(ctx.model_spec(num_classes), state, tuple(ids), cache.stack(ids), tuple(jobs), ("last", "fused"),
-                         ev.map_size, ev.batch_size, str(ctx.device), ev.amp)
+                         ev.map_size, ev.batch_size, str(ctx.device), ev.amp, ctx.channels_last)

@@ -46,7 +46,8 @@ class MultiClassStage:
         bb = ctx.new_model(C)
         with ctx.timed("train multi-class"), ctx.progress(f"multi-class model ({mc.mode}, {len(idx)} images)", mc.epochs) as adv:
             res = fit(bb.model, x, y, bb.preprocess, loss=loss, epochs=mc.epochs, lr=mc.lr, batch_size=mc.batch_size,
-                      seed=ctx.seed("mc-fit"), device=ctx.device, plateau=(mc.factor, mc.patience), progress=lambda d, t: adv())
+                      seed=ctx.seed("mc-fit"), device=ctx.device, plateau=(mc.factor, mc.patience), progress=lambda d, t: adv(),
+                      channels_last=ctx.channels_last)
         art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, images=len(idx), mode=mc.mode,
                        epochs=res.epochs, train_accuracy=res.train_accuracy, seconds=res.seconds, history=res.history)
         return bb.model.eval()
@@ -157,7 +158,8 @@ class MultiClassStage:
         idx, x, y, loss = self.data(train, cache)
         with ctx.timed("train baseline"), ctx.progress(f"baseline: {extra} more epochs to match the pair models' budget", extra) as adv:
             res = fit(bb.model, x, y, bb.preprocess, loss=loss, epochs=extra, lr=mc.lr, batch_size=mc.batch_size,
-                      seed=ctx.seed("baseline-fit"), device=ctx.device, plateau=(mc.factor, mc.patience), progress=lambda d, t: adv())
+                      seed=ctx.seed("baseline-fit"), device=ctx.device, plateau=(mc.factor, mc.patience), progress=lambda d, t: adv(),
+                      channels_last=ctx.channels_last)
         art.save_torch({k: v.cpu() for k, v in bb.model.state_dict().items()}, images=len(idx), mode=mc.mode,
                        epochs=int(meta["epochs"]) + res.epochs, extra_epochs=res.epochs, train_accuracy=res.train_accuracy,
                        seconds=res.seconds, history=res.history)

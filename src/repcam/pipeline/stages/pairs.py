@@ -126,7 +126,7 @@ class PairStage:
         images = cache.stack(ids_a + ids_b) if feats is None else cache.stack([])
         return PairTraining(ctx.model_spec(2), images, torch.tensor([0] * len(ids_a) + [1] * len(ids_b)),
                             ctx.seed("pair-init", a, b), ctx.seed("pair-fit", a, b), pc.epochs, pc.lr, pc.batch_size,
-                            pc.target_accuracy, str(ctx.device), self.init, pc.freeze_until, feats)
+                            pc.target_accuracy, str(ctx.device), self.init, pc.freeze_until, feats, ctx.channels_last)
 
     def sides(self, pair: tuple[int, int], train: SegDataset, cache: ImageCache) -> tuple[list[int], list[int]]:
         """The usable training images of class a without b, and of b without a (capped by pairs.max_images_per_class)."""
@@ -158,7 +158,8 @@ class PairStage:
         try:
             with ctx.timed("feature cache"):
                 fc = build_cache(ctx.paths.feature_cache(stage), split_model(bb.model, stage, check_size=bb.preprocess.input_size),
-                                 bb.preprocess, ids, cache.stack, key, batch_size=ctx.cfg.pairs.batch_size, device=ctx.device)
+                                 bb.preprocess, ids, cache.stack, key, batch_size=ctx.cfg.pairs.batch_size, device=ctx.device,
+                                 channels_last=ctx.channels_last)
         except FreezeError as e:
             raise RunError(str(e)) from e
         ctx.say(f"feature cache up to {stage}: {len(ids)} images x 2 flips, {fc.shape[2:]} float32, {fc.bytes / 2**20:.1f} MiB "
