@@ -207,4 +207,5 @@ ADDED_OFF: dict[tuple[str, ...], Any] = {  # setting -> its "off" value (what ev
     ("multiclass", "budget_unit"): "image-epochs",
     ("evaluation", "grid"): None,
     ("evaluation", "faithfulness"): [],
+    ("execution", "channels_last"): False,
 }
