@@ -54,7 +54,9 @@ def write(path: Path, text: str) -> Path:
 # ---- pinned keys: existing valid configs normalise exactly as on main, so their run directories resume --------------
 
 @pytest.mark.parametrize("name,key", [
-    ("demo", "3eff70511cd99488"),  # computed once with the unmodified main branch (61a735f)
+    # The demo's key changed on purpose once, when its pair models moved to partial fine-tuning (issue 28): an old
+    # runs/demo resumes with its multi-class model and retrains only pair models and baseline.
+    ("demo", "bae300f4ef614459"),
     ("benchmarks/configs/voc_mini_lite0.yaml", "d03c153aeb037b72"),
     ("benchmarks/configs/voc_mini_lite0_executors.yaml", "a077b821f0d93599"),
 ])

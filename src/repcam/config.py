@@ -91,11 +91,16 @@ def demo_config() -> RunConfig:
             # Output stride 8: an 8 x 8 last-layer map at 64 px, as fine relative to the image as ResNet's at 224 px.
             "backbone": {"name": "tiny_cnn_s8", "weights": None, "input_size": 64},
             # The parts world's training images are mostly single-object, so the paper's softmax setting is fair here.
-            "multiclass": {"mode": "single", "epochs": 15, "lr": 3e-3, "batch_size": 32},
+            # budget_unit flops: the baseline is trained on until it has had the training FLOPs of the multi-class
+            # model plus the pair models (their trained stage and the feature cache), as in the real-data runs.
+            "multiclass": {"mode": "single", "epochs": 15, "lr": 3e-3, "batch_size": 32, "budget_unit": "flops"},
             # No ImageNet weights for the tiny CNN: pair models start from the multi-class model instead (the paper
-            # starts them from ImageNet weights); the baseline then gets the multi-class model's image-epochs plus theirs.
+            # starts them from ImageNet weights) and fine-tune its last stage on cached layer3 features, like the
+            # real-data runs' pairs.freeze_until. Chosen on seeds 3-5 and confirmed on the claims' seeds 0-2 over full
+            # fine-tuning: 2.4x faster with every claim of tests/test_demo_claims.py holding, by a wider margin
+            # (benchmarks/results/demo_freeze.md).
             "pairs": {"epochs": 4, "lr": 3e-3, "batch_size": 32, "target_accuracy": 0.97, "max_images_per_class": 100,
-                      "init": "multiclass"},
+                      "init": "multiclass", "freeze_until": "layer3"},
             "evaluation": {"map_size": 64},
         },
         "built-in demo config",
