@@ -36,6 +36,45 @@ def test_topk_contrast_target_subtracts_the_mean_of_the_image_references():
     assert grad.tolist() == pytest.approx([0, -0.25, 1, 0, 0, -0.25])
 
 
+# ---- one forward pass for every map source ----------------------------------------------------------------------------
+
+def test_sources_share_one_forward_and_each_gets_its_own_maps_exactly():
+    import numpy as np
+
+    from repcam.engine.cam import ContrastTarget
+    from repcam.models.backbones import Preprocess
+    from repcam.models.tinycnn import TinyCNN
+    from repcam.pipeline.units import StackedImages
+
+    torch.manual_seed(3)
+    model = TinyCNN(num_classes=4).eval()
+    cache = StackedImages(range(5), torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8))
+    pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    jobs = [(i, c, None) for i in range(5) for c in range(4) if (i + c) % 2]
+    targets = {"mc": [c for _, c, _ in jobs], "contrast": [ContrastTarget(c, ((c + 2) % 4,)) for _, c, _ in jobs],
+               "topk": [TopKContrastTarget(c, 2, 1.0) for _, c, _ in jobs]}
+    weightings, fusions = ["gradcam", "layercam"], ["last", "paper", "mean"]
+
+    def sinks(store):
+        return {w: (lambda f, m, w=w: store.setdefault((w, f), []).append(m)) for w in weightings}
+
+    shared = {n: {} for n in targets}
+    forwards = []
+    handle = model.register_forward_hook(lambda m, i, o: forwards.append(torch.is_grad_enabled()))
+    try:
+        grid_module.extract_grid(model, cache, pre, jobs, torch.device("cpu"), 16, 4, weightings, fusions,
+                                 [(t, sinks(shared[n])) for n, t in targets.items()])
+    finally:
+        handle.remove()
+    assert forwards.count(True) == -(-len(jobs) // 4)  # one gradient pass a batch for all three sources
+    for n, t in targets.items():
+        alone = {}
+        grid_module.extract_grid(model, cache, pre, jobs, torch.device("cpu"), 16, 4, weightings, fusions, [(t, sinks(alone))])
+        assert alone.keys() == shared[n].keys() and len(alone) == 6
+        for key in alone:
+            np.testing.assert_array_equal(np.concatenate(shared[n][key]), np.concatenate(alone[key]), err_msg=f"{n} {key}")
+
+
 # ---- config switch ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,key", [

@@ -45,3 +45,60 @@ def test_extract_runs_one_gradient_pass_for_gradcam_and_layercam_with_the_same_m
         want = one_pass_per_method(model, x, [j[2] for j in chunk], 16)
         for k in KINDS:
             np.testing.assert_array_equal(got[k][4 * b : 4 * b + len(chunk)], want[k], err_msg=k)
+
+
+def test_target_sets_share_one_forward_and_give_each_sets_own_maps_exactly():
+    """A run's multi-class maps and its contrast maps per selection come from one forward pass per batch
+    (extract_sets): each set's stored maps equal those of its own extract call bit for bit."""
+    import pytest
+
+    from repcam.engine.cam import ContrastTarget
+    from repcam.pipeline.maps import MapSet, extract_sets
+
+    torch.manual_seed(1)
+    model = TinyCNN(num_classes=4).eval()
+    images = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
+    cache = StackedImages(range(6), images)
+    pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    cpu = torch.device("cpu")
+    jobs = [(i, c, c) for i in range(6) for c in range(4) if (i + c) % 3]
+    sets = {"mc": (KINDS, [j[2] for j in jobs]),
+            "a": (["last", "fused"], [ContrastTarget(c, (0, 3) if c else (1,)) for _, c, _ in jobs]),
+            "b": (["last", "fused"], [ContrastTarget(c, ((c + 1) % 4,), 0.5) for _, c, _ in jobs])}
+    got: dict[str, dict[str, list]] = {n: {k: [] for k in kinds} for n, (kinds, _) in sets.items()}
+    forwards = []
+    handle = model.register_forward_hook(lambda m, i, o: forwards.append(torch.is_grad_enabled()))
+    try:
+        extract_sets(model, cache, pre, jobs, [MapSet(kinds, t, lambda k, m, n=n: got[n][k].append(m)) for n, (kinds, t) in sets.items()],
+                     cpu, 16, 5)
+    finally:
+        handle.remove()
+    assert forwards.count(True) == -(-len(jobs) // 5)  # one gradient pass a batch for all three sets
+    for n, (kinds, targets) in sets.items():
+        alone = extract(model, cache, pre, [(i, c, t) for (i, c, _), t in zip(jobs, targets)], cpu, 16, 5, kinds)
+        for k in kinds:
+            np.testing.assert_array_equal(np.concatenate(got[n][k]), alone[k], err_msg=f"{n} {k}")
+    with pytest.raises(ValueError, match="one target per job"):
+        extract_sets(model, cache, pre, jobs, [MapSet(["last"], [0], lambda k, m: None)], cpu, 16, 5)
+
+
+def test_layer_maps_sets_match_one_call_per_set_and_check_every_set():
+    import pytest
+
+    from repcam.engine.cam import CAMError, ContrastTarget
+
+    torch.manual_seed(2)
+    model = TinyCNN(num_classes=5).eval()
+    x = torch.randn(3, 3, 32, 32)
+    cam = MultiLayerGradCAM(model, "auto")
+    target_sets = [[0, 4, 2], None, [ContrastTarget(1, (2, 3))] * 3]
+    per_set, logits = cam.layer_maps_sets(x, target_sets, ["gradcam", "layercam"])
+    for targets, maps in zip(target_sets, per_set):
+        alone, alone_logits = cam.layer_maps(x, targets, ["gradcam", "layercam"])
+        for w in ("gradcam", "layercam"):
+            assert torch.equal(maps[w], alone[w]), w
+        assert torch.equal(logits, alone_logits)
+    with pytest.raises(CAMError, match="no target sets"):
+        cam.layer_maps_sets(x, [], ["gradcam"])
+    with pytest.raises(CAMError, match="target 7 for image 0"):
+        cam.layer_maps_sets(x, [[0, 1, 2], [7, 0, 0]], ["gradcam"])

@@ -99,7 +99,7 @@ class MultiLayerGradCAM:
         """Maps of ``x`` (B, 3, H, W) for ``targets``: one class index, callable or :class:`ContrastTarget` per image
         (or one for all); ``None``: each image's top class (the highest logit of this same forward pass)."""
         _check_input(self.model, x)
-        acts, logits = self._forward_backward(x, targets)
+        (acts,), logits = self._forward_backward(x, [targets])
         maps = torch.stack([self._layer_map(a, g, x.shape[-2:]) for a, g in acts], dim=1)
         return CAMResult(self.layer_names, maps, fuse_layers(maps, self.fusion), logits.detach().float())
 
@@ -109,12 +109,25 @@ class MultiLayerGradCAM:
         and the logits. Each equals ``MultiLayerGradCAM(model, layers, weighting=w)(x, targets).layer_maps``: the
         weightings differ only in the arithmetic on the same activations and gradients, so an evaluation grid over
         weightings costs one backward per batch instead of one per weighting."""
+        per_set, logits = self.layer_maps_sets(x, [targets], weightings)
+        return per_set[0], logits
+
+    def layer_maps_sets(self, x: torch.Tensor, target_sets: Sequence[Target | Sequence[Target] | torch.Tensor | None],
+                        weightings: Sequence[str]) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+        """:meth:`layer_maps` for several target sets of the same images from ONE forward pass and one backward per
+        set: ``[{weighting: (B, L, H, W)} per set]`` and the logits. Each set's maps equal those of its own
+        :meth:`layer_maps` call exactly (the same forward graph, the same backward), so a run's multi-class maps and
+        its contrast maps per selection cost one forward per batch instead of one each."""
         unknown = [w for w in weightings if w not in WEIGHTINGS]
         if unknown:
             raise CAMError(f"unknown weighting {unknown[0]!r}; choose one of {', '.join(map(repr, WEIGHTINGS))}")
+        if not target_sets:
+            raise CAMError("no target sets given")
         _check_input(self.model, x)
-        acts, logits = self._forward_backward(x, targets)
-        maps = {w: torch.stack([self._layer_map(a, g, x.shape[-2:], WEIGHTINGS[w]) for a, g in acts], dim=1) for w in weightings}
+        per_set, logits = self._forward_backward(x, target_sets)
+        size = x.shape[-2:]
+        maps = [{w: torch.stack([self._layer_map(a, g, size, WEIGHTINGS[w]) for a, g in acts], dim=1) for w in weightings}
+                for acts in per_set]
         return maps, logits.detach().float()
 
     def _layer_map(self, act: torch.Tensor, grad: torch.Tensor, size, weight_fn: WeightingFn | None = None) -> torch.Tensor:
@@ -150,7 +163,8 @@ class MultiLayerGradCAM:
 
         return hook
 
-    def _forward_backward(self, x: torch.Tensor, targets) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    def _forward_backward(self, x: torch.Tensor, target_sets: Sequence) -> tuple[list[list[tuple[torch.Tensor, torch.Tensor]]], torch.Tensor]:
+        """One forward pass, then one backward per target set: per set, the (activation, gradient) of every layer."""
         model = self.model
         captured: dict[int, torch.Tensor] = {}
         stack = ExitStack()
@@ -172,24 +186,29 @@ class MultiLayerGradCAM:
                     raise LayerError(f"layers {missing} were not executed in the model's forward pass")
                 if not torch.isfinite(logits).all():
                     raise CAMError("the model's output (logits) contains NaN or Inf for this input")
-                score = _target_scores(logits.float(), targets).sum()
-                if not score.requires_grad:
-                    raise CAMError("the model's output does not depend on the hooked layers (was it detached?)")
                 tensors = [captured[i] for i in range(len(self.layers))]
-                grads = torch.autograd.grad(score, tensors, allow_unused=True)
+                grad_sets = []
+                for k, targets in enumerate(target_sets):
+                    score = _target_scores(logits.float(), targets).sum()
+                    if not score.requires_grad:
+                        raise CAMError("the model's output does not depend on the hooked layers (was it detached?)")
+                    # The graph is kept for the next set's backward: the forward pass is shared, not repeated.
+                    grad_sets.append(torch.autograd.grad(score, tensors, allow_unused=True, retain_graph=k < len(target_sets) - 1))
         finally:
             for h in handles:
                 h.remove()
             for p, f in zip(params, flags):
                 p.requires_grad_(f)
             stack.close()
+        acts = [reshape(a.detach()) for a in tensors]
         out = []
-        for (name, _), a, g in zip(self.layers, tensors, grads):
-            if g is None:
-                raise LayerError(f"the target score does not depend on layer {name!r}")
-            if not torch.isfinite(g).all():
-                raise CAMError(f"the gradient at layer {name!r} contains NaN or Inf (the target score overflows or the model is unstable)")
-            out.append((reshape(a.detach()), reshape(g)))
+        for grads in grad_sets:
+            for (name, _), g in zip(self.layers, grads):
+                if g is None:
+                    raise LayerError(f"the target score does not depend on layer {name!r}")
+                if not torch.isfinite(g).all():
+                    raise CAMError(f"the gradient at layer {name!r} contains NaN or Inf (the target score overflows or the model is unstable)")
+            out.append([(a, reshape(g)) for a, g in zip(acts, grads)])
         return out, logits
 
 

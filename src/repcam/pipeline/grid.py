@@ -109,31 +109,39 @@ def grid_sources(sources: Sequence[str], selections: dict[str, dict[int, Sequenc
     return out
 
 
+Sinks = dict[str, Callable[[str, np.ndarray], None]]  # weighting -> the sink of its (fusion, maps) chunks
+
+
 def extract_grid(model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[tuple[int, int, Any]], device: torch.device,
                  map_size: int, batch_size: int, weightings: Sequence[str], fusions: Sequence[str],
-                 sinks: dict[str, Callable[[str, np.ndarray], None]], amp: bool = False, tta: TTA | None = None) -> None:
-    """Stream every fusion in ``fusions`` of each weighting's per-layer maps for ``jobs`` (image, class, target) to
-    ``sinks[weighting]``.
+                 sources: Sequence[tuple[Sequence[Any], Sinks]], amp: bool = False, tta: TTA | None = None) -> None:
+    """Stream every fusion in ``fusions`` of each weighting's per-layer maps for the (image, class, _) ``jobs`` to the
+    sinks of each map source: ``sources`` = (one target per job, {weighting: sink}).
 
-    One forward and backward pass per batch serves all weightings and fusions (arithmetic on the same activations
-    and gradients, :meth:`~repcam.engine.cam.MultiLayerGradCAM.layer_maps`); with ``tta`` one per scale
+    One forward pass per batch serves every source, and one backward per source all its weightings and fusions
+    (arithmetic on the same activations and gradients,
+    :meth:`~repcam.engine.cam.MultiLayerGradCAM.layer_maps_sets`); with ``tta`` (one source) one pass per scale
     (:mod:`repcam.engine.tta`: each fusion's map is augmented, as a method's map is).
     """
+    if tta is not None and len(sources) != 1:
+        raise ValueError("test-time augmentation extracts one map source at a time")
     model.to(device).eval()
     cam = MultiLayerGradCAM(model, "auto", amp=amp)
 
-    def maps_of(x: torch.Tensor, targets: list) -> dict[tuple[str, str], torch.Tensor]:
-        by_weighting, _ = cam.layer_maps(x, targets, weightings)
-        return {(w, fusion): layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
-                for w, layer_maps in by_weighting.items() for fusion in fusions}
+    def maps_of(x: torch.Tensor, target_sets: list) -> list[dict[tuple[str, str], torch.Tensor]]:
+        per_set, _ = cam.layer_maps_sets(x, target_sets, weightings)
+        return [{(w, fusion): layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
+                 for w, layer_maps in by_weighting.items() for fusion in fusions} for by_weighting in per_set]
 
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
         x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
-        targets = [j[2] for j in chunk]
-        got = maps_of(x, targets) if tta is None else tta(maps_of, x, targets)
-        for (w, fusion), maps in got.items():
-            sinks[w](fusion, shrink_maps(maps, map_size))
+        target_sets = [list(targets[b : b + batch_size]) for targets, _ in sources]
+        got = maps_of(x, target_sets) if tta is None else [tta(lambda v, t: maps_of(v, [t])[0], x, target_sets[0])]
+        for (_, sinks), maps in zip(sources, got):
+            for (w, fusion), m in maps.items():
+                if w in sinks:
+                    sinks[w](fusion, shrink_maps(m, map_size))
 
 
 @dataclass
@@ -195,24 +203,27 @@ class Grid:
         todo = self.todo()
         self.reused = len(self.cells) - len(todo)
         by_source: dict[tuple[int, bool], list[GridCell]] = {}
-        for cell in todo:  # one pass per source (and augmentation) serves all of its weightings
+        for cell in todo:  # one backward per source (and augmentation) serves all of its weightings
             by_source.setdefault((id(cell.source), cell.tta), []).append(cell)
-        for cells in by_source.values():
-            src = cells[0].source
-            tta = self.tta if cells[0].tta else None
-            cj = [(i, c, src.target(c)) for i, c, _ in jobs]
-            writers = {cell.weighting: RecordWriter(cell.art, [j[0] for j in cj], [j[1] for j in cj], self.fusions, map_size)
-                       for cell in cells}
+        # Every source without augmentation shares one forward pass per batch; each augmented one has its own passes.
+        passes = [[c for k, c in by_source.items() if not k[1]]] + [[c] for k, c in by_source.items() if k[1]]
+        for groups in (p for p in passes if p):
+            tta = self.tta if groups[0][0].tta else None
+            writers = [{cell.weighting: RecordWriter(cell.art, [j[0] for j in jobs], [j[1] for j in jobs], self.fusions, map_size)
+                        for cell in cells} for cells in groups]
+            sources = [([cells[0].source.target(c) for _, c, _ in jobs], w) for cells, w in zip(groups, writers)]
+            weightings = list(dict.fromkeys(cell.weighting for cells in groups for cell in cells))
             try:
-                extract_grid(model, cache, pre, cj, device, map_size, batch_size, list(writers), self.fusions, writers, amp, tta)
+                extract_grid(model, cache, pre, jobs, device, map_size, batch_size, weightings, self.fusions, sources, amp, tta)
             except BaseException:
-                for writer in writers.values():
+                for writer in (w for ws in writers for w in ws.values()):
                     writer.discard()
                 raise
-            for cell in cells:
-                writers[cell.weighting].commit(weighting=cell.weighting, source=src.label, fusions=self.fusions)
-                if progress:
-                    progress()
+            for cells, ws in zip(groups, writers):
+                for cell in cells:
+                    ws[cell.weighting].commit(weighting=cell.weighting, source=cell.source.label, fusions=self.fusions)
+                    if progress:
+                        progress()
         self.seconds = time.perf_counter() - t0
 
     def records(self) -> list[tuple[RecordFile, dict[str, str]]]:

@@ -110,7 +110,8 @@ class PairGrid:
             writer = RecordWriter(art, [j[0] for j in pj], [j[1] for j in pj], self.kinds, map_size)
             sinks = {w: (lambda f, chunk, w=w: writer(kind_name(w, f), chunk)) for w in self.weightings}
             try:
-                extract_grid(load_model((a, b)), cache, pre, pj, device, map_size, batch_size, self.weightings, self.fusions, sinks, amp)
+                extract_grid(load_model((a, b)), cache, pre, pj, device, map_size, batch_size, self.weightings, self.fusions,
+                             [([j[2] for j in pj], sinks)], amp)
             except BaseException:
                 writer.discard()
                 raise

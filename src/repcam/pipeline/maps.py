@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -27,6 +28,16 @@ def shrink_maps(maps: torch.Tensor, size: int) -> np.ndarray:
     if maps.shape[-1] != size or maps.shape[-2] != size:
         maps = F.interpolate(maps.unsqueeze(1).float(), size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
     return maps.detach().clamp(0, 1).cpu().numpy().astype(np.float16)
+
+
+@dataclass(frozen=True)
+class MapSet:
+    """One set of maps in a shared pass (:func:`extract_sets`): the kinds to keep (see :func:`extract`), one
+    target per job, and the sink its chunks stream to."""
+
+    kinds: Sequence[str]
+    targets: Sequence[Any]
+    sink: Callable[[str, np.ndarray], None]
 
 
 def extract(
@@ -56,59 +67,17 @@ def extract(
     ``channels_last`` (CPU only): the passes run in that memory format (1.1-1.3x, maps equal to about 1e-6) and the
     model is back in the default format afterwards.
     """
-    channels_last = channels_last and device.type == "cpu"
-    model.to(device).eval()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    try:
-        return _extract(model, cache, pre, jobs, device, map_size, batch_size, kinds, progress, sink, amp, tta, channels_last)
-    finally:
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)
-
-
-def _extract(model: nn.Module, cache: ImageCache, pre: Preprocess, jobs: Sequence[tuple[int, int, Any]], device: torch.device,
-             map_size: int, batch_size: int, kinds: Sequence[str], progress: Callable[[int], None] | None,
-             sink: Callable[[str, np.ndarray], None] | None, amp: bool, tta: TTA | None, channels_last: bool) -> MapRecords:
-    """:func:`extract` on a model already on ``device`` and in its memory format."""
-    gradcam = MultiLayerGradCAM(model, "auto", amp=amp)
-    # Grad-CAM and LayerCAM differ only in the arithmetic on the same activations and gradients: one forward and
-    # backward per batch serves both (MultiLayerGradCAM.layer_maps), not one each.
-    weightings = ["gradcam", "layercam"] if "layercam" in kinds else ["gradcam"]
-    parts = gap_fc_parts(model) if "cam" in kinds else None
     out: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
 
-    def maps_of(x: torch.Tensor, targets: list) -> dict[str, torch.Tensor]:
-        """Every requested kind's (B, H, W) maps at input resolution (one view; ``tta`` calls it once per scale)."""
-        layer_maps, _ = gradcam.layer_maps(x, targets, weightings)
-        got = {}
-        if "last" in out:
-            got["last"] = layer_maps["gradcam"][:, -1]
-        if "fused" in out:
-            got["fused"] = fuse_layers(layer_maps["gradcam"], gradcam.fusion)
-        if "mean" in out:
-            got["mean"] = fuse_layers(layer_maps["gradcam"], "mean")
-        if "layercam" in out:  # LayerCAM as the paper's baseline: the mean over layers
-            got["layercam"] = fuse_layers(layer_maps["layercam"], "mean")
-        if "cam" in out:
-            got["cam"] = (torch.full((len(x), *x.shape[-2:]), float("nan")) if parts is None
-                          else zhou_cam(parts[0], parts[1], model, x, [int(t) for t in targets]))
-        return got
-
-    for b in range(0, len(jobs), batch_size):
-        chunk = jobs[b : b + batch_size]
-        x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        targets = [j[2] if callable(j[2]) else int(j[2]) for j in chunk]
-        got = maps_of(x, targets) if tta is None else tta(maps_of, x, targets)
-        for k in out:
-            out[k].append(shrink_maps(got[k], map_size))
+    def keep(kind: str, maps: np.ndarray) -> None:
         if sink is not None:
-            for k, arrs in out.items():
-                sink(k, arrs.pop())
-        if progress:
-            progress(len(chunk))
+            sink(kind, maps)
+        else:
+            out[kind].append(maps)
+
+    targets = [j[2] if callable(j[2]) else int(j[2]) for j in jobs]
+    extract_sets(model, cache, pre, jobs, [MapSet(kinds, targets, keep)], device, map_size, batch_size, progress, amp, tta,
+                 channels_last)
     records: MapRecords = {
         "image": np.array([j[0] for j in jobs], dtype=np.int32),
         "cls": np.array([j[1] for j in jobs], dtype=np.int16),
@@ -117,3 +86,80 @@ def _extract(model: nn.Module, cache: ImageCache, pre: Preprocess, jobs: Sequenc
         for k, arrs in out.items():
             records[k] = np.concatenate(arrs) if arrs else np.zeros((0, map_size, map_size), np.float16)
     return records
+
+
+def extract_sets(
+    model: nn.Module,
+    cache: ImageCache,
+    pre: Preprocess,
+    jobs: Sequence[tuple[int, int, Any]],
+    sets: Sequence[MapSet],
+    device: torch.device,
+    map_size: int,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+    amp: bool = False,
+    tta: TTA | None = None,
+    channels_last: bool = False,
+) -> None:
+    """:func:`extract` for several target sets on the same (image, class) ``jobs``: each batch runs one forward pass
+    and one backward per set (:meth:`~repcam.engine.cam.MultiLayerGradCAM.layer_maps_sets`), and each set's maps
+    stream to its own sink, equal to what its own :func:`extract` call would give. ``tta`` takes one set."""
+    if tta is not None and len(sets) != 1:
+        raise ValueError("test-time augmentation extracts one target set at a time")
+    if any(len(s.targets) != len(jobs) for s in sets):
+        raise ValueError("every map set needs one target per job")
+    channels_last = channels_last and device.type == "cpu"
+    model.to(device).eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    try:
+        _extract(model, cache, pre, jobs, sets, device, map_size, batch_size, progress, amp, tta, channels_last)
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
+
+
+def _extract(model: nn.Module, cache: ImageCache, pre: Preprocess, jobs: Sequence[tuple[int, int, Any]], sets: Sequence[MapSet],
+             device: torch.device, map_size: int, batch_size: int, progress: Callable[[int], None] | None, amp: bool,
+             tta: TTA | None, channels_last: bool) -> None:
+    """:func:`extract_sets` on a model already on ``device`` and in its memory format."""
+    gradcam = MultiLayerGradCAM(model, "auto", amp=amp)
+    kinds = {k for s in sets for k in s.kinds}
+    # Grad-CAM and LayerCAM differ only in the arithmetic on the same activations and gradients: one forward and
+    # backward per batch serves both (MultiLayerGradCAM.layer_maps), not one each.
+    weightings = ["gradcam", "layercam"] if "layercam" in kinds else ["gradcam"]
+    parts = gap_fc_parts(model) if "cam" in kinds else None
+
+    def maps_of(x: torch.Tensor, target_sets: list) -> list[dict[str, torch.Tensor]]:
+        """Every set's requested kinds as (B, H, W) maps at input resolution (one view; ``tta`` calls it per scale)."""
+        per_set, _ = gradcam.layer_maps_sets(x, target_sets, weightings)
+        out = []
+        for s, targets, layer_maps in zip(sets, target_sets, per_set):
+            got = {}
+            if "last" in s.kinds:
+                got["last"] = layer_maps["gradcam"][:, -1]
+            if "fused" in s.kinds:
+                got["fused"] = fuse_layers(layer_maps["gradcam"], gradcam.fusion)
+            if "mean" in s.kinds:
+                got["mean"] = fuse_layers(layer_maps["gradcam"], "mean")
+            if "layercam" in s.kinds:  # LayerCAM as the paper's baseline: the mean over layers
+                got["layercam"] = fuse_layers(layer_maps["layercam"], "mean")
+            if "cam" in s.kinds:
+                got["cam"] = (torch.full((len(x), *x.shape[-2:]), float("nan")) if parts is None
+                              else zhou_cam(parts[0], parts[1], model, x, [int(t) for t in targets]))
+            out.append(got)
+        return out
+
+    for b in range(0, len(jobs), batch_size):
+        chunk = jobs[b : b + batch_size]
+        x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target_sets = [list(s.targets[b : b + batch_size]) for s in sets]
+        got = maps_of(x, target_sets) if tta is None else [tta(lambda v, t: maps_of(v, [t])[0], x, target_sets[0])]
+        for s, maps in zip(sets, got):
+            for k in s.kinds:
+                s.sink(k, shrink_maps(maps[k], map_size))
+        if progress:
+            progress(len(chunk))

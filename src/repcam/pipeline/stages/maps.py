@@ -15,7 +15,7 @@ from repcam.pipeline.context import RunContext, RunError
 from repcam.pipeline.executor import ExecutorError, Unit
 from repcam.pipeline.grid import Grid
 from repcam.pipeline.grid_pairs import PairGrid
-from repcam.pipeline.maps import extract
+from repcam.pipeline.maps import MapSet, extract, extract_sets
 from repcam.pipeline.units import MapExtraction, extract_maps
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordWriter
@@ -93,19 +93,30 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
     contrast_todo += [(n, a, tta) for n, a in contrast_tta.items() if not a.done()]
     total = len(todo) + 1 + (mc_tta is not None) + len(contrast_todo)
     with ctx.timed(f"maps {split}"), ctx.progress(f"maps on {split} ({len(todo)} pair models to do)", total) as adv:
-        # Multi-class maps (one pass over every job each) are streamed to disk in this process: the biggest files.
-        if not mc_art.done():
-            stream_maps(ctx, mc_art, mc_model, cache, jobs, MULTICLASS_KINDS)
-        adv()
+        def contrast_targets(sel_name: str) -> list[ContrastTarget]:
+            sel = selections[sel_name]
+            return [ContrastTarget(c, tuple(sel.get(c, ())), ev.contrast_gamma) for _, c, _ in jobs]
+
+        # The multi-class model's maps and its contrast maps per selection are streamed to disk in this process (the
+        # biggest files) from one shared pass: one forward per batch, one backward per file to do.
+        shared = []
+        if mc_art.done():
+            adv()
+        else:
+            shared.append((mc_art, MULTICLASS_KINDS, [t for _, _, t in jobs]))
+        shared += [(art, ["last", "fused"], contrast_targets(n)) for n, art, aug in contrast_todo if aug is None]
+        if shared:
+            stream_map_sets(ctx, mc_model, cache, jobs, shared)
+            adv(len(shared))
         if mc_tta is not None:
             if not mc_tta.done():
                 stream_maps(ctx, mc_tta, mc_model, cache, jobs, tta_kinds, tta)
             adv()
         for sel_name, art, aug in contrast_todo:
-            sel = selections[sel_name]
-            cj = [(i, c, ContrastTarget(c, tuple(sel.get(c, ())), ev.contrast_gamma)) for i, c, _ in jobs]
-            stream_maps(ctx, art, mc_model, cache, cj, ["last", "fused"], aug)
-            adv()
+            if aug is not None:  # test-time augmentation: one file per pass
+                cj = [(i, c, t) for (i, c, _), t in zip(jobs, contrast_targets(sel_name))]
+                stream_maps(ctx, art, mc_model, cache, cj, ["last", "fused"], aug)
+                adv()
 
         def units() -> Iterator[Unit]:  # built lazily: only the units in flight hold their images and weights
             for (a, b), art in todo:
@@ -172,6 +183,25 @@ def stream_maps(ctx: RunContext, art: Artefact, model, cache: ImageCache, jobs: 
         writer.discard()
         raise
     writer.commit()
+
+
+def stream_map_sets(ctx: RunContext, model, cache: ImageCache, jobs: list, files: list[tuple[Artefact, list[str], list]]) -> None:
+    """Extract several files of maps of the same ``jobs`` in this process from one shared pass
+    (:func:`~repcam.pipeline.maps.extract_sets`): ``files`` = (artefact, kinds, one target per job). The files are
+    committed together when the pass is complete; nothing is kept if it fails (a kill during the pass redoes the
+    pass, which costs less than the one-pass-per-file extraction it replaces)."""
+    ev = ctx.cfg.evaluation
+    writers = [RecordWriter(art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size) for art, kinds, _ in files]
+    sets = [MapSet(kinds, targets, w) for (_, kinds, targets), w in zip(files, writers)]
+    try:
+        extract_sets(model, cache, ctx.preprocess, jobs, sets, ctx.device, ev.map_size, ev.batch_size, amp=ev.amp,
+                     channels_last=ctx.channels_last)
+    except BaseException:
+        for w in writers:
+            w.discard()
+        raise
+    for w in writers:
+        w.commit()
 
 
 def map_unit(ctx: RunContext, num_classes: int, state: dict, jobs: list, cache: ImageCache) -> MapExtraction:
