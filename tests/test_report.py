@@ -315,3 +315,26 @@ def test_a_resumed_run_reuses_figures_drawn_from_the_same_inputs(tmp_path, monke
     data["rows"] = data["rows"][::-1]  # a changed score file changes the key: drawn again
     abl.write_text(json.dumps(data))
     assert "drawn again" in skipped(reuse=True)["similarity"]
+
+
+def test_figures_drawn_by_other_drawing_code_are_drawn_again(tmp_path, monkeypatch):
+    """The figures' key covers the drawing code: after a change to it (a development install, one version) a resume
+    redraws instead of showing figures the current code would not draw."""
+    import repcam.reporting.run_figures as rf
+
+    run = make_fake_run(tmp_path)
+    rf.run_figures(run, "val", examples=False, reuse=True)
+
+    def refuse(*a, **k):
+        raise AssertionError("drawn again")
+
+    monkeypatch.setattr(rf, "similarity_heatmap", refuse)
+
+    def skipped() -> dict:
+        rf.run_figures(run, "val", examples=False, reuse=True)
+        return json.loads((run / "figures" / "val" / "index.json").read_text())["skipped"]
+
+    assert skipped() == {}  # same code, same inputs: reused
+    digest = rf.drawing_code_digest()
+    monkeypatch.setattr(rf, "drawing_code_digest", lambda: "0" * 16 if digest != "0" * 16 else "1" * 16)
+    assert "drawn again" in skipped()["similarity"]

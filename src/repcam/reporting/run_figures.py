@@ -235,15 +235,30 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
     return figs
 
 
+def drawing_code_digest() -> str:
+    """A checksum of the code that draws the figures (the modules of :mod:`repcam.reporting` and the overlay):
+    figures drawn by other drawing code are drawn again, even between commits of one version (a development install)."""
+    import hashlib
+
+    import repcam.overlay as overlay
+
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(here.glob("*.py")) + [Path(overlay.__file__)]:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def figures_key(paths: RunDir, split: str, **options: Any) -> str:
     """What a split's figures are drawn from: the bytes of every run file they read (config, B, selections, the
-    split's scores and its results' inputs, which name every model and map by checksum), the options and repcam's
-    version. Equal keys, equal figures."""
+    split's scores and its results' inputs, which name every model and map by checksum), the options, repcam's
+    version and the drawing code (:func:`drawing_code_digest`). Equal keys, equal figures."""
     import hashlib
 
     from repcam import __version__
 
-    h = hashlib.sha256(json.dumps({"version": __version__, "split": split, **options}, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps({"version": __version__, "code": drawing_code_digest(), "split": split, **options},
+                                  sort_keys=True).encode())
     files = (paths.config, paths.similarity, paths.selections, paths.ablation(split), paths.accumulators(split),
              paths.pairwise(split), paths.results_inputs(split))
     for f in files:
