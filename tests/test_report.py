@@ -214,7 +214,8 @@ def test_images_are_valid_data_uris_and_nothing_remote(report, fake_run):
     assert "Content-Security-Policy" in text
 
 
-def test_report_without_figures_and_for_an_unfinished_run(tmp_path, fake_run):
+def test_report_without_figures_and_for_an_unfinished_run(tmp_path, fake_run, report):
+    # ``report`` drew the figures this call reuses (so the test also passes when run alone)
     out = write_report(fake_run, figures=False, path=tmp_path / "again.html")
     assert out.is_file() and len(img_sources(out.read_text())) >= 4  # reuses the figures already built
     bare = tmp_path / "bare"
