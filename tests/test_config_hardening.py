@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -392,3 +393,28 @@ def test_every_committed_run_config_is_valid(path):
     must not silently break one (the 80-class COCO config's split 'heldout' did, once data.holdout claimed it)."""
     cfg = load_config(path)
     assert cfg.data.eval_splits
+
+
+# ---- control characters in free text (names, classes, paths, options) ----------------------------------------------
+
+@pytest.mark.parametrize("values,key,code", [
+    ({"name": "demo\x1b[2J"}, "name", "U+001B"),  # an escape sequence would clear the user's terminal
+    ({"data": {"kind": "voc", "root": "x", "classes": ["cat", "dog\nerror: forged"]}}, "data.classes", "U+000A"),
+    ({"cross_eval": {"c": {"kind": "coco", "root": "x\x00", "split": "train2017"}}}, "cross_eval.c.root", "U+0000"),
+    ({"data": {"kind": "voc", "root": "data\x07"}}, "data.root", "U+0007"),
+])
+def test_control_characters_in_text_settings_are_refused(values, key, code):
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}' contains the control character {code}; use printable text")):
+        from_dict(values)
+
+
+def test_printable_unicode_text_is_accepted():
+    cfg = from_dict({"name": "démo ✓ 猫", "data": {"kind": "voc", "root": "data/VOC 2012", "classes": ["cat", "dog"]}})
+    assert cfg.name == "démo ✓ 猫"
+
+
+def test_control_character_in_a_config_file_is_one_line_on_the_cli(tmp_path: Path):
+    path = write(tmp_path / "c.yaml", 'name: "run\\e[31mred"\n')
+    res = cli("run", str(path), "--run-dir", str(tmp_path / "r"))
+    assert_one_line_error(res, "c.yaml", "'name' contains the control character U+001B")
+    assert "\x1b" not in res.stderr and not (tmp_path / "r").exists()

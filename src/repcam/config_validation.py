@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import unicodedata
 import typing
+import unicodedata
 from typing import Any
 
 from repcam.config_schema import ConfigError, RunConfig
@@ -148,6 +148,13 @@ def validate(cfg: RunConfig, source: str = "config") -> RunConfig:
                                     f"leaves the deepest feature map a single pixel), got {size}")
     _check_data_options(cfg, source)
     _check_cross_eval(cfg, source)
+    # Names, paths and class names are printed to terminals and logs: an escape sequence in one would rewrite the
+    # screen (and a newline forge a line of output). HTML is escaped anyway; this is for everything else. Last, so
+    # that a more specific error (an unknown option, printed with escapes) comes first.
+    for key, value in values.items():
+        for where, text in _strings(value, key):
+            if (bad := next((ch for ch in text if unicodedata.category(ch) == "Cc"), None)) is not None:
+                fail(where, f"contains the control character U+{ord(bad):04X}; use printable text")
     return cfg
 
 
@@ -209,6 +216,20 @@ def _leaves(obj: Any, where: str = "") -> typing.Iterator[tuple[str, Any]]:
             yield from _leaves(value, _join(where, f.name))
         else:
             yield _join(where, f.name), value
+
+
+def _strings(value: Any, key: str) -> typing.Iterator[tuple[str, str]]:
+    """(dotted key, string) of every string in setting ``key``'s value: itself, or the items, keys and values of its
+    lists and mappings (a mapping's value under ``key.<its key>``)."""
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k, key)
+            yield from _strings(v, _join(key, str(k)))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v, key)
 
 
 def _min_input_size(backbone: str) -> int:
