@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence, Union
+from typing import Callable, Iterator, Literal, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -110,14 +110,16 @@ class MultiLayerGradCAM:
         weightings differ only in the arithmetic on the same activations and gradients, so an evaluation grid over
         weightings costs one backward per batch instead of one per weighting."""
         per_set, logits = self.layer_maps_sets(x, [targets], weightings)
-        return per_set[0], logits
+        return next(per_set), logits
 
     def layer_maps_sets(self, x: torch.Tensor, target_sets: Sequence[Target | Sequence[Target] | torch.Tensor | None],
-                        weightings: Sequence[str]) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+                        weightings: Sequence[str]) -> tuple[Iterator[dict[str, torch.Tensor]], torch.Tensor]:
         """:meth:`layer_maps` for several target sets of the same images from ONE forward pass and one backward per
-        set: ``[{weighting: (B, L, H, W)} per set]`` and the logits. Each set's maps equal those of its own
-        :meth:`layer_maps` call exactly (the same forward graph, the same backward), so a run's multi-class maps and
-        its contrast maps per selection cost one forward per batch instead of one each."""
+        set: an iterator of ``{weighting: (B, L, H, W)}``, one per set in order, and the logits. Each set's maps
+        equal those of its own :meth:`layer_maps` call exactly (the same forward graph, the same backward), so a
+        run's multi-class maps and its contrast maps per selection cost one forward per batch instead of one each.
+        The passes run at the call; each set's maps (input-sized, per layer and weighting) are made as the iterator
+        reaches it, so one set's are in memory at a time, as with one call per set."""
         unknown = [w for w in weightings if w not in WEIGHTINGS]
         if unknown:
             raise CAMError(f"unknown weighting {unknown[0]!r}; choose one of {', '.join(map(repr, WEIGHTINGS))}")
@@ -126,9 +128,13 @@ class MultiLayerGradCAM:
         _check_input(self.model, x)
         per_set, logits = self._forward_backward(x, target_sets)
         size = x.shape[-2:]
-        maps = [{w: torch.stack([self._layer_map(a, g, size, WEIGHTINGS[w]) for a, g in acts], dim=1) for w in weightings}
-                for acts in per_set]
-        return maps, logits.detach().float()
+
+        def maps() -> Iterator[dict[str, torch.Tensor]]:
+            while per_set:  # a set's gradients are dropped once its maps are made
+                acts = per_set.pop(0)
+                yield {w: torch.stack([self._layer_map(a, g, size, WEIGHTINGS[w]) for a, g in acts], dim=1) for w in weightings}
+
+        return maps(), logits.detach().float()
 
     def _layer_map(self, act: torch.Tensor, grad: torch.Tensor, size, weight_fn: WeightingFn | None = None) -> torch.Tensor:
         # Half precision (amp) is lifted to float32 for the map arithmetic; a float64 model keeps float64.

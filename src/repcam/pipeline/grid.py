@@ -128,20 +128,25 @@ def extract_grid(model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[t
     model.to(device).eval()
     cam = MultiLayerGradCAM(model, "auto", amp=amp)
 
-    def maps_of(x: torch.Tensor, target_sets: list) -> list[dict[tuple[str, str], torch.Tensor]]:
-        per_set, _ = cam.layer_maps_sets(x, target_sets, weightings)
-        return [{(w, fusion): layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
-                 for w, layer_maps in by_weighting.items() for fusion in fusions} for by_weighting in per_set]
+    def fused(by_weighting: dict[str, torch.Tensor]) -> dict[tuple[str, str], torch.Tensor]:
+        return {(w, fusion): layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
+                for w, layer_maps in by_weighting.items() for fusion in fusions}
+
+    def emit(sinks: Sinks, maps: dict[tuple[str, str], torch.Tensor]) -> None:
+        for (w, fusion), m in maps.items():
+            if w in sinks:
+                sinks[w](fusion, shrink_maps(m, map_size))
 
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
         x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
         target_sets = [list(targets[b : b + batch_size]) for targets, _ in sources]
-        got = maps_of(x, target_sets) if tta is None else [tta(lambda v, t: maps_of(v, [t])[0], x, target_sets[0])]
-        for (_, sinks), maps in zip(sources, got):
-            for (w, fusion), m in maps.items():
-                if w in sinks:
-                    sinks[w](fusion, shrink_maps(m, map_size))
+        if tta is None:  # each source's maps stored before the next source's are made
+            per_set, _ = cam.layer_maps_sets(x, target_sets, weightings)
+            for (_, sinks), by_weighting in zip(sources, per_set):
+                emit(sinks, fused(by_weighting))
+        else:
+            emit(sources[0][1], tta(lambda v, t: fused(next(cam.layer_maps_sets(v, [t], weightings)[0])), x, target_sets[0]))
 
 
 @dataclass

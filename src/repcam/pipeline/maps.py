@@ -131,25 +131,25 @@ def _extract(model: nn.Module, cache: ImageCache, pre: Preprocess, jobs: Sequenc
     weightings = ["gradcam", "layercam"] if "layercam" in kinds else ["gradcam"]
     parts = gap_fc_parts(model) if "cam" in kinds else None
 
-    def maps_of(x: torch.Tensor, target_sets: list) -> list[dict[str, torch.Tensor]]:
-        """Every set's requested kinds as (B, H, W) maps at input resolution (one view; ``tta`` calls it per scale)."""
-        per_set, _ = gradcam.layer_maps_sets(x, target_sets, weightings)
-        out = []
-        for s, targets, layer_maps in zip(sets, target_sets, per_set):
-            got = {}
-            if "last" in s.kinds:
-                got["last"] = layer_maps["gradcam"][:, -1]
-            if "fused" in s.kinds:
-                got["fused"] = fuse_layers(layer_maps["gradcam"], gradcam.fusion)
-            if "mean" in s.kinds:
-                got["mean"] = fuse_layers(layer_maps["gradcam"], "mean")
-            if "layercam" in s.kinds:  # LayerCAM as the paper's baseline: the mean over layers
-                got["layercam"] = fuse_layers(layer_maps["layercam"], "mean")
-            if "cam" in s.kinds:
-                got["cam"] = (torch.full((len(x), *x.shape[-2:]), float("nan")) if parts is None
-                              else zhou_cam(parts[0], parts[1], model, x, [int(t) for t in targets]))
-            out.append(got)
-        return out
+    def kinds_of(s: MapSet, x: torch.Tensor, targets: list, layer_maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Set ``s``'s requested kinds as (B, H, W) maps at input resolution."""
+        got = {}
+        if "last" in s.kinds:
+            got["last"] = layer_maps["gradcam"][:, -1]
+        if "fused" in s.kinds:
+            got["fused"] = fuse_layers(layer_maps["gradcam"], gradcam.fusion)
+        if "mean" in s.kinds:
+            got["mean"] = fuse_layers(layer_maps["gradcam"], "mean")
+        if "layercam" in s.kinds:  # LayerCAM as the paper's baseline: the mean over layers
+            got["layercam"] = fuse_layers(layer_maps["layercam"], "mean")
+        if "cam" in s.kinds:
+            got["cam"] = (torch.full((len(x), *x.shape[-2:]), float("nan")) if parts is None
+                          else zhou_cam(parts[0], parts[1], model, x, [int(t) for t in targets]))
+        return got
+
+    def emit(s: MapSet, got: dict[str, torch.Tensor]) -> None:
+        for k in s.kinds:
+            s.sink(k, shrink_maps(got[k], map_size))
 
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
@@ -157,9 +157,16 @@ def _extract(model: nn.Module, cache: ImageCache, pre: Preprocess, jobs: Sequenc
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         target_sets = [list(s.targets[b : b + batch_size]) for s in sets]
-        got = maps_of(x, target_sets) if tta is None else [tta(lambda v, t: maps_of(v, [t])[0], x, target_sets[0])]
-        for s, maps in zip(sets, got):
-            for k in s.kinds:
-                s.sink(k, shrink_maps(maps[k], map_size))
+        if tta is None:  # each set's maps reduced and stored before the next set's are made
+            per_set, _ = gradcam.layer_maps_sets(x, target_sets, weightings)
+            for s, targets, layer_maps in zip(sets, target_sets, per_set):
+                emit(s, kinds_of(s, x, targets, layer_maps))
+        else:  # one set, its maps averaged over the views (one pass per scale)
+
+            def view(v: torch.Tensor, t: list) -> dict[str, torch.Tensor]:
+                per_set, _ = gradcam.layer_maps_sets(v, [t], weightings)
+                return kinds_of(sets[0], v, t, next(per_set))
+
+            emit(sets[0], tta(view, x, target_sets[0]))
         if progress:
             progress(len(chunk))
