@@ -240,11 +240,10 @@ def drawing_code_digest() -> str:
     figures drawn by other drawing code are drawn again, even between commits of one version (a development install)."""
     import hashlib
 
-    import repcam.overlay as overlay
-
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for f in sorted(here.glob("*.py")) + [Path(overlay.__file__)]:
+    # By path, not by import: ``repcam.overlay`` is also the name of the package's overlay function.
+    for f in sorted(here.glob("*.py")) + [here.parent / "overlay.py"]:
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
