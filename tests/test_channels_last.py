@@ -69,12 +69,14 @@ def test_execution_channels_last_reaches_every_training_and_map_step_and_is_reco
 
         monkeypatch.setattr(module, name, wrapped)
 
-    for module, name in ((mc_stage, "fit"), (units, "fit"), (pairs_stage, "build_cache"), (maps_stage, "extract"), (units, "extract")):
+    for module, name in ((mc_stage, "fit"), (units, "fit"), (pairs_stage, "build_cache"), (maps_stage, "extract_sets"),
+                         (units, "extract")):
         spy(module, name)
     run_dir = tmp_path / "run"
     Run(frozen_tiny_config(execution__channels_last=True), run_dir, show_progress=False).run()
     steps = {name for name, _ in asked}
-    assert steps == {"fit", "build_cache", "extract"}, asked
+    # extract_sets: the in-process pass of the multi-class and contrast maps; extract: the pair models' units
+    assert steps == {"fit", "build_cache", "extract_sets", "extract"}, asked
     assert sum(name == "fit" for name, _ in asked) >= 3  # the multi-class model, its baseline top-up, a pair model
     assert all(flag for _, flag in asked), asked
     assert read_json(run_dir / "environment.json")["channels_last"] is True

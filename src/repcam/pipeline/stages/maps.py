@@ -15,7 +15,7 @@ from repcam.pipeline.context import RunContext, RunError
 from repcam.pipeline.executor import ExecutorError, Unit
 from repcam.pipeline.grid import Grid
 from repcam.pipeline.grid_pairs import PairGrid
-from repcam.pipeline.maps import MapSet, extract, extract_sets
+from repcam.pipeline.maps import MapSet, extract_sets
 from repcam.pipeline.units import MapExtraction, extract_maps
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordWriter
@@ -106,16 +106,15 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
             shared.append((mc_art, MULTICLASS_KINDS, [t for _, _, t in jobs]))
         shared += [(art, ["last", "fused"], contrast_targets(n)) for n, art, aug in contrast_todo if aug is None]
         if shared:
-            stream_map_sets(ctx, mc_model, cache, jobs, shared)
+            stream_maps(ctx, mc_model, cache, jobs, shared)
             adv(len(shared))
         if mc_tta is not None:
             if not mc_tta.done():
-                stream_maps(ctx, mc_tta, mc_model, cache, jobs, tta_kinds, tta)
+                stream_maps(ctx, mc_model, cache, jobs, [(mc_tta, tta_kinds, [t for _, _, t in jobs])], tta)
             adv()
         for sel_name, art, aug in contrast_todo:
             if aug is not None:  # test-time augmentation: one file per pass
-                cj = [(i, c, t) for (i, c, _), t in zip(jobs, contrast_targets(sel_name))]
-                stream_maps(ctx, art, mc_model, cache, cj, ["last", "fused"], aug)
+                stream_maps(ctx, mc_model, cache, jobs, [(art, ["last", "fused"], contrast_targets(sel_name))], aug)
                 adv()
 
         def units() -> Iterator[Unit]:  # built lazily: only the units in flight hold their images and weights
@@ -172,29 +171,17 @@ def tta_path(path):
     return path.with_name(f"{path.stem}__tta{path.suffix}")
 
 
-def stream_maps(ctx: RunContext, art: Artefact, model, cache: ImageCache, jobs: list, kinds: list[str], tta: TTA | None = None) -> None:
-    """Extract in this process, writing the maps to ``art`` as they come (nothing is kept if it fails)."""
-    ev = ctx.cfg.evaluation
-    writer = RecordWriter(art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size)
-    try:
-        extract(model, cache, ctx.preprocess, jobs, ctx.device, ev.map_size, ev.batch_size, kinds, sink=writer, amp=ev.amp, tta=tta,
-                channels_last=ctx.channels_last)
-    except BaseException:
-        writer.discard()
-        raise
-    writer.commit()
-
-
-def stream_map_sets(ctx: RunContext, model, cache: ImageCache, jobs: list, files: list[tuple[Artefact, list[str], list]]) -> None:
-    """Extract several files of maps of the same ``jobs`` in this process from one shared pass
-    (:func:`~repcam.pipeline.maps.extract_sets`): ``files`` = (artefact, kinds, one target per job). The files are
-    committed together when the pass is complete; nothing is kept if it fails (a kill during the pass redoes the
-    pass, which costs less than the one-pass-per-file extraction it replaces)."""
+def stream_maps(ctx: RunContext, model, cache: ImageCache, jobs: list, files: list[tuple[Artefact, list[str], list]],
+                tta: TTA | None = None) -> None:
+    """Extract files of maps of the same ``jobs`` in this process, from one shared pass
+    (:func:`~repcam.pipeline.maps.extract_sets`; with ``tta``, one file): ``files`` = (artefact, kinds, one target per
+    job). The maps go to disk as they come, and the files are committed together when the pass is complete; nothing
+    is kept if it fails (a kill during the pass redoes the pass, which costs less than one pass per file)."""
     ev = ctx.cfg.evaluation
     writers = [RecordWriter(art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size) for art, kinds, _ in files]
     sets = [MapSet(kinds, targets, w) for (_, kinds, targets), w in zip(files, writers)]
     try:
-        extract_sets(model, cache, ctx.preprocess, jobs, sets, ctx.device, ev.map_size, ev.batch_size, amp=ev.amp,
+        extract_sets(model, cache, ctx.preprocess, jobs, sets, ctx.device, ev.map_size, ev.batch_size, amp=ev.amp, tta=tta,
                      channels_last=ctx.channels_last)
     except BaseException:
         for w in writers:
