@@ -172,7 +172,7 @@ def test_changed_settings_invalidate_only_what_depends_on_them(reference_run: Pa
     fit = CountingFit()
     _patch_fit(monkeypatch, fit)
     extracted = []
-    monkeypatch.setattr(maps_stage, "extract", lambda *a, **k: extracted.append(1))
+    monkeypatch.setattr(maps_stage, "extract_sets", lambda *a, **k: extracted.append(1))
     monkeypatch.setattr(units_module, "extract", lambda *a, **k: extracted.append(1))
     Run(tiny_config(evaluation__threshold=0.3), tmp_path / "run", show_progress=False).run()
     assert fit.calls == 0  # evaluation settings never retrain a model
