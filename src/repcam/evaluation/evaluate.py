@@ -18,6 +18,7 @@ from repcam.models.backbones import centre_crop_box
 from repcam.pipeline.maps import MapRecords
 from repcam.store.records import RecordFile, record_rows
 from repcam.store.spool import MapSpool
+from repcam.store.storage import config_key
 
 BASELINE = "Grad-CAM"
 MC_METHODS = {row: mk.kind for row, mk in MAP_KINDS.items()}  # multi-class model maps: row name -> stored map kind
@@ -35,6 +36,78 @@ class SplitResult:
     missing_partners: dict[str, int] = field(default_factory=dict)
     topk: dict[str, Selection] = field(default_factory=dict)
     irn: dict[str, dict[float, float]] = field(default_factory=dict)  # method -> bg threshold -> (C+1)-label mIoU
+    # Row group -> (its key, None when its maps have no stored identity; its rows in table order): what a rerun may reuse.
+    groups: dict[str, tuple[str | None, list[str]]] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)  # rows taken from ``stored`` rather than scored
+
+
+@dataclass
+class StoredRows:
+    """Rows a previous evaluation of the split scored, for :func:`evaluate_split` to reuse (issue 28: results keyed
+    per row): the row groups it stored ({group: (key, rows)}), every row's accumulator and IRN sweep."""
+
+    groups: Mapping[str, tuple[str | None, Sequence[str]]]
+    accs: Mapping[str, IoUAccumulator]
+    irn: Mapping[str, Mapping[float, float]]
+
+    def reusable(self, group: str, key: str | None) -> bool:
+        """Whether ``group`` was stored with ``key`` (never for an unkeyed group) and all of its rows are here."""
+        stored = self.groups.get(group)
+        return (key is not None and stored is not None and stored[0] == key
+                and all(n in self.accs and n in self.irn for n in stored[1]))
+
+
+def _identity(records: MapRecords | RecordFile) -> str | None:
+    """The identity of a map file that stored scores are keyed by: its verified checksum (None for in-memory maps)."""
+    return records.checksum() if isinstance(records, RecordFile) else None
+
+
+def row_group_keys(
+    scoring_key: str | None, mc_records: MapRecords, partners: Mapping[int, Mapping[int, MapRecords]],
+    selections: Mapping[str, Selection], topk: Sequence[int], variants: Sequence[str],
+    contrast_records: Mapping[str, MapRecords], baseline_records: Mapping[str, MapRecords],
+    extra_records: Sequence[tuple[MapRecords, Mapping[str, str]]],
+) -> dict[str, str | None]:
+    """The key of every row group of a split: the rows of one group are scored from the same map files, and their
+    key is those files' checksums plus what decides which rows they give (issue 28: a row added to a run is the only
+    one scored). ``scoring_key`` holds what decides how any map is scored (data, threshold, protocol); a group
+    whose maps are in memory, or every group when ``scoring_key`` is None, has no key (always scored).
+    """
+    def key(*files: MapRecords, **what) -> str | None:
+        ids = [_identity(f) for f in files]
+        return None if scoring_key is None or None in ids else config_key({"scoring": scoring_key, "files": ids, **what})
+
+    mc = _identity(mc_records)
+    gradcam_mc = mc if "with-gradcam" in variants else ""  # only then do the selection rows read the multi-class maps
+    modes = [m for m in ("max", "geomean") if m in variants]
+
+    def pairs_of(sel: Selection) -> dict[str, str | None]:
+        return {f"{c}-{s}": (_identity(partners[c][s]) if s in partners.get(c, {}) else "absent")
+                for c in sorted(sel) for s in sel[c]}
+
+    def sel_key(name: str, pair_ids: dict[str, str | None], reps: object) -> str | None:
+        if scoring_key is None or None in pair_ids.values() or gradcam_mc is None:
+            return None
+        return config_key({"scoring": scoring_key, "selection": name, "reps": reps, "pairs": pair_ids,
+                           "modes": modes, "with_gradcam": gradcam_mc})
+
+    out: dict[str, str | None] = {"multiclass": key(mc_records, kinds=computed_kinds(mc_records))}
+    out.update({f"baseline {n}": key(r) for n, r in baseline_records.items()})
+    for name, sel in selections.items():
+        out[f"selection {name}"] = sel_key(name, pairs_of(sel), {str(c): [int(r) for r in sel[c]] for c in sorted(sel)})
+    all_pairs = {f"{c}-{s}": _identity(r) for c in sorted(partners) for s, r in sorted(partners[c].items())}
+    for k in topk:  # chosen from the pairwise table of every pair model's maps
+        out[f"selection Top-{k}"] = sel_key(f"Top-{k}", all_pairs, "top-k")
+    if "contrast" in variants:
+        out.update({f"contrast {n}": key(r) for n, r in contrast_records.items()})
+    for i, (r, named) in enumerate(extra_records):
+        out[_extra_group(i, r)] = key(r, rows=dict(named))
+    return out
+
+
+def _extra_group(i: int, records: MapRecords) -> str:
+    """The group of one ``extra_records`` file: its file name (stable when other files are added), else its place."""
+    return f"maps {records.path.name}" if isinstance(records, RecordFile) else f"maps #{i}"
 
 
 def _by_image(records: MapRecords | RecordFile, cls: int, kinds: Sequence[str], images: Sequence[int]) -> dict[str, dict[int, np.ndarray]]:
@@ -66,6 +139,8 @@ def evaluate_split(
     baseline_records: Mapping[str, MapRecords] | None = None,
     extra_records: Sequence[tuple[MapRecords, Mapping[str, str]]] = (),
     on_map: Callable[[str, int, int, np.ndarray], None] | None = None,
+    stored: StoredRows | None = None,
+    scoring_key: str | None = None,
 ) -> SplitResult:
     """Evaluate every method class by class, in chunks of ``chunk_size`` images, so memory does not grow with the data.
 
@@ -74,20 +149,29 @@ def evaluate_split(
     ``baseline_records`` {row name: maps of kind "map"} the trained baselines' (:data:`BASELINE_ROWS`);
     ``extra_records`` (records, {row name: map kind}) pairs add one row per named kind (the grid, repcam.pipeline.grid).
     ``on_map(row name, image, class, map)`` also gets every map scored (the faithfulness columns, repcam.evaluation.faith_ablation).
+
+    Rows are scored in groups that share their map files (:func:`row_group_keys`, keyed under ``scoring_key``): a
+    group ``stored`` with the same key is taken from it instead of scored, in the place a fresh evaluation gives it,
+    so the result equals a fresh one's. The pairwise table, Top-k choices and missing-partner counts are always computed.
     """
     C = ds.num_classes
-    rows = _Rows(ds, threshold, on_map)
+    topk = list(topk)
+    contrast_records = contrast_records or {}
+    baseline_records = baseline_records or {}
+    partners_of = {c: pair_records(c) for c in range(C)}
+    keys = row_group_keys(scoring_key, mc_records, partners_of, selections, topk, variants, contrast_records,
+                          baseline_records, extra_records)
+    reuse = {g for g, k in keys.items() if stored is not None and stored.reusable(g, k)}
+    rows = _Rows(ds, threshold, on_map, reuse)
     pairwise = np.full((C, C), np.nan)
     missing: dict[str, int] = {}
     topk_sel: dict[str, Selection] = {f"Top-{k}": {} for k in topk}
     kinds = computed_kinds(mc_records)
     class_modes = [m for m in ("max", "geomean") if m in variants]
-    contrast_records = contrast_records or {}
-    baseline_records = baseline_records or {}
     for c in range(C):
         images = sorted({int(i) for i, k in zip(mc_records["image"], mc_records["cls"]) if k == c})
         chunks = [images[b : b + chunk_size] for b in range(0, len(images), chunk_size)]
-        partners = pair_records(c)
+        partners = partners_of[c]
         pairs = _PairScores(ds, c, partners, threshold)
         if topk:  # Top-k needs class c's whole pairwise row before any fused map: one extra pass
             for chunk in chunks:
@@ -101,26 +185,42 @@ def evaluate_split(
             if not topk:
                 pairs.score(chunk, maps.last, maps.masks)
             for i in chunk:
-                _score_image(rows.add, i, c, maps, list(selections.items()) + [(n, s) for n, s in topk_sel.items() if c in s],
+                _score_image(rows, i, c, maps, list(selections.items()) + [(n, s) for n, s in topk_sel.items() if c in s],
                              missing, variants, class_modes)
         if not topk:
             pairwise[c, list(partners)] = pairs.row()
         if progress:
             progress(1)
-    return SplitResult(list(ds.class_names), rows.accs, pairwise, missing, topk_sel, _irn_results(ds, rows.spool, protocol))
+    scored_irn = _irn_results(ds, rows.spool, protocol)
+    accs = {n: rows.accs[n] if g not in reuse else stored.accs[n] for n, g in rows.order.items()}
+    irn = {n: dict(stored.irn[n]) if g in reuse else scored_irn[n] for n, g in rows.order.items() if g in reuse or n in scored_irn}
+    groups = {g: (keys.get(g), [n for n, h in rows.order.items() if h == g]) for g in dict.fromkeys(rows.order.values())}
+    reused = [n for n, g in rows.order.items() if g in reuse]
+    return SplitResult(list(ds.class_names), accs, pairwise, missing, topk_sel, irn, groups, reused)
 
 
 class _Rows:
-    """The accumulator of every row of a split, filled map by map; each map also goes to the IRN spool and ``on_map``."""
+    """The accumulator of every row of a split, filled map by map; each map also goes to the IRN spool and ``on_map``.
+    Rows of a group in ``reuse`` are only named (in the order a fresh evaluation meets them), not scored."""
 
-    def __init__(self, ds: SegDataset, threshold: float, on_map: Callable[[str, int, int, np.ndarray], None] | None) -> None:
-        self.ds, self.threshold, self.on_map = ds, threshold, on_map
+    def __init__(self, ds: SegDataset, threshold: float, on_map: Callable[[str, int, int, np.ndarray], None] | None,
+                 reuse: set[str] = frozenset()) -> None:
+        self.ds, self.threshold, self.on_map, self.reuse = ds, threshold, on_map, reuse
         self.accs: dict[str, IoUAccumulator] = {}
+        self.order: dict[str, str] = {}  # row -> its group, in the order rows are first met
         # The IRN protocol needs every image's maps of all its classes at once: spool them to disk (flat memory).
         self.spool = MapSpool()
 
-    def add(self, name: str, image: int, c: int, cam: np.ndarray, mask: ClassMask) -> None:
-        """Score one map of row ``name`` (image, class ``c``) against its evaluation mask."""
+    def scores(self, group: str, names: Sequence[str]) -> bool:
+        """Name the rows of ``group`` (in order); whether their maps are to be scored (False when reused)."""
+        for name in names:
+            self.order.setdefault(name, group)
+        return group not in self.reuse
+
+    def add(self, group: str, name: str, image: int, c: int, cam: np.ndarray, mask: ClassMask) -> None:
+        """Score one map of row ``name`` of ``group`` (image, class ``c``) against its evaluation mask."""
+        if not self.scores(group, [name]):
+            return
         if name not in self.accs:
             self.accs[name] = IoUAccumulator(self.ds.num_classes, primary=self.threshold)
         self.accs[name].add(self.ds.samples[image].id, c, cam, mask)
@@ -166,7 +266,7 @@ class _ChunkMaps:
     masks: dict[int, ClassMask]  # each built once per image, shared by every row's map (the pixel work of a mask)
     contrast: dict[str, dict[str, dict[int, np.ndarray]]]  # selection -> "last" / "fused" -> table
     trained: dict[str, dict[int, np.ndarray]]  # trained baseline row -> table
-    extra: list[tuple[dict[str, dict[int, np.ndarray]], Mapping[str, str]]]  # (kind -> table, {row name: kind})
+    extra: list[tuple[str, dict[str, dict[int, np.ndarray]], Mapping[str, str]]]  # (group, kind -> table, {row: kind})
 
 
 def _chunk_maps(
@@ -182,47 +282,54 @@ def _chunk_maps(
     masks = {i: ClassMask(eval_mask(ds, i, protocol), c) for i in chunk}
     contrast_tables = {n: _by_image(r, c, ["last", "fused"], chunk) for n, r in contrast_records.items() if "contrast" in variants}
     trained = {n: _by_image(r, c, ["map"], chunk)["map"] for n, r in baseline_records.items()}
-    extra = [(_by_image(r, c, list(named.values()), chunk), named) for r, named in extra_records]
+    extra = [(_extra_group(j, r), _by_image(r, c, list(named.values()), chunk), named) for j, (r, named) in enumerate(extra_records)]
     return _ChunkMaps(mc, last, fused, masks, contrast_tables, trained, extra)
 
 
 def _score_image(
-    add: Callable[[str, int, int, np.ndarray, ClassMask], None], i: int, c: int, maps: _ChunkMaps,
+    rows: _Rows, i: int, c: int, maps: _ChunkMaps,
     selections: list[tuple[str, Selection]], missing: dict[str, int], variants: Sequence[str], class_modes: list[str],
 ) -> None:
     """Score every row's map of image ``i``, class ``c``: the multi-class and trained baselines, each selection's
-    fused maps (counting in ``missing`` the images a representative's pair model lacks), contrast and extra rows."""
+    fused maps (counting in ``missing`` the images a representative's pair model lacks), contrast and extra rows.
+    The group names passed to ``rows`` are those of :func:`row_group_keys`."""
     mc, last, fused, masks = maps.mc, maps.last, maps.fused, maps.masks
     for name, kind in MC_METHODS.items():
         if kind in mc and i in mc[kind]:
-            add(name, i, c, mc[kind][i].astype(np.float32), masks[i])
+            rows.add("multiclass", name, i, c, mc[kind][i].astype(np.float32), masks[i])
     for name, trained in maps.trained.items():
         if i in trained:
-            add(name, i, c, trained[i].astype(np.float32), masks[i])
+            rows.add(f"baseline {name}", name, i, c, trained[i].astype(np.float32), masks[i])
     for sel_name, sel in selections:
         reps = sel.get(c, [])
         avail = [s for s in reps if s in last and i in last[s]]
         if len(avail) < len(reps):
             missing[sel_name] = missing.get(sel_name, 0) + 1
-        if not avail:
-            continue
+        with_gradcam = "with-gradcam" in variants and "last" in mc
+        names = [Method(sel_name, "last").name, Method(sel_name, "A").name,
+                 *[Method(sel_name, "A", mode).name for mode in class_modes],
+                 *([Method(sel_name, "A", with_gradcam=True).name] if with_gradcam else [])]
+        if not avail or not rows.scores(f"selection {sel_name}", names):
+            continue  # (a reused group's fused maps are not even made)
+        group = f"selection {sel_name}"
         # F over the representatives' stored maps: the paper's fusion (repcam.method.representative)
-        add(Method(sel_name, "last").name, i, c, fuse_stored([last[s][i] for s in avail]), masks[i])
+        rows.add(group, names[0], i, c, fuse_stored([last[s][i] for s in avail]), masks[i])
         af_stack = np.stack([fused[s][i] for s in avail])  # stacked once for the mean and the variants
         af_map = fuse_stored(af_stack)
-        add(Method(sel_name, "A").name, i, c, af_map, masks[i])
-        for mode in class_modes:
-            add(Method(sel_name, "A", mode).name, i, c, fuse_stored(af_stack, mode), masks[i])
-        if "with-gradcam" in variants and "last" in mc:
-            add(Method(sel_name, "A", with_gradcam=True).name, i, c, fuse_stored([af_map, mc["last"][i]]), masks[i])
+        rows.add(group, names[1], i, c, af_map, masks[i])
+        for mode, name in zip(class_modes, names[2:]):
+            rows.add(group, name, i, c, fuse_stored(af_stack, mode), masks[i])
+        if with_gradcam:
+            rows.add(group, names[-1], i, c, fuse_stored([af_map, mc["last"][i]]), masks[i])
     for sel_name, records in maps.contrast.items():
         for layers, kind in (("last", "last"), ("A", "fused")):
             if i in records[kind]:
-                add(Method(sel_name, layers, source="contrast").name, i, c, records[kind][i].astype(np.float32), masks[i])
-    for tables, named in maps.extra:  # after every other row: the others' order in accs stays as without them
+                rows.add(f"contrast {sel_name}", Method(sel_name, layers, source="contrast").name, i, c,
+                         records[kind][i].astype(np.float32), masks[i])
+    for group, tables, named in maps.extra:  # after every other row: the others' order in accs stays as without them
         for name, kind in named.items():
             if i in tables[kind]:
-                add(name, i, c, tables[kind][i].astype(np.float32), masks[i])
+                rows.add(group, name, i, c, tables[kind][i].astype(np.float32), masks[i])
 
 
 def _irn_results(ds: SegDataset, spool: MapSpool, protocol: str) -> dict[str, dict[float, float]]:

@@ -40,6 +40,8 @@ REPORT_NAME = "report.html"
 ABLATION_JSON = "ablation.json"
 ABLATION_MD = "ablation.md"
 ACCUMULATORS_JSON = "accumulators.json"
+GRID_ACCUMULATORS_JSON = "grid_accumulators.json"
+ROW_GROUPS_JSON = "row_groups.json"  # written after the accumulators: each row group's key and rows, every row's IRN sweep
 PAIRWISE_JSON = "pairwise.json"
 PER_CLASS_CSV = "per_class.csv"
 SWEEP_CSV = "sweep.csv"
@@ -205,6 +207,16 @@ class RunDir:
     def accumulators(self, split: str) -> Path:
         """``results/<split>/accumulators.json``: every row's IoU accumulator state, by row name."""
         return self.result(split, ACCUMULATORS_JSON)
+
+    def grid_accumulators(self, split: str) -> Path:
+        """``results/<split>/grid_accumulators.json``: the grid rows' accumulator states (paired intervals across runs)."""
+        return self.result(split, GRID_ACCUMULATORS_JSON)
+
+    def row_groups(self, split: str) -> Path:
+        """``results/<split>/row_groups.json``: the key and rows of every row group scored and each row's IRN sweep;
+        a rerun reuses a group whose key is unchanged (issue 28: results keyed per row). Written after the
+        accumulators and removed before they are rewritten, so it never vouches for other rows' numbers."""
+        return self.result(split, ROW_GROUPS_JSON)
 
     def results_inputs(self, split: str) -> Path:
         """``results/<split>/inputs.json``: the key of the settings and models behind the split's results, written

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from repcam.store.dtypes import _ALLOWED, _MAP_DTYPES, check_dtype  # noqa: F401 - the allow-list, importable from here
-from repcam.store.storage import Artefact, ArtefactError, WriteError
+from repcam.store.storage import Artefact, ArtefactError, WriteError, read_json, verify
 
 
 class NpyStream:
@@ -165,6 +165,14 @@ class RecordFile:
     @property
     def kinds(self) -> list[str]:
         return [k for k in self._members if k not in ("image", "cls")]
+
+    def checksum(self) -> str | None:
+        """The file's SHA-256 as its artefact sidecar vouches for it (verified), or None for a file without one: the
+        identity of its maps that stored scores are keyed by (issue 28: results keyed per row)."""
+        try:
+            return str(read_json(verify(self.path).with_name(self.path.name + ".meta.json"))["sha256"])
+        except (ArtefactError, OSError, ValueError, KeyError, TypeError):
+            return None
 
     def rows(self, kind: str, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """A copy of ``kind``'s rows ``idx`` (all rows if None); the mapping is closed before returning."""

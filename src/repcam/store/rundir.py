@@ -231,14 +231,10 @@ class ClassFiles:
 # ---------------------------------------------------------------------------------------------------- results key
 
 
-def results_key(config: dict[str, Any], split: str) -> str:
-    """The key of the settings that made ``results/<split>/`` from a config as written to ``config.yaml``.
-
-    Leaves out what cannot change a split's numbers beyond float rounding: the run's name, device, execution (its
-    thread count and memory format move only the rounding; environment.json records them), which other splits are
-    evaluated and their ``data.eval_options`` (so adding an evaluation split never invalidates another's results;
-    a run with options for this split only keeps the key it had before options of other splits were left out).
-    """
+def _split_view(config: dict[str, Any], split: str) -> dict[str, Any]:
+    """The config as it bears on ``split``'s results: without the run's name, device, execution (its thread count
+    and memory format move only the rounding; environment.json records them), which other splits are evaluated and
+    their ``data.eval_options`` or ``cross_eval`` entries."""
     relevant = {k: v for k, v in config.items() if k not in ("name", "device", "execution")}
     data = dict(relevant.get("data") or {})
     data.pop("eval_splits", None)
@@ -251,7 +247,27 @@ def results_key(config: dict[str, Any], split: str) -> str:
             relevant["cross_eval"] = cross
         else:
             del relevant["cross_eval"]
-    return config_key({"split": split, "config": relevant})
+    return relevant
+
+
+def results_key(config: dict[str, Any], split: str) -> str:
+    """The key of the settings that made ``results/<split>/`` from a config as written to ``config.yaml``.
+
+    Leaves out what cannot change a split's numbers beyond float rounding (:func:`_split_view`), so adding an
+    evaluation split never invalidates another's results; a run with options for this split only keeps the key it
+    had before options of other splits were left out.
+    """
+    return config_key({"split": split, "config": _split_view(config, split)})
+
+
+def scoring_key(config: dict[str, Any], split: str) -> str:
+    """The key of what decides how a stored map is scored on ``split``: the data section and seed (which images and
+    masks), the other data set of ``cross_eval``, the threshold and the protocol. Every row group's key contains it
+    (:func:`repcam.evaluation.evaluate.row_group_keys`); what decides the maps themselves is in their files' checksums."""
+    view = _split_view(config, split)
+    ev = view.get("evaluation") or {}
+    return config_key({"split": split, "data": view.get("data"), "seed": view.get("seed"), "cross_eval": view.get("cross_eval"),
+                       "threshold": ev.get("threshold"), "protocol": ev.get("protocol")})
 
 
 def stale_reason(config: dict[str, Any] | None, split: str, ablation: dict[str, Any]) -> str | None:

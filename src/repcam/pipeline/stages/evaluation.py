@@ -5,8 +5,9 @@ from __future__ import annotations
 import yaml
 
 from repcam.data.cross import describe, parse_spec
-from repcam.evaluation.evaluate import MC_METHODS, computed_kinds, evaluate_split, summarize
+from repcam.evaluation.evaluate import MC_METHODS, StoredRows, computed_kinds, evaluate_split, summarize
 from repcam.evaluation.faith_ablation import FaithfulnessColumns, store_key
+from repcam.evaluation.metrics import IoUAccumulator
 from repcam.method import selection as S
 from repcam.models.baselines import baseline_records
 from repcam.pipeline.context import RunContext
@@ -17,7 +18,7 @@ from repcam.pipeline.stages.maps import SplitMaps, compute_maps
 from repcam.reporting.tables import write_tables
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordFile
-from repcam.store.rundir import results_key
+from repcam.store.rundir import results_key, scoring_key
 from repcam.store.storage import Artefact, ArtefactError, config_key, read_json, write_json, write_json_mapping
 
 
@@ -26,7 +27,9 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
     """Every method's row on ``split``, written with the split's tables and accumulators; returns the rows.
 
     Results whose inputs (settings, models, selections) are those of this call are reused as stored: a rerun of a
-    finished run, or one with another evaluation split added, re-scores nothing it already scored.
+    finished run, or one with another evaluation split added, re-scores nothing it already scored. Otherwise the rows
+    whose maps and scoring are unchanged are reused (:func:`stored_groups`) and only the others scored: a grid row or
+    selection added to a finished run scores only its own rows.
     """
     ev = ctx.cfg.evaluation
     inputs = results_inputs_key(ctx, split, mc_path, models, selections, baseline_arts, skipped_train)
@@ -34,7 +37,11 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
     if stored is not None:
         ctx.say(f"results on {split}: reused (same settings and models as when they were scored)")
         return stored
+    config = yaml.safe_load(yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
+    # Per-row reuse needs every map that is scored to pass through evaluate_split: not with the faithfulness columns.
+    reusable = None if ev.faithfulness else stored_groups(ctx, split)
     ctx.paths.results_inputs(split).unlink(missing_ok=True)  # until rewritten last, the folder is not complete
+    ctx.paths.row_groups(split).unlink(missing_ok=True)  # and the stored groups vouch for nothing until rewritten
     m = compute_maps(ctx, split, mc_model, mc_path, models, selections)
     ds, cache, grid = m.ds, m.cache, m.grid
     with ctx.timed(f"maps {split}"):
@@ -54,18 +61,25 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
                                 variants=ev.variants, contrast_records=contrast, baseline_records=trained,
                                 extra_records=tta_records(m) + (grid.records() if grid is not None else [])
                                 + (m.pair_grid.records() if m.pair_grid is not None else []),
-                                on_map=None if faith is None else faith.add)
+                                on_map=None if faith is None else faith.add, stored=reusable,
+                                scoring_key=None if faith is not None else scoring_key(config, split))
+    if result.reused:
+        n = len(result.accs) - len(result.reused)
+        ctx.say(f"results on {split}: {n} row{'s' * (n != 1)} scored, {len(result.reused)} reused "
+                "(their maps and scoring settings are unchanged)")
     rows = summarize(result, seed=ctx.cfg.seed)
+    row_groups = {"groups": {g: {"key": k, "rows": names} for g, (k, names) in result.groups.items()},
+                  "irn": {n: [[bg, v] for bg, v in sweep.items()] for n, sweep in result.irn.items()}}
     if grid is not None:  # the grid's rows go to grid.*; the ablation's tables stay as without the grid
         grid_accs = {k: v for k, v in result.accs.items() if k in grid.rows_meta}
         # Their per-image counts too (results/<split>/grid_accumulators.json): paired intervals across runs need them.
-        write_json_mapping(ctx.paths.results_dir(split) / "grid_accumulators.json", ((k, v.state_dict) for k, v in grid_accs.items()))
+        write_json_mapping(ctx.paths.grid_accumulators(split), ((k, v.state_dict) for k, v in grid_accs.items()))
         result, rows, grid_rows = grid.split_off(result, rows)
         write_grid(ctx.paths.results_dir(split), split, grid_rows, grid,
                    {"pair_map_seconds": m.pair_grid.seconds} if m.pair_grid is not None else None)
     # The key of the settings behind these numbers: the report shows results whose key differs from the
     # current config.yaml's (or whose split is no longer evaluated) as stale, not as this run's.
-    key = results_key(yaml.safe_load(yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False)), split)
+    key = results_key(config, split)
     extra = {"settings_key": key, "skipped_train_images": skipped_train}
     notes = list(ctx.notes)
     if split in ctx.cfg.cross_eval:  # another data set: say which classes were compared and which left out
@@ -82,8 +96,26 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
                 f"({ctx.paths.faithfulness_records(split)})")
     write_tables(ctx.paths.results_dir(split), split, result, rows, notes, skipped=len(cache.bad), extra=extra)
     write_json_mapping(ctx.paths.accumulators(split), ((k, v.state_dict) for k, v in result.accs.items()))
+    write_json(ctx.paths.row_groups(split), row_groups)
     write_json(ctx.paths.results_inputs(split), {"split": split, "inputs_key": inputs})
     return rows
+
+
+def stored_groups(ctx: RunContext, split: str) -> StoredRows | None:
+    """The row groups a previous evaluation of ``split`` stored (``row_groups.json``) with their rows' accumulators
+    (``accumulators.json``, and ``grid_accumulators.json`` for the grid's rows) and IRN sweeps; None if there are
+    none or any file is missing or damaged (then every row is scored)."""
+    try:
+        stored = read_json(ctx.paths.row_groups(split))
+        accs = dict(read_json(ctx.paths.accumulators(split)))
+        if ctx.paths.grid_accumulators(split).is_file():
+            accs.update(read_json(ctx.paths.grid_accumulators(split)))
+        groups = {str(g): (v["key"], [str(n) for n in v["rows"]]) for g, v in stored["groups"].items()}
+        wanted = {n for _, names in groups.values() for n in names}
+        return StoredRows(groups, {n: IoUAccumulator.from_state_dict(s) for n, s in accs.items() if n in wanted},
+                          {str(n): {float(bg): float(v) for bg, v in sweep} for n, sweep in stored["irn"].items()})
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ArtefactError):
+        return None  # missing or damaged: score every row
 
 
 def results_inputs_key(ctx: RunContext, split: str, mc_path: str, models: dict[tuple[int, int], Artefact],
