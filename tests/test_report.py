@@ -322,7 +322,7 @@ def test_figures_drawn_by_other_drawing_code_are_drawn_again(tmp_path, monkeypat
     """The figures' key covers the drawing code: after a change to it (a development install, one version) a resume
     redraws instead of showing figures the current code would not draw."""
     import repcam.reporting.run_figures as rf
-    from repcam import overlay  # noqa: F401 - the package's function shadows the module repcam.overlay (a bug once)
+    from repcam import overlay  # noqa: F401 - once shadowed the module repcam.overlay that the digest imported
 
     assert len(rf.drawing_code_digest()) == 16
     run = make_fake_run(tmp_path)

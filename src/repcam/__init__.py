@@ -46,7 +46,7 @@ _LAZY: dict[str, str] = {
     "make_extractor": "repcam.evaluation.score",
     "ScoreResult": "repcam.evaluation.score",
     # figures
-    "overlay": "repcam.overlay",
+    "overlay": "repcam.reporting.overlay",
     # errors
     **{name: "repcam.errors" for name in (
         "ArtefactError", "CAMError", "ConfigError", "DataError", "ExplainError", "LayerError", "RunError", "ScoreError",
@@ -65,7 +65,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from repcam.evaluation.score import ScoreResult, make_extractor, score_maps
     from repcam.evaluation.score_api import score
     from repcam.explain import Explainer, Explanation
-    from repcam.overlay import overlay
+    from repcam.reporting.overlay import overlay
     from repcam.stock.explainer import StockExplainer, StockExplanation, explain_image
     from repcam.stock.methods import METHODS
     from repcam.stock_model import load_stock_model

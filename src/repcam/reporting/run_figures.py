@@ -236,14 +236,13 @@ def run_figures(run_dir: str | Path, split: str, *, fmt: str = "png", examples: 
 
 
 def drawing_code_digest() -> str:
-    """A checksum of the code that draws the figures (the modules of :mod:`repcam.reporting` and the overlay):
+    """A checksum of the code that draws the figures (the modules of :mod:`repcam.reporting`):
     figures drawn by other drawing code are drawn again, even between commits of one version (a development install)."""
     import hashlib
 
     here = Path(__file__).parent
     h = hashlib.sha256()
-    # By path, not by import: ``repcam.overlay`` is also the name of the package's overlay function.
-    for f in sorted(here.glob("*.py")) + [here.parent / "overlay.py"]:
+    for f in sorted(here.glob("*.py")):
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
