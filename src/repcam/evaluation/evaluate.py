@@ -110,10 +110,14 @@ def _extra_group(i: int, records: MapRecords) -> str:
     return f"maps {records.path.name}" if isinstance(records, RecordFile) else f"maps #{i}"
 
 
-def _by_image(records: MapRecords | RecordFile, cls: int, kinds: Sequence[str], images: Sequence[int]) -> dict[str, dict[int, np.ndarray]]:
-    """{kind: {image: map}} of one class for some images; a record file gives up only those rows."""
+def _by_image(records: MapRecords | RecordFile, cls: int, kinds: Sequence[str], images: Sequence[int],
+              load: bool = True) -> dict[str, dict[int, np.ndarray]]:
+    """{kind: {image: map}} of one class for some images; a record file gives up only those rows. Without ``load``
+    only which images have a map ({image: None}): enough to name a reused row where a fresh evaluation meets it."""
     sel = np.nonzero((np.asarray(records["cls"]) == cls) & np.isin(records["image"], images))[0]
     ids = [int(records["image"][i]) for i in sel]
+    if not load:
+        return {kind: dict.fromkeys(ids) for kind in kinds}
     return {kind: dict(zip(ids, record_rows(records, kind, sel))) for kind in kinds}
 
 
@@ -181,7 +185,7 @@ def evaluate_split(
             _select_topk(pairwise, c, topk, topk_sel)
         for chunk in chunks:  # only one chunk of one class's maps is in memory at a time
             maps = _chunk_maps(ds, c, chunk, protocol, mc_records, kinds, partners, contrast_records, baseline_records,
-                               extra_records, variants)
+                               extra_records, variants, reuse)
             if not topk:
                 pairs.score(chunk, maps.last, maps.masks)
             for i in chunk:
@@ -204,7 +208,7 @@ class _Rows:
     Rows of a group in ``reuse`` are only named (in the order a fresh evaluation meets them), not scored."""
 
     def __init__(self, ds: SegDataset, threshold: float, on_map: Callable[[str, int, int, np.ndarray], None] | None,
-                 reuse: set[str] = frozenset()) -> None:
+                 reuse: frozenset[str] | set[str] = frozenset()) -> None:
         self.ds, self.threshold, self.on_map, self.reuse = ds, threshold, on_map, reuse
         self.accs: dict[str, IoUAccumulator] = {}
         self.order: dict[str, str] = {}  # row -> its group, in the order rows are first met
@@ -273,16 +277,21 @@ def _chunk_maps(
     ds: SegDataset, c: int, chunk: list[int], protocol: str, mc_records: MapRecords, kinds: Sequence[str],
     partners: Mapping[int, MapRecords], contrast_records: Mapping[str, MapRecords], baseline_records: Mapping[str, MapRecords],
     extra_records: Sequence[tuple[MapRecords, Mapping[str, str]]], variants: Sequence[str],
+    reuse: frozenset[str] | set[str] = frozenset(),
 ) -> _ChunkMaps:
-    """Every stored map of class ``c`` on the images of ``chunk`` that a row scores, and their evaluation masks."""
+    """Every stored map of class ``c`` on the images of ``chunk`` that a row scores, and their evaluation masks; of the
+    baseline, contrast and extra files of a group in ``reuse`` only which images they have (the maps are not read).
+    The multi-class and pair maps are always read: rows of other groups and the pairwise table use them too."""
     mc = _by_image(mc_records, c, kinds, chunk)
     pair_maps = {s: _by_image(r, c, ["last", "fused"], chunk) for s, r in partners.items()}
     last = {s: m["last"] for s, m in pair_maps.items()}
     fused = {s: m["fused"] for s, m in pair_maps.items()}
     masks = {i: ClassMask(eval_mask(ds, i, protocol), c) for i in chunk}
-    contrast_tables = {n: _by_image(r, c, ["last", "fused"], chunk) for n, r in contrast_records.items() if "contrast" in variants}
-    trained = {n: _by_image(r, c, ["map"], chunk)["map"] for n, r in baseline_records.items()}
-    extra = [(_extra_group(j, r), _by_image(r, c, list(named.values()), chunk), named) for j, (r, named) in enumerate(extra_records)]
+    contrast_tables = {n: _by_image(r, c, ["last", "fused"], chunk, f"contrast {n}" not in reuse)
+                       for n, r in contrast_records.items() if "contrast" in variants}
+    trained = {n: _by_image(r, c, ["map"], chunk, f"baseline {n}" not in reuse)["map"] for n, r in baseline_records.items()}
+    extra = [(g, _by_image(r, c, list(named.values()), chunk, g not in reuse), named)
+             for g, r, named in ((_extra_group(j, r), r, named) for j, (r, named) in enumerate(extra_records))]
     return _ChunkMaps(mc, last, fused, masks, contrast_tables, trained, extra)
 
 
@@ -298,7 +307,7 @@ def _score_image(
         if kind in mc and i in mc[kind]:
             rows.add("multiclass", name, i, c, mc[kind][i].astype(np.float32), masks[i])
     for name, trained in maps.trained.items():
-        if i in trained:
+        if i in trained and rows.scores(f"baseline {name}", [name]):
             rows.add(f"baseline {name}", name, i, c, trained[i].astype(np.float32), masks[i])
     for sel_name, sel in selections:
         reps = sel.get(c, [])
@@ -323,12 +332,12 @@ def _score_image(
             rows.add(group, names[-1], i, c, fuse_stored([af_map, mc["last"][i]]), masks[i])
     for sel_name, records in maps.contrast.items():
         for layers, kind in (("last", "last"), ("A", "fused")):
-            if i in records[kind]:
-                rows.add(f"contrast {sel_name}", Method(sel_name, layers, source="contrast").name, i, c,
-                         records[kind][i].astype(np.float32), masks[i])
+            name = Method(sel_name, layers, source="contrast").name
+            if i in records[kind] and rows.scores(f"contrast {sel_name}", [name]):
+                rows.add(f"contrast {sel_name}", name, i, c, records[kind][i].astype(np.float32), masks[i])
     for group, tables, named in maps.extra:  # after every other row: the others' order in accs stays as without them
         for name, kind in named.items():
-            if i in tables[kind]:
+            if i in tables[kind] and rows.scores(group, [name]):
                 rows.add(group, name, i, c, tables[kind][i].astype(np.float32), masks[i])
 
 
