@@ -75,6 +75,56 @@ def test_sources_share_one_forward_and_each_gets_its_own_maps_exactly():
             np.testing.assert_array_equal(np.concatenate(shared[n][key]), np.concatenate(alone[key]), err_msg=f"{n} {key}")
 
 
+def test_grid_riders_share_the_ablation_pass_and_get_the_maps_of_their_own_pass():
+    """The grid's files ride on the ablation's shared pass (MapSet.rider): one gradient pass a batch for the ablation's
+    files and every grid source, and each gets exactly the maps of its own pass (extract / extract_grid alone)."""
+    import numpy as np
+
+    from repcam.engine.cam import ContrastTarget
+    from repcam.models.backbones import Preprocess
+    from repcam.models.tinycnn import TinyCNN
+    from repcam.pipeline.maps import MapSet, extract, extract_sets
+    from repcam.pipeline.units import StackedImages
+
+    torch.manual_seed(4)
+    model = TinyCNN(num_classes=4).eval()
+    cache = StackedImages(range(5), torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8))
+    pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    jobs = [(i, c, None) for i in range(5) for c in range(4) if (i + c) % 2]
+    targets = {"mc": [c for _, c, _ in jobs], "contrast": [ContrastTarget(c, ((c + 1) % 4,)) for _, c, _ in jobs],
+               "topk": [TopKContrastTarget(c, 2, 1.0) for _, c, _ in jobs]}
+    weightings, fusions, kinds = ["gradcam", "xgradcam"], ["last", "paper"], ["last", "fused", "layercam"]
+
+    def sinks(store):
+        return {w: (lambda f, m, w=w: store.setdefault((w, f), []).append(m)) for w in weightings}
+
+    def rider(store):
+        return lambda by_w: grid_module.emit_cells(sinks(store), grid_module.cell_maps({w: by_w[w] for w in weightings}, fusions), 16)
+
+    ablation = {n: {} for n in ("mc", "contrast")}
+    grid = {n: {} for n in targets}
+    sets = [MapSet(kinds, targets[n], lambda k, m, n=n: ablation[n].setdefault(k, []).append(m), rider(grid[n]), weightings)
+            for n in ablation]
+    sets.append(MapSet([], targets["topk"], lambda k, m: pytest.fail("no kind was asked for"), rider(grid["topk"]), weightings))
+    forwards = []
+    handle = model.register_forward_hook(lambda m, i, o: forwards.append(torch.is_grad_enabled()))
+    try:
+        extract_sets(model, cache, pre, jobs, sets, torch.device("cpu"), 16, 4)
+    finally:
+        handle.remove()
+    assert forwards.count(True) == -(-len(jobs) // 4)  # one gradient pass a batch for the ablation and the grid
+    for n, t in targets.items():
+        alone = {}
+        grid_module.extract_grid(model, cache, pre, jobs, torch.device("cpu"), 16, 4, weightings, fusions, [(t, sinks(alone))])
+        assert alone.keys() == grid[n].keys() and len(alone) == 4
+        for key in alone:
+            np.testing.assert_array_equal(np.concatenate(grid[n][key]), np.concatenate(alone[key]), err_msg=f"{n} {key}")
+    for n in ablation:
+        own = extract(model, cache, pre, [(i, c, t) for (i, c, _), t in zip(jobs, targets[n])], torch.device("cpu"), 16, 4, kinds)
+        for k in kinds:
+            np.testing.assert_array_equal(np.concatenate(ablation[n][k]), own[k], err_msg=f"{n} {k}")
+
+
 # ---- config switch ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,key", [
@@ -159,6 +209,19 @@ def test_grid_rows_have_every_cell_with_finite_values_and_intervals(grid_run: Pa
     md = (grid_run / "results" / "val" / "grid.md").read_text()
     assert md.count("\n| ") == 1 + 3 * 2  # header + one row per family: 3 sources x 2 weightings
     assert not set(rows) & set(ablation)
+
+
+def test_a_fresh_run_makes_the_grid_in_the_ablations_pass_with_the_same_rows(tiny_run: Path, grid_run: Path, tmp_path: Path,
+                                                                              monkeypatch):
+    """From scratch the grid's files ride on the ablation's shared pass (no pass of the grid's own); its rows equal
+    those of grid_run, whose grid was made after the ablation's maps were stored, and the ablation's those of tiny_run."""
+    monkeypatch.setattr(grid_module, "extract_grid", lambda *a, **k: pytest.fail("the grid ran a pass of its own"))
+    run_dir = tmp_path / "run"
+    Run(_grid_config(), run_dir, show_progress=False).run()
+    data = read_json(run_dir / "results" / "val" / "grid.json")
+    assert data["map_files_shared_pass"] == data["map_files"] == 9 * 2 and data["map_files_reused"] == 0
+    assert data["rows"] == read_json(grid_run / "results" / "val" / "grid.json")["rows"]
+    assert _ablation_rows(run_dir) == _ablation_rows(tiny_run)
 
 
 def test_grid_leaves_the_ablation_rows_byte_identical(tiny_run: Path, grid_run: Path):

@@ -129,13 +129,10 @@ def extract_grid(model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[t
     cam = MultiLayerGradCAM(model, "auto", amp=amp)
 
     def fused(by_weighting: dict[str, torch.Tensor]) -> dict[tuple[str, str], torch.Tensor]:
-        return {(w, fusion): layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
-                for w, layer_maps in by_weighting.items() for fusion in fusions}
+        return cell_maps(by_weighting, fusions)
 
     def emit(sinks: Sinks, maps: dict[tuple[str, str], torch.Tensor]) -> None:
-        for (w, fusion), m in maps.items():
-            if w in sinks:
-                sinks[w](fusion, shrink_maps(m, map_size))
+        emit_cells(sinks, maps, map_size)
 
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
@@ -147,6 +144,49 @@ def extract_grid(model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[t
                 emit(sinks, fused(by_weighting))
         else:
             emit(sources[0][1], tta(lambda v, t: fused(next(cam.layer_maps_sets(v, [t], weightings)[0])), x, target_sets[0]))
+
+
+def cell_maps(by_weighting: dict[str, torch.Tensor], fusions: Sequence[str]) -> dict[tuple[str, str], torch.Tensor]:
+    """Every (weighting, fusion) map of one batch from its per-layer maps {weighting: (B, L, H, W)}."""
+    return {(w, fusion): layer_maps[:, -1] if fusion == "last" else fuse_layers(layer_maps, fusion)
+            for w, layer_maps in by_weighting.items() for fusion in fusions}
+
+
+def emit_cells(sinks: Sinks, maps: dict[tuple[str, str], torch.Tensor], map_size: int) -> None:
+    """Each (weighting, fusion) map to the sink of its weighting, in stored form; weightings without a sink are skipped."""
+    for (w, fusion), m in maps.items():
+        if w in sinks:
+            sinks[w](fusion, shrink_maps(m, map_size))
+
+
+@dataclass
+class GridRider:
+    """The files of one grid source still to do, made in another pass of the same jobs (the ablation's shared pass,
+    :func:`repcam.pipeline.stages.maps.stream_maps`) rather than one of their own: :meth:`emit` is a
+    :class:`~repcam.pipeline.maps.MapSet`'s rider. When the pass's set has the same targets (the multiclass source and
+    the multi-class maps, a selection's contrast source and its contrast maps) the maps come from the same backward, so
+    the grid no longer computes those maps a second time."""
+
+    cells: list[GridCell]
+    targets: list[Any]
+    writers: dict[str, RecordWriter]  # weighting -> its cell's writer
+    fusions: list[str]
+    map_size: int
+
+    @property
+    def weightings(self) -> list[str]:
+        return list(self.writers)
+
+    def emit(self, by_weighting: dict[str, torch.Tensor]) -> None:
+        emit_cells(self.writers, cell_maps({w: by_weighting[w] for w in self.writers}, self.fusions), self.map_size)
+
+    def commit(self) -> None:
+        for cell in self.cells:
+            self.writers[cell.weighting].commit(weighting=cell.weighting, source=cell.source.label, fusions=self.fusions)
+
+    def discard(self) -> None:
+        for writer in self.writers.values():
+            writer.discard()
 
 
 @dataclass
@@ -165,10 +205,12 @@ class Grid:
 
     cells: list[GridCell]
     fusions: list[str]
-    seconds: float = 0.0  # map extraction time of this call (0 when every file was reused)
+    seconds: float = 0.0  # map extraction time of the grid's own passes in this call (0 when every file was reused)
     reused: int = 0
     rows_meta: dict[str, dict[str, str]] = field(default_factory=dict)  # row name -> source / selection / weighting / fusion
     tta: TTA | None = None  # evaluation.tta: the augmentation of the cells marked tta
+    shared: int = 0  # files made in the ablation's shared pass (riders), timed with the ablation's maps
+    _counted: bool = False  # reused is counted once, before any of the grid's files is made (riders or extract)
 
     @classmethod
     def plan(cls, grid_cfg: Any, paths: Any, split: str, selections: dict, class_names: Sequence[str], n: int, gamma: float,
@@ -201,12 +243,29 @@ class Grid:
         """The cells whose record file is missing, stale or lacks a requested fusion."""
         return [c for c in self.cells if not self._complete(c)]
 
+    def riders(self, jobs: Sequence[tuple[int, int, Any]], map_size: int) -> list[GridRider]:
+        """The files to do of every source without augmentation, one :class:`GridRider` per source, to be made in the
+        ablation's shared pass; what they leave (augmented cells) :meth:`extract` makes afterwards."""
+        todo = self.todo()
+        if not self._counted:
+            self.reused, self._counted = len(self.cells) - len(todo), True
+        by_source: dict[int, list[GridCell]] = {}
+        for cell in todo:
+            if not cell.tta:
+                by_source.setdefault(id(cell.source), []).append(cell)
+        self.shared = sum(len(cells) for cells in by_source.values())
+        return [GridRider(cells, [cells[0].source.target(c) for _, c, _ in jobs],
+                          {cell.weighting: RecordWriter(cell.art, [j[0] for j in jobs], [j[1] for j in jobs], self.fusions, map_size)
+                           for cell in cells}, self.fusions, map_size)
+                for cells in by_source.values()]
+
     def extract(self, model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[tuple[int, int, Any]], device: torch.device,
                 map_size: int, batch_size: int, amp: bool = False, progress: Callable[[], None] | None = None) -> None:
         """Compute every record file not already complete; each one is written atomically when done."""
         t0 = time.perf_counter()
         todo = self.todo()
-        self.reused = len(self.cells) - len(todo)
+        if not self._counted:
+            self.reused, self._counted = len(self.cells) - len(todo), True
         by_source: dict[tuple[int, bool], list[GridCell]] = {}
         for cell in todo:  # one backward per source (and augmentation) serves all of its weightings
             by_source.setdefault((id(cell.source), cell.tta), []).append(cell)
@@ -275,7 +334,8 @@ def write_grid(out_dir: Path, split: str, rows: list[dict], grid: Grid, extra: d
         w.writerow(["" if r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r[c])) else r[c] for c in GRID_COLUMNS])
     write_text(out_dir / "grid.csv", buf.getvalue())
     write_json(out_dir / "grid.json", {"split": split, "rows": rows, "fusions": grid.fusions, "map_files": len(grid.cells),
-                                       "map_files_reused": grid.reused, "map_seconds": grid.seconds, **(extra or {})})
+                                       "map_files_reused": grid.reused, "map_files_shared_pass": grid.shared,
+                                       "map_seconds": grid.seconds, **(extra or {})})
     best = best_per_family(rows)
     header, table = ablation_rows(best)
     md = (f"## Evaluation grid on {split}: best row per family\n\n{len(rows)} rows (source x weighting x layer fusion) in grid.csv; "

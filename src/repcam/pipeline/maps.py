@@ -33,11 +33,15 @@ def shrink_maps(maps: torch.Tensor, size: int) -> np.ndarray:
 @dataclass(frozen=True)
 class MapSet:
     """One set of maps in a shared pass (:func:`extract_sets`): the kinds to keep (see :func:`extract`), one
-    target per job, and the sink its chunks stream to."""
+    target per job, and the sink its chunks stream to. A ``rider`` also gets each batch's per-layer maps of the set's
+    targets under the ``weightings`` it asks for ({weighting: (B, L, H, W)}), from the same backward: the grid's files
+    of the same targets (:class:`repcam.pipeline.grid.GridRider`) are made in the pass instead of one of their own."""
 
     kinds: Sequence[str]
     targets: Sequence[Any]
     sink: Callable[[str, np.ndarray], None]
+    rider: Callable[[dict[str, torch.Tensor]], None] | None = None
+    weightings: Sequence[str] = ()
 
 
 def extract(
@@ -105,8 +109,8 @@ def extract_sets(
     """:func:`extract` for several target sets on the same (image, class) ``jobs``: each batch runs one forward pass
     and one backward per set (:meth:`~repcam.engine.cam.MultiLayerGradCAM.layer_maps_sets`), and each set's maps
     stream to its own sink, equal to what its own :func:`extract` call would give. ``tta`` takes one set."""
-    if tta is not None and len(sets) != 1:
-        raise ValueError("test-time augmentation extracts one target set at a time")
+    if tta is not None and (len(sets) != 1 or sets[0].rider is not None):
+        raise ValueError("test-time augmentation extracts one target set at a time, without riders")
     if any(len(s.targets) != len(jobs) for s in sets):
         raise ValueError("every map set needs one target per job")
     channels_last = channels_last and device.type == "cpu"
@@ -129,6 +133,7 @@ def _extract(model: nn.Module, cache: ImageCache, pre: Preprocess, jobs: Sequenc
     # Grad-CAM and LayerCAM differ only in the arithmetic on the same activations and gradients: one forward and
     # backward per batch serves both (MultiLayerGradCAM.layer_maps), not one each.
     weightings = ["gradcam", "layercam"] if "layercam" in kinds else ["gradcam"]
+    weightings += [w for w in dict.fromkeys(w for s in sets for w in s.weightings) if w not in weightings]  # riders'
     parts = gap_fc_parts(model) if "cam" in kinds else None
 
     def kinds_of(s: MapSet, x: torch.Tensor, targets: list, layer_maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -161,6 +166,8 @@ def _extract(model: nn.Module, cache: ImageCache, pre: Preprocess, jobs: Sequenc
             per_set, _ = gradcam.layer_maps_sets(x, target_sets, weightings)
             for s, targets, layer_maps in zip(sets, target_sets, per_set):
                 emit(s, kinds_of(s, x, targets, layer_maps))
+                if s.rider is not None:
+                    s.rider(layer_maps)
         else:  # one set, its maps averaged over the views (one pass per scale)
 
             def view(v: torch.Tensor, t: list) -> dict[str, torch.Tensor]:

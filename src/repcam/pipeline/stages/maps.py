@@ -3,7 +3,7 @@ selection, every pair model's, and the grid's; each an artefact keyed by what ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
 from repcam.data import SegDataset
@@ -13,7 +13,7 @@ from repcam.method import selection as S
 from repcam.models.train import ImageCache
 from repcam.pipeline.context import RunContext, RunError
 from repcam.pipeline.executor import ExecutorError, Unit
-from repcam.pipeline.grid import Grid
+from repcam.pipeline.grid import Grid, GridRider
 from repcam.pipeline.grid_pairs import PairGrid
 from repcam.pipeline.maps import MapSet, extract_sets
 from repcam.pipeline.units import MapExtraction, extract_maps
@@ -98,15 +98,17 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
             return [ContrastTarget(c, tuple(sel.get(c, ())), ev.contrast_gamma) for _, c, _ in jobs]
 
         # The multi-class model's maps and its contrast maps per selection are streamed to disk in this process (the
-        # biggest files) from one shared pass: one forward per batch, one backward per file to do.
+        # biggest files) from one shared pass: one forward per batch, one backward per file to do. The grid's files
+        # ride on it: a grid source with the targets of one of those files shares its backward, any other gets its own.
         shared = []
         if mc_art.done():
             adv()
         else:
             shared.append((mc_art, MULTICLASS_KINDS, [t for _, _, t in jobs]))
         shared += [(art, ["last", "fused"], contrast_targets(n)) for n, art, aug in contrast_todo if aug is None]
-        if shared:
-            stream_maps(ctx, mc_model, cache, jobs, shared)
+        riders = grid.riders(jobs, ev.map_size) if grid is not None else []
+        if shared or riders:  # (the riders' time is the maps', not the grid's: grid.json counts their files apart)
+            stream_maps(ctx, mc_model, cache, jobs, shared, riders=riders)
             adv(len(shared))
         if mc_tta is not None:
             if not mc_tta.done():
@@ -172,23 +174,39 @@ def tta_path(path):
 
 
 def stream_maps(ctx: RunContext, model, cache: ImageCache, jobs: list, files: list[tuple[Artefact, list[str], list]],
-                tta: TTA | None = None) -> None:
+                tta: TTA | None = None, riders: Sequence[GridRider] = ()) -> None:
     """Extract files of maps of the same ``jobs`` in this process, from one shared pass
     (:func:`~repcam.pipeline.maps.extract_sets`; with ``tta``, one file): ``files`` = (artefact, kinds, one target per
-    job). The maps go to disk as they come, and the files are committed together when the pass is complete; nothing
-    is kept if it fails (a kill during the pass redoes the pass, which costs less than one pass per file)."""
+    job), and the grid's ``riders`` (a rider whose targets equal a file's shares that file's backward). The maps go to
+    disk as they come, and the files are committed together when the pass is complete; nothing is kept if it fails
+    (a kill during the pass redoes the pass, which costs less than one pass per file)."""
     ev = ctx.cfg.evaluation
     writers = [RecordWriter(art, [j[0] for j in jobs], [j[1] for j in jobs], kinds, ev.map_size) for art, kinds, _ in files]
     sets = [MapSet(kinds, targets, w) for (_, kinds, targets), w in zip(files, writers)]
+    for rider in riders:
+        same = next((k for k, s in enumerate(sets) if s.rider is None and list(s.targets) == rider.targets), None)
+        if same is None:
+            sets.append(MapSet([], rider.targets, _no_kinds, rider.emit, rider.weightings))
+        else:
+            sets[same] = replace(sets[same], rider=rider.emit, weightings=rider.weightings)
     try:
         extract_sets(model, cache, ctx.preprocess, jobs, sets, ctx.device, ev.map_size, ev.batch_size, amp=ev.amp, tta=tta,
                      channels_last=ctx.channels_last)
     except BaseException:
         for w in writers:
             w.discard()
+        for rider in riders:
+            rider.discard()
         raise
     for w in writers:
         w.commit()
+    for rider in riders:
+        rider.commit()
+
+
+def _no_kinds(kind: str, maps: Any) -> None:
+    """The sink of a map set that keeps no kind (a grid rider's own set): never called."""
+    raise AssertionError(f"a rider's own map set got maps of kind {kind!r}")
 
 
 def map_unit(ctx: RunContext, num_classes: int, state: dict, jobs: list, cache: ImageCache) -> MapExtraction:
