@@ -38,21 +38,26 @@ def test_topk_contrast_target_subtracts_the_mean_of_the_image_references():
 
 # ---- one forward pass for every map source ----------------------------------------------------------------------------
 
-def test_sources_share_one_forward_and_each_gets_its_own_maps_exactly():
-    import numpy as np
-
+def _sources(seed: int, offset: int):
+    """A random TinyCNN, five 32 px images, the (image, class) jobs of half the pairs and three sources' targets:
+    the class itself, a contrast against another class (``offset`` on) and the image's own top-2 contrast."""
     from repcam.engine.cam import ContrastTarget
     from repcam.models.backbones import Preprocess
     from repcam.models.tinycnn import TinyCNN
     from repcam.pipeline.units import StackedImages
 
-    torch.manual_seed(3)
+    torch.manual_seed(seed)
     model = TinyCNN(num_classes=4).eval()
     cache = StackedImages(range(5), torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8))
     pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     jobs = [(i, c, None) for i in range(5) for c in range(4) if (i + c) % 2]
-    targets = {"mc": [c for _, c, _ in jobs], "contrast": [ContrastTarget(c, ((c + 2) % 4,)) for _, c, _ in jobs],
+    targets = {"mc": [c for _, c, _ in jobs], "contrast": [ContrastTarget(c, ((c + offset) % 4,)) for _, c, _ in jobs],
                "topk": [TopKContrastTarget(c, 2, 1.0) for _, c, _ in jobs]}
+    return model, cache, pre, jobs, targets
+
+
+def test_sources_share_one_forward_and_each_gets_its_own_maps_exactly():
+    model, cache, pre, jobs, targets = _sources(3, 2)
     weightings, fusions = ["gradcam", "layercam"], ["last", "paper", "mean"]
 
     def sinks(store):
@@ -67,12 +72,20 @@ def test_sources_share_one_forward_and_each_gets_its_own_maps_exactly():
     finally:
         handle.remove()
     assert forwards.count(True) == -(-len(jobs) // 4)  # one gradient pass a batch for all three sources
+    _each_source_alone_gives(shared, model, cache, pre, jobs, targets, weightings, fusions)
+
+
+def _each_source_alone_gives(got, model, cache, pre, jobs, targets, weightings, fusions):
+    """Every source's maps in ``got`` ({source: {(weighting, fusion): chunks}}) equal its own extract_grid pass's."""
+    import numpy as np
+
     for n, t in targets.items():
         alone = {}
-        grid_module.extract_grid(model, cache, pre, jobs, torch.device("cpu"), 16, 4, weightings, fusions, [(t, sinks(alone))])
-        assert alone.keys() == shared[n].keys() and len(alone) == 6
+        sinks = {w: (lambda f, m, w=w: alone.setdefault((w, f), []).append(m)) for w in weightings}
+        grid_module.extract_grid(model, cache, pre, jobs, torch.device("cpu"), 16, 4, weightings, fusions, [(t, sinks)])
+        assert alone.keys() == got[n].keys() and len(alone) == len(weightings) * len(fusions)
         for key in alone:
-            np.testing.assert_array_equal(np.concatenate(shared[n][key]), np.concatenate(alone[key]), err_msg=f"{n} {key}")
+            np.testing.assert_array_equal(np.concatenate(got[n][key]), np.concatenate(alone[key]), err_msg=f"{n} {key}")
 
 
 def test_grid_riders_share_the_ablation_pass_and_get_the_maps_of_their_own_pass():
@@ -80,19 +93,9 @@ def test_grid_riders_share_the_ablation_pass_and_get_the_maps_of_their_own_pass(
     files and every grid source, and each gets exactly the maps of its own pass (extract / extract_grid alone)."""
     import numpy as np
 
-    from repcam.engine.cam import ContrastTarget
-    from repcam.models.backbones import Preprocess
-    from repcam.models.tinycnn import TinyCNN
     from repcam.pipeline.maps import MapSet, extract, extract_sets
-    from repcam.pipeline.units import StackedImages
 
-    torch.manual_seed(4)
-    model = TinyCNN(num_classes=4).eval()
-    cache = StackedImages(range(5), torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8))
-    pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    jobs = [(i, c, None) for i in range(5) for c in range(4) if (i + c) % 2]
-    targets = {"mc": [c for _, c, _ in jobs], "contrast": [ContrastTarget(c, ((c + 1) % 4,)) for _, c, _ in jobs],
-               "topk": [TopKContrastTarget(c, 2, 1.0) for _, c, _ in jobs]}
+    model, cache, pre, jobs, targets = _sources(4, 1)
     weightings, fusions, kinds = ["gradcam", "xgradcam"], ["last", "paper"], ["last", "fused", "layercam"]
 
     def sinks(store):
@@ -113,12 +116,7 @@ def test_grid_riders_share_the_ablation_pass_and_get_the_maps_of_their_own_pass(
     finally:
         handle.remove()
     assert forwards.count(True) == -(-len(jobs) // 4)  # one gradient pass a batch for the ablation and the grid
-    for n, t in targets.items():
-        alone = {}
-        grid_module.extract_grid(model, cache, pre, jobs, torch.device("cpu"), 16, 4, weightings, fusions, [(t, sinks(alone))])
-        assert alone.keys() == grid[n].keys() and len(alone) == 4
-        for key in alone:
-            np.testing.assert_array_equal(np.concatenate(grid[n][key]), np.concatenate(alone[key]), err_msg=f"{n} {key}")
+    _each_source_alone_gives(grid, model, cache, pre, jobs, targets, weightings, fusions)
     for n in ablation:
         own = extract(model, cache, pre, [(i, c, t) for (i, c, _), t in zip(jobs, targets[n])], torch.device("cpu"), 16, 4, kinds)
         for k in kinds:
