@@ -47,8 +47,26 @@ def test_extract_in_channels_last_gives_the_default_formats_maps_and_hands_the_m
         assert abs(default[kind].astype("f4") - fast[kind].astype("f4")).max() < 2e-3, kind
 
 
+def test_predict_in_channels_last_gives_the_default_formats_logits_and_hands_the_model_back():
+    from repcam.models.train import predict
+
+    torch.manual_seed(1)
+    model = TinyCNN(num_classes=3).eval()
+    images, pre = torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8), Preprocess(32, (0.5,) * 3, (0.5,) * 3)
+    default = predict(model, images, pre, torch.device("cpu"), batch_size=2)
+    seen = []
+    handle = model.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        fast = predict(model, images, pre, torch.device("cpu"), batch_size=2, channels_last=True)
+    finally:
+        handle.remove()
+    assert len(seen) == 3 and all(seen)
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert default.shape == fast.shape == (5, 3) and torch.allclose(default, fast, atol=1e-5)
+
+
 def test_execution_channels_last_reaches_every_training_and_map_step_and_is_recorded(tmp_path, monkeypatch):
-    """A frozen-trunk run (multi-class model, feature cache, pair models, baseline top-up, maps in process and in
+    """A frozen-trunk run (multi-class model, B, feature cache, pair models, baseline top-up, maps in process and in
     units) with execution.channels_last: every step is asked for it, and environment.json says so."""
     import repcam.pipeline.stages.maps as maps_stage
     import repcam.pipeline.stages.multiclass as mc_stage
@@ -70,13 +88,14 @@ def test_execution_channels_last_reaches_every_training_and_map_step_and_is_reco
         monkeypatch.setattr(module, name, wrapped)
 
     for module, name in ((mc_stage, "fit"), (units, "fit"), (pairs_stage, "build_cache"), (maps_stage, "extract_sets"),
-                         (units, "extract")):
+                         (units, "extract"), (mc_stage, "predict")):
         spy(module, name)
     run_dir = tmp_path / "run"
     Run(frozen_tiny_config(execution__channels_last=True), run_dir, show_progress=False).run()
     steps = {name for name, _ in asked}
-    # extract_sets: the in-process pass of the multi-class and contrast maps; extract: the pair models' units
-    assert steps == {"fit", "build_cache", "extract_sets", "extract"}, asked
+    # extract_sets: the in-process pass of the multi-class and contrast maps; extract: the pair models' units;
+    # predict: B's pass over the training images
+    assert steps == {"fit", "build_cache", "extract_sets", "extract", "predict"}, asked
     assert sum(name == "fit" for name, _ in asked) >= 3  # the multi-class model, its baseline top-up, a pair model
     assert all(flag for _, flag in asked), asked
     assert read_json(run_dir / "environment.json")["channels_last"] is True

@@ -154,7 +154,7 @@ class ExecutionConfig:
     workers: int = 1
     address: str | None = None  # an existing Ray cluster, e.g. "ray://head:10001" or "auto"
     threads: int | None = None  # torch threads per work unit; default: CPU cores // workers. Equal threads, equal results.
-    # Training, feature caches and the ablation's map passes in the channels_last memory format on the CPU (1.1-1.3x
+    # Training, feature caches, B's pass and the ablation's map passes in the channels_last memory format on the CPU (1.1-1.3x
     # per step, benchmarks/results/channels_last.md). Off by default: it changes float rounding, so the numbers move
     # (on the demo, seed 0's claim margin by 2.6 points); like threads it is recorded in environment.json.
     channels_last: bool = False

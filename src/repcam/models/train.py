@@ -223,8 +223,20 @@ def _epoch(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device, batch_size: int = 64) -> torch.Tensor:
-    """Logits for uint8 images, in eval mode, on CPU."""
+def predict(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device, batch_size: int = 64,
+            channels_last: bool = False) -> torch.Tensor:
+    """Logits for uint8 images, in eval mode, on CPU. ``channels_last`` (execution.channels_last, CPU only): the pass
+    in that memory format (1.5-1.9x for Lite1 at 240 px on one thread, logits equal to about 4e-6), the model back in
+    the default format afterwards."""
+    channels_last = channels_last and torch.device(device).type == "cpu"
     model.to(device).eval()
-    out = [model(pre.normalize(images[b : b + batch_size].to(device))).float().cpu() for b in range(0, len(images), batch_size)]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model.to(memory_format=fmt)
+    try:
+        out = [model(pre.normalize(images[b : b + batch_size].to(device)).contiguous(memory_format=fmt)).float().cpu()
+               for b in range(0, len(images), batch_size)]
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
     return torch.cat(out) if out else torch.empty(0)

@@ -102,7 +102,7 @@ class MultiClassStage:
             return stored
         idx = cache.ok(wanted)
         with ctx.timed("similarity"):
-            logits = predict(model, cache.stack(idx), ctx.preprocess, ctx.device)
+            logits = predict(model, cache.stack(idx), ctx.preprocess, ctx.device, channels_last=ctx.channels_last)
         probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).numpy()
         labels = np.zeros((len(idx), train.num_classes), bool)
         for r, i in enumerate(idx):
