@@ -73,17 +73,25 @@ def row_group_keys(
     one scored). ``scoring_key`` holds what decides how any map is scored (data, threshold, protocol); a group
     whose maps are in memory, or every group when ``scoring_key`` is None, has no key (always scored).
     """
+    known: dict[object, str | None] = {}
+
+    def identity(records: MapRecords) -> str | None:  # once per file: a pair file serves both of its classes
+        ref = records.path if isinstance(records, RecordFile) else id(records)
+        if ref not in known:
+            known[ref] = _identity(records)
+        return known[ref]
+
     def key(*files: MapRecords, **what) -> str | None:
-        ids = [_identity(f) for f in files]
+        ids = [identity(f) for f in files]
         return None if scoring_key is None or None in ids else config_key({"scoring": scoring_key, "files": ids, **what})
 
-    mc = _identity(mc_records)
+    mc = identity(mc_records)
     gradcam_mc = mc if "with-gradcam" in variants else ""  # only then do the selection rows read the multi-class maps
     modes = [m for m in ("max", "geomean") if m in variants]
+    pair_ids = {(c, s): identity(r) for c in sorted(partners) for s, r in sorted(partners[c].items())}
 
     def pairs_of(sel: Selection) -> dict[str, str | None]:
-        return {f"{c}-{s}": (_identity(partners[c][s]) if s in partners.get(c, {}) else "absent")
-                for c in sorted(sel) for s in sel[c]}
+        return {f"{c}-{s}": pair_ids.get((c, s), "absent") for c in sorted(sel) for s in sel[c]}
 
     def sel_key(name: str, pair_ids: dict[str, str | None], reps: object) -> str | None:
         if scoring_key is None or None in pair_ids.values() or gradcam_mc is None:
@@ -95,7 +103,7 @@ def row_group_keys(
     out.update({f"baseline {n}": key(r) for n, r in baseline_records.items()})
     for name, sel in selections.items():
         out[f"selection {name}"] = sel_key(name, pairs_of(sel), {str(c): [int(r) for r in sel[c]] for c in sorted(sel)})
-    all_pairs = {f"{c}-{s}": _identity(r) for c in sorted(partners) for s, r in sorted(partners[c].items())}
+    all_pairs = {f"{c}-{s}": i for (c, s), i in pair_ids.items()}
     for k in topk:  # chosen from the pairwise table of every pair model's maps
         out[f"selection Top-{k}"] = sel_key(f"Top-{k}", all_pairs, "top-k")
     if "contrast" in variants:

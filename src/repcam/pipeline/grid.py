@@ -128,12 +128,6 @@ def extract_grid(model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[t
     model.to(device).eval()
     cam = MultiLayerGradCAM(model, "auto", amp=amp)
 
-    def fused(by_weighting: dict[str, torch.Tensor]) -> dict[tuple[str, str], torch.Tensor]:
-        return cell_maps(by_weighting, fusions)
-
-    def emit(sinks: Sinks, maps: dict[tuple[str, str], torch.Tensor]) -> None:
-        emit_cells(sinks, maps, map_size)
-
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
         x = pre.normalize(cache.stack([j[0] for j in chunk]).to(device))
@@ -141,9 +135,10 @@ def extract_grid(model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[t
         if tta is None:  # each source's maps stored before the next source's are made
             per_set, _ = cam.layer_maps_sets(x, target_sets, weightings)
             for (_, sinks), by_weighting in zip(sources, per_set):
-                emit(sinks, fused(by_weighting))
+                emit_cells(sinks, cell_maps(by_weighting, fusions), map_size)
         else:
-            emit(sources[0][1], tta(lambda v, t: fused(next(cam.layer_maps_sets(v, [t], weightings)[0])), x, target_sets[0]))
+            maps = tta(lambda v, t: cell_maps(next(cam.layer_maps_sets(v, [t], weightings)[0]), fusions), x, target_sets[0])
+            emit_cells(sources[0][1], maps, map_size)
 
 
 def cell_maps(by_weighting: dict[str, torch.Tensor], fusions: Sequence[str]) -> dict[tuple[str, str], torch.Tensor]:
@@ -180,13 +175,23 @@ class GridRider:
     def emit(self, by_weighting: dict[str, torch.Tensor]) -> None:
         emit_cells(self.writers, cell_maps({w: by_weighting[w] for w in self.writers}, self.fusions), self.map_size)
 
-    def commit(self) -> None:
+    def commit(self, progress: Callable[[], None] | None = None) -> None:
         for cell in self.cells:
             self.writers[cell.weighting].commit(weighting=cell.weighting, source=cell.source.label, fusions=self.fusions)
+            if progress:
+                progress()
 
     def discard(self) -> None:
         for writer in self.writers.values():
             writer.discard()
+
+
+def _by_source(cells: Sequence[GridCell]) -> list[list[GridCell]]:
+    """``cells`` grouped by their source, in order: one backward per source serves all of its weightings."""
+    groups: dict[int, list[GridCell]] = {}
+    for cell in cells:
+        groups.setdefault(id(cell.source), []).append(cell)
+    return list(groups.values())
 
 
 @dataclass
@@ -210,7 +215,6 @@ class Grid:
     rows_meta: dict[str, dict[str, str]] = field(default_factory=dict)  # row name -> source / selection / weighting / fusion
     tta: TTA | None = None  # evaluation.tta: the augmentation of the cells marked tta
     shared: int = 0  # files made in the ablation's shared pass (riders), timed with the ablation's maps
-    _counted: bool = False  # reused is counted once, before any of the grid's files is made (riders or extract)
 
     @classmethod
     def plan(cls, grid_cfg: Any, paths: Any, split: str, selections: dict, class_names: Sequence[str], n: int, gamma: float,
@@ -227,6 +231,7 @@ class Grid:
                                                 config_key({"grid": src.key, "weighting": w, "tta": tta.describe(), **maps_key})), True)
                       for src in sources for w in grid_cfg.weightings]
         g = cls(cells, list(grid_cfg.fusions), tta=tta)
+        g.reused = len(cells) - len(g.todo())  # counted before any of its files is made (riders or extract)
         for cell in cells:
             for f in g.fusions:
                 sel = cell.source.label.removeprefix("contrast ") if cell.source.kind == "contrast" else ""
@@ -246,48 +251,36 @@ class Grid:
     def riders(self, jobs: Sequence[tuple[int, int, Any]], map_size: int) -> list[GridRider]:
         """The files to do of every source without augmentation, one :class:`GridRider` per source, to be made in the
         ablation's shared pass; what they leave (augmented cells) :meth:`extract` makes afterwards."""
-        todo = self.todo()
-        if not self._counted:
-            self.reused, self._counted = len(self.cells) - len(todo), True
-        by_source: dict[int, list[GridCell]] = {}
-        for cell in todo:
-            if not cell.tta:
-                by_source.setdefault(id(cell.source), []).append(cell)
-        self.shared = sum(len(cells) for cells in by_source.values())
-        return [GridRider(cells, [cells[0].source.target(c) for _, c, _ in jobs],
-                          {cell.weighting: RecordWriter(cell.art, [j[0] for j in jobs], [j[1] for j in jobs], self.fusions, map_size)
-                           for cell in cells}, self.fusions, map_size)
-                for cells in by_source.values()]
+        riders = [self._rider(cells, jobs, map_size) for cells in _by_source([c for c in self.todo() if not c.tta])]
+        self.shared = sum(len(r.cells) for r in riders)
+        return riders
+
+    def _rider(self, cells: list[GridCell], jobs: Sequence[tuple[int, int, Any]], map_size: int) -> GridRider:
+        """The files of ``cells`` (one source, each its own weighting) with their writers open."""
+        return GridRider(cells, [cells[0].source.target(c) for _, c, _ in jobs],
+                         {cell.weighting: RecordWriter(cell.art, [j[0] for j in jobs], [j[1] for j in jobs], self.fusions, map_size)
+                          for cell in cells}, self.fusions, map_size)
 
     def extract(self, model: nn.Module, cache: ImageCache, pre: Any, jobs: Sequence[tuple[int, int, Any]], device: torch.device,
                 map_size: int, batch_size: int, amp: bool = False, progress: Callable[[], None] | None = None) -> None:
         """Compute every record file not already complete; each one is written atomically when done."""
         t0 = time.perf_counter()
-        todo = self.todo()
-        if not self._counted:
-            self.reused, self._counted = len(self.cells) - len(todo), True
-        by_source: dict[tuple[int, bool], list[GridCell]] = {}
-        for cell in todo:  # one backward per source (and augmentation) serves all of its weightings
-            by_source.setdefault((id(cell.source), cell.tta), []).append(cell)
+        todo = self.todo()  # one backward per source (and augmentation) serves all of its weightings
         # Every source without augmentation shares one forward pass per batch; each augmented one has its own passes.
-        passes = [[c for k, c in by_source.items() if not k[1]]] + [[c] for k, c in by_source.items() if k[1]]
+        passes = [_by_source([c for c in todo if not c.tta])] + [[cells] for cells in _by_source([c for c in todo if c.tta])]
         for groups in (p for p in passes if p):
             tta = self.tta if groups[0][0].tta else None
-            writers = [{cell.weighting: RecordWriter(cell.art, [j[0] for j in jobs], [j[1] for j in jobs], self.fusions, map_size)
-                        for cell in cells} for cells in groups]
-            sources = [([cells[0].source.target(c) for _, c, _ in jobs], w) for cells, w in zip(groups, writers)]
-            weightings = list(dict.fromkeys(cell.weighting for cells in groups for cell in cells))
+            riders = [self._rider(cells, jobs, map_size) for cells in groups]
+            weightings = list(dict.fromkeys(w for r in riders for w in r.weightings))
             try:
-                extract_grid(model, cache, pre, jobs, device, map_size, batch_size, weightings, self.fusions, sources, amp, tta)
+                extract_grid(model, cache, pre, jobs, device, map_size, batch_size, weightings, self.fusions,
+                             [(r.targets, r.writers) for r in riders], amp, tta)
             except BaseException:
-                for writer in (w for ws in writers for w in ws.values()):
-                    writer.discard()
+                for r in riders:
+                    r.discard()
                 raise
-            for cells, ws in zip(groups, writers):
-                for cell in cells:
-                    ws[cell.weighting].commit(weighting=cell.weighting, source=cell.source.label, fusions=self.fusions)
-                    if progress:
-                        progress()
+            for r in riders:
+                r.commit(progress)
         self.seconds = time.perf_counter() - t0
 
     def records(self) -> list[tuple[RecordFile, dict[str, str]]]:
