@@ -102,3 +102,29 @@ def test_layer_maps_sets_match_one_call_per_set_and_check_every_set():
         cam.layer_maps_sets(x, [], ["gradcam"])
     with pytest.raises(CAMError, match="target 7 for image 0"):
         cam.layer_maps_sets(x, [[0, 1, 2], [7, 0, 0]], ["gradcam"])
+
+
+def test_sets_with_equal_targets_share_one_backward_and_each_gets_the_maps(monkeypatch):
+    """Two selections that chose the same representatives (Rank-a and Rank-b after scaling, S-3 and S-4 on VOC) give
+    equal contrast targets: one backward serves both, and each set's maps are still those of its own call."""
+    from repcam.engine.cam import ContrastTarget
+    from repcam.pipeline.maps import MapSet, extract_sets
+
+    torch.manual_seed(2)
+    model = TinyCNN(num_classes=4).eval()
+    images = torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8)
+    cache, pre, cpu = StackedImages(range(5), images), Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), torch.device("cpu")
+    jobs = [(i, c, c) for i in range(5) for c in range(4) if (i + c) % 2]
+    same = [ContrastTarget(c, ((c + 1) % 4, (c + 2) % 4)) for _, c, _ in jobs]
+    sets = {"mc": [j[2] for j in jobs], "a": same, "other": [ContrastTarget(c, ((c + 3) % 4,)) for _, c, _ in jobs],
+            "b": list(same), "mc2": [j[2] for j in jobs]}
+    got = {n: [] for n in sets}
+    calls = []
+    real = MultiLayerGradCAM.layer_maps_sets
+    monkeypatch.setattr(MultiLayerGradCAM, "layer_maps_sets", lambda self, x, ts, w: (calls.append(len(ts)), real(self, x, ts, w))[1])
+    extract_sets(model, cache, pre, jobs, [MapSet(["fused"], t, lambda k, m, n=n: got[n].append(m)) for n, t in sets.items()], cpu, 16, 4)
+    assert calls == [3] * -(-len(jobs) // 4)  # three distinct target lists of five sets: three backwards a batch
+    monkeypatch.setattr(MultiLayerGradCAM, "layer_maps_sets", real)
+    for n, targets in sets.items():
+        alone = extract(model, cache, pre, [(i, c, t) for (i, c, _), t in zip(jobs, targets)], cpu, 16, 4, ["fused"])
+        np.testing.assert_array_equal(np.concatenate(got[n]), alone["fused"], err_msg=n)

@@ -108,6 +108,20 @@ class FrozenSplit:
             for (parent, name), m in zip(self.frozen, saved):
                 setattr(parent, name, m)
 
+    def like(self, model: nn.Module) -> "FrozenSplit":
+        """The same split of ``model``, another instance of this architecture (a pair model loaded into a skeleton):
+        the same slots by name, without :func:`split_model`'s dry runs. Parameters keep their ``requires_grad``."""
+        names = {id(m): n for n, m in self.model.named_modules()}
+        return FrozenSplit(model, self.stage, [(model.get_submodule(names[id(parent)]), attr) for parent, attr in self.frozen])
+
+    def same_trunk(self, other: "FrozenSplit") -> bool:
+        """Whether ``other``'s frozen modules hold exactly this split's tensors (weights and BatchNorm statistics):
+        then the two models' trunk outputs are the same, and one trunk pass can serve both."""
+        mine = [t for m in self.frozen_modules() for t in m.state_dict().values()]
+        theirs = [t for m in other.frozen_modules() for t in m.state_dict().values()]
+        return len(mine) == len(theirs) and all(a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+                                                for a, b in zip(mine, theirs))
+
     def trunk_key(self) -> str:
         """A hash of every frozen tensor (weights and BatchNorm statistics): the trunk's identity for the cache key."""
         h = hashlib.sha256(self.stage.encode())

@@ -163,11 +163,19 @@ def _extract(model: nn.Module, cache: ImageCache, pre: Preprocess, jobs: Sequenc
             x = x.contiguous(memory_format=torch.channels_last)
         target_sets = [list(s.targets[b : b + batch_size]) for s in sets]
         if tta is None:  # each set's maps reduced and stored before the next set's are made
-            per_set, _ = gradcam.layer_maps_sets(x, target_sets, weightings)
-            for s, targets, layer_maps in zip(sets, target_sets, per_set):
-                emit(s, kinds_of(s, x, targets, layer_maps))
+            # Sets with equal targets (two selections that chose the same representatives) share one backward.
+            distinct, which = _distinct(target_sets)
+            last_use = {k: n for n, k in enumerate(which)}
+            per_set, _ = gradcam.layer_maps_sets(x, distinct, weightings)
+            made: dict[int, dict[str, torch.Tensor]] = {}
+            for n, (s, targets, k) in enumerate(zip(sets, target_sets, which)):
+                if k not in made:  # first uses come in the order of ``distinct``
+                    made[k] = next(per_set)
+                emit(s, kinds_of(s, x, targets, made[k]))
                 if s.rider is not None:
-                    s.rider(layer_maps)
+                    s.rider(made[k])
+                if last_use[k] == n:
+                    del made[k]
         else:  # one set, its maps averaged over the views (one pass per scale)
 
             def view(v: torch.Tensor, t: list) -> dict[str, torch.Tensor]:
@@ -177,3 +185,17 @@ def _extract(model: nn.Module, cache: ImageCache, pre: Preprocess, jobs: Sequenc
             emit(sets[0], tta(view, x, target_sets[0]))
         if progress:
             progress(len(chunk))
+
+
+def _distinct(target_sets: Sequence[list]) -> tuple[list[list], list[int]]:
+    """The distinct target lists of ``target_sets`` (by equality, first occurrence first) and, per set, the index of
+    its distinct list."""
+    distinct: list[list] = []
+    which = []
+    for targets in target_sets:
+        k = next((j for j, d in enumerate(distinct) if d == targets), None)
+        if k is None:
+            distinct.append(targets)
+            k = len(distinct) - 1
+        which.append(k)
+    return distinct, which

@@ -44,10 +44,49 @@ class NpyStream:
             raise ValueError(f"{self.path.name}: {self.rows} rows written, {self.shape[0]} expected")
 
 
-class RecordWriter:
-    """Collects map chunks into per-kind ``.npy`` streams in a scratch folder, then packs them into an artefact."""
+class NpyRows(NpyStream):
+    """One ``.npy`` file of known shape whose rows are written in any order (:meth:`put`), each exactly once; no file
+    handle is held between writes, so a pass can fill many files at once (a shared trunk's pair files)."""
 
-    def __init__(self, art: Artefact, image: Sequence[int], cls: Sequence[int], kinds: Sequence[str], map_size: int) -> None:
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        super().__init__(path, shape, dtype)
+        self._start = self._f.tell()
+        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._f.truncate(self._start + self.shape[0] * self._row_bytes)
+        self._f.close()
+        self.written = np.zeros(self.shape[0], dtype=bool)
+
+    def write(self, chunk: np.ndarray) -> None:
+        raise TypeError(f"{self.path.name}: rows are written with put(rows, chunk)")
+
+    def put(self, rows: Sequence[int], chunk: np.ndarray) -> None:
+        """Write ``chunk``'s rows at row positions ``rows``."""
+        chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
+        rows = np.asarray(rows, dtype=np.int64)
+        if chunk.shape[1:] != self.shape[1:] or len(chunk) != len(rows):
+            raise ValueError(f"{self.path.name}: chunk of shape {chunk.shape} for rows {len(rows)} of an array of shape {self.shape}")
+        if ((rows < 0) | (rows >= self.shape[0])).any() or self.written[rows].any() or len(set(rows.tolist())) != len(rows):
+            raise ValueError(f"{self.path.name}: rows {rows.tolist()} out of range or written twice")
+        with open(self.path, "r+b") as f:
+            for r, row in zip(rows.tolist(), chunk):
+                f.seek(self._start + r * self._row_bytes)
+                f.write(row.tobytes())
+        self.written[rows] = True
+        self.rows = int(self.written.sum())
+
+    def close(self) -> None:
+        """ValueError unless every row was written."""
+        if self.rows != self.shape[0]:
+            raise ValueError(f"{self.path.name}: {self.rows} rows written, {self.shape[0]} expected")
+
+
+class RecordWriter:
+    """Collects map chunks into per-kind ``.npy`` streams in a scratch folder, then packs them into an artefact.
+    Chunks come in row order (``writer(kind, chunk)``), or, with ``scattered``, at the rows they are for
+    (``writer.put(kind, rows, chunk)``): then the file's row order is fixed by ``image``/``cls`` however the maps come."""
+
+    def __init__(self, art: Artefact, image: Sequence[int], cls: Sequence[int], kinds: Sequence[str], map_size: int,
+                 scattered: bool = False) -> None:
         self.art = art
         self.tmp: Path | None = None
         self.streams: dict[str, NpyStream] = {}
@@ -56,7 +95,7 @@ class RecordWriter:
             self.tmp = Path(tempfile.mkdtemp(prefix=".records-", dir=art.path.parent))
             n = len(image)
             for k in kinds:
-                self.streams[k] = NpyStream(self.tmp / f"{k}.npy", (n, map_size, map_size), np.float16)
+                self.streams[k] = (NpyRows if scattered else NpyStream)(self.tmp / f"{k}.npy", (n, map_size, map_size), np.float16)
             np.save(self.tmp / "image.npy", np.asarray(image, dtype=np.int32))
             np.save(self.tmp / "cls.npy", np.asarray(cls, dtype=np.int16))
         except OSError as e:  # disk full, permission...: the artefact being written is named, the scratch removed
@@ -66,6 +105,14 @@ class RecordWriter:
     def __call__(self, kind: str, chunk: np.ndarray) -> None:
         try:
             self.streams[kind].write(chunk)
+        except OSError as e:
+            self.discard()
+            raise WriteError(self.art.path, e) from None
+
+    def put(self, kind: str, rows: Sequence[int], chunk: np.ndarray) -> None:
+        """Write ``chunk`` at rows ``rows`` of ``kind`` (a ``scattered`` writer)."""
+        try:
+            self.streams[kind].put(rows, chunk)  # type: ignore[attr-defined] - NpyRows
         except OSError as e:
             self.discard()
             raise WriteError(self.art.path, e) from None

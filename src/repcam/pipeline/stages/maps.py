@@ -16,6 +16,7 @@ from repcam.pipeline.executor import ExecutorError, Unit
 from repcam.pipeline.grid import Grid, GridRider
 from repcam.pipeline.grid_pairs import PairGrid
 from repcam.pipeline.maps import MapSet, extract_sets
+from repcam.pipeline.trunk_maps import trunk_pair_maps
 from repcam.pipeline.units import MapExtraction, extract_maps
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordWriter
@@ -118,6 +119,11 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
             if aug is not None:  # test-time augmentation: one file per pass
                 stream_maps(ctx, mc_model, cache, jobs, [(art, ["last", "fused"], contrast_targets(sel_name))], aug)
                 adv()
+
+        if todo and ctx.cfg.pairs.freeze_until is not None and ctx.executor.kind == "inprocess":
+            # Pair models on a frozen trunk share its forward pass (repcam.pipeline.trunk_maps); the files it leaves
+            # (a model whose trunk differs) and the other executors' go through the per-model units.
+            todo = trunk_pair_maps(ctx, todo, models, jobs, cache, adv)
 
         def units() -> Iterator[Unit]:  # built lazily: only the units in flight hold their images and weights
             for (a, b), art in todo:

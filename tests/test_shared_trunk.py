@@ -1,0 +1,138 @@
+"""Maps of models that share a frozen trunk (issue 28): one trunk forward per batch, the same maps as each whole model."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from repcam.engine.cam import MultiLayerGradCAM
+from repcam.engine.layers import LayerError
+from repcam.engine.shared_trunk import Head, SharedTrunkGradCAM
+from repcam.models.backbones import build_classifier
+from repcam.models.featcache import split_model
+from repcam.store.records import RecordFile
+
+SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _models(name: str, stage: str, n: int = 3):
+    """``n`` models of ``name`` with one trunk up to ``stage`` (the first's) and their own random rests."""
+    models = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        models.append(build_classifier(name, 2, weights=None, input_size=SIZE).model.eval())
+    split = split_model(models[0], stage, check_size=SIZE)
+    trunk = {k: v for m in split.frozen_modules() for k, v in m.state_dict().items()}
+    for m in models[1:]:
+        s = split.like(m)
+        for fm, ref in zip(s.frozen_modules(), split.frozen_modules()):
+            fm.load_state_dict(ref.state_dict())
+        assert split.same_trunk(s)
+    assert trunk
+    return models, split
+
+
+@pytest.mark.parametrize("name,stage,channels_last", [("tiny_cnn", "layer2", False), ("tf_efficientnet_lite0", "blocks.3", True)])
+def test_shared_trunk_maps_equal_each_whole_models_maps(name, stage, channels_last):
+    models, split = _models(name, stage)
+    x = torch.randn(3, 3, SIZE, SIZE)
+    if channels_last:
+        models = [m.to(memory_format=torch.channels_last) for m in models]
+        x = x.contiguous(memory_format=torch.channels_last)
+    targets = [[0, 1, 0], [1, 1, 0], [0, 0, 1]]
+    cam = SharedTrunkGradCAM(models[0], stage)
+    got = {}
+    cam.layer_maps_heads(x, [Head(m, split.like(m).rest, t) for m, t in zip(models, targets)], ["gradcam", "layercam"],
+                         lambda k, maps: got.__setitem__(k, maps))
+    assert sorted(got) == [0, 1, 2]
+    for k, (m, t) in enumerate(zip(models, targets)):
+        want, _ = MultiLayerGradCAM(m).layer_maps(x, t, ["gradcam", "layercam"])
+        for w in ("gradcam", "layercam"):
+            assert torch.equal(got[k][w], want[w]), (k, w)
+    # the heads' rests differ, so their maps do: the trunk pass was not one model's maps copied
+    assert not torch.equal(got[0]["gradcam"], got[1]["gradcam"])
+
+
+def test_the_trunk_pass_runs_once_per_batch_and_settings_come_back():
+    models, split = _models("tiny_cnn", "layer2")
+    calls = []
+    h = models[0].layer1.register_forward_hook(lambda *a: calls.append(1))
+    flags = [p.requires_grad for m in models for p in m.parameters()]
+    models[1].train()
+    cam = SharedTrunkGradCAM(models[0], "layer2")
+    cam.layer_maps_heads(torch.randn(2, 3, SIZE, SIZE), [Head(m, split.like(m).rest, 0) for m in models], ["gradcam"],
+                         lambda k, maps: None)
+    h.remove()
+    assert calls == [1]  # one trunk forward for three heads
+    assert [p.requires_grad for m in models for p in m.parameters()] == flags
+    assert models[1].training and not models[0].training
+
+
+def test_a_stage_that_is_not_a_module_is_a_one_line_error():
+    models, _ = _models("tiny_cnn", "layer2", n=1)
+    with pytest.raises(LayerError, match="no module named 'layer9'"):
+        SharedTrunkGradCAM(models[0], "layer9")
+
+
+def _pair_files(run_dir):
+    return sorted((run_dir / "maps" / "val").glob("*__*.npz"))
+
+
+def _pair_maps_without_the_shared_trunk(frozen_run, tmp_path, monkeypatch, reject=()):
+    """The frozen run's maps made again; ``reject``: pairs whose trunk is taken for another (left to the units);
+    everything, when ``reject`` is "all" (the shared trunk not used: the per-model units' files)."""
+    from repcam.pipeline import trunk_maps
+    from repcam.pipeline.run import Run
+    from tiny_run import frozen_tiny_config
+
+    run_dir = shutil.copytree(frozen_run, tmp_path / "run")
+    shutil.rmtree(run_dir / "maps")
+    shutil.rmtree(run_dir / "results")
+    load = trunk_maps._TrunkPass.load
+    rejected = []
+
+    def fake_load(self, model, art):
+        if reject == "all" or any(art.path.name == f"{a}__{b}.pt" for a, b in reject):
+            rejected.append(art.path.name)
+            load(self, model, art)
+            return None
+        return load(self, model, art)
+
+    monkeypatch.setattr(trunk_maps._TrunkPass, "load", fake_load)
+    Run(frozen_tiny_config(), run_dir, show_progress=False).run()
+    return run_dir, rejected
+
+
+def _same_maps(a, b):
+    fa, fb = RecordFile(a), RecordFile(b)
+    assert fa.kinds == fb.kinds == ["last", "fused"]
+    assert np.array_equal(fa.image, fb.image) and np.array_equal(fa.cls, fb.cls)
+    for k in fa.kinds:
+        assert np.array_equal(fa.rows(k), fb.rows(k)), (a.name, k)
+
+
+def test_a_runs_pair_maps_through_the_shared_trunk_equal_the_per_model_units(frozen_run, tmp_path, monkeypatch):
+    units_dir, rejected = _pair_maps_without_the_shared_trunk(frozen_run, tmp_path / "units", monkeypatch, reject="all")
+    files = _pair_files(frozen_run)
+    assert len(files) >= 2 and len(rejected) == len(files)  # every pair model went back to the units
+    for f in files:  # the frozen run made its pair maps through the shared trunk
+        _same_maps(f, units_dir / "maps" / "val" / f.name)
+    assert (units_dir / "results" / "val" / "ablation.json").read_bytes() == (frozen_run / "results" / "val" / "ablation.json").read_bytes()
+
+
+def test_a_pair_model_with_another_trunk_goes_to_the_units(frozen_run, tmp_path, monkeypatch):
+    first = _pair_files(frozen_run)[0].stem
+    a, b = first.split("__")
+    run_dir, rejected = _pair_maps_without_the_shared_trunk(frozen_run, tmp_path, monkeypatch, reject=[(a, b)])
+    assert rejected == [f"{first}.pt"]  # found at its first class; its second class no longer loads it
+    for f in _pair_files(frozen_run):
+        _same_maps(f, run_dir / "maps" / "val" / f.name)
