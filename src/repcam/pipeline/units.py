@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from repcam.models.backbones import build_classifier
@@ -112,13 +113,26 @@ class MapExtraction:
     device: str
     amp: bool = False
     channels_last: bool = False  # execution.channels_last
+    batch_by_class: bool = False  # batches never mix classes: a pair model's batches are those of the shared trunk pass
 
 
 def extract_maps(spec: MapExtraction) -> MapRecords:
     """The maps of ``spec.jobs`` (:func:`repcam.pipeline.maps.extract`) from the model rebuilt with ``spec.state``, over
-    the images shipped with the spec."""
+    the images shipped with the spec. With ``batch_by_class``, each class's jobs are batched apart and the rows put
+    back in job order: the batches of :mod:`repcam.pipeline.trunk_maps`, so a pair file is the same bit for bit
+    whichever path made it (a convolution's rounding can depend on what else is in its batch)."""
     bb = spec.model.build(pretrained=False)
     bb.model.load_state_dict(spec.state)
-    return extract(bb.model, StackedImages(spec.image_ids, spec.images), bb.preprocess, list(spec.jobs),
-                   resolve_device(spec.device), spec.map_size, spec.batch_size, list(spec.kinds), amp=spec.amp,
-                   channels_last=spec.channels_last)
+
+    def run(jobs: list) -> MapRecords:
+        return extract(bb.model, StackedImages(spec.image_ids, spec.images), bb.preprocess, jobs, resolve_device(spec.device),
+                       spec.map_size, spec.batch_size, list(spec.kinds), amp=spec.amp, channels_last=spec.channels_last)
+
+    if not spec.batch_by_class:
+        return run(list(spec.jobs))
+    classes = sorted({j[1] for j in spec.jobs})
+    rows = [[n for n, j in enumerate(spec.jobs) if j[1] == c] for c in classes]
+    parts = [run([spec.jobs[n] for n in r]) for r in rows]
+    order = np.argsort(np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]) if rows else np.zeros(0, np.int64), kind="stable")
+    records = run([]) if not parts else {k: np.concatenate([p[k] for p in parts])[order] for k in parts[0]}
+    return records

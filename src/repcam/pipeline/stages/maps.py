@@ -220,4 +220,4 @@ def map_unit(ctx: RunContext, num_classes: int, state: dict, jobs: list, cache: 
     ids = sorted({j[0] for j in jobs})
     ev = ctx.cfg.evaluation
     return MapExtraction(ctx.model_spec(num_classes), state, tuple(ids), cache.stack(ids), tuple(jobs), ("last", "fused"),
-                         ev.map_size, ev.batch_size, str(ctx.device), ev.amp, ctx.channels_last)
+                         ev.map_size, ev.batch_size, str(ctx.device), ev.amp, ctx.channels_last, batch_by_class=True)
