@@ -67,3 +67,31 @@ def test_json_mapping_is_written_member_by_member(tmp_path):
     assert made == ["a", "b<c>"]
     write_json_mapping(tmp_path / "empty.json", [])
     assert json.loads((tmp_path / "empty.json").read_text()) == {}
+
+
+def test_a_scattered_writer_puts_rows_where_they_belong_once_each(tmp_path):
+    """The shared trunk pass fills a pair file class by class: rows arrive out of order and the file is the one an
+    in-order writer makes; a row written twice, a row out of range and a missing row are errors, and nothing is kept."""
+    maps = np.random.default_rng(0).random((5, 4, 4)).astype(np.float16)
+    art = Artefact(tmp_path / "m.npz", "k")
+    writer = RecordWriter(art, [3, 3, 4, 7, 9], [0, 1, 1, 0, 1], ["last"], 4, scattered=True)
+    writer.put("last", [1, 2, 4], maps[[1, 2, 4]])  # class 1's rows first
+    writer.put("last", [3, 0], maps[[3, 0]])
+    writer.commit()
+    rec = RecordFile(art.path)
+    np.testing.assert_array_equal(rec.rows("last"), maps)
+    assert rec.image.tolist() == [3, 3, 4, 7, 9] and rec.cls.tolist() == [0, 1, 1, 0, 1]
+    for bad_rows, match in [([0, 0], "written twice"), ([5], "out of range")]:
+        w = RecordWriter(Artefact(tmp_path / "b.npz", "k"), [0, 1, 2, 3, 4], [0] * 5, ["last"], 4, scattered=True)
+        with pytest.raises(ValueError, match=match):
+            w.put("last", bad_rows, maps[: len(bad_rows)])
+        w.discard()
+    w = RecordWriter(Artefact(tmp_path / "c.npz", "k"), [0, 1], [0, 0], ["last"], 4, scattered=True)
+    w.put("last", [1], maps[:1])
+    with pytest.raises(ValueError, match="1 rows written, 2 expected"):
+        w.commit()
+    d = RecordWriter(Artefact(tmp_path / "d.npz", "k"), [0], [0], ["last"], 4, scattered=True)
+    with pytest.raises(TypeError, match="put"):
+        d("last", maps[:1])
+    d.discard()
+    assert not (tmp_path / "c.npz").exists() and not list(tmp_path.glob(".records-*"))

@@ -136,3 +136,30 @@ def test_a_pair_model_with_another_trunk_goes_to_the_units(frozen_run, tmp_path,
     assert rejected == [f"{first}.pt"]  # found at its first class; its second class no longer loads it
     for f in _pair_files(frozen_run):
         _same_maps(f, run_dir / "maps" / "val" / f.name)
+
+
+def test_an_error_in_the_shared_pass_names_the_class_and_pairs_and_keeps_finished_files_only(frozen_run, tmp_path, monkeypatch):
+    from repcam.engine.cam import CAMError
+    from repcam.pipeline.context import RunError
+    from repcam.pipeline.run import Run
+    from tiny_run import frozen_tiny_config
+
+    run_dir = shutil.copytree(frozen_run, tmp_path / "run")
+    shutil.rmtree(run_dir / "maps")
+    shutil.rmtree(run_dir / "results")
+    calls = []
+    real = SharedTrunkGradCAM.layer_maps_heads
+
+    def failing(self, x, heads, weightings, emit):
+        calls.append(len(heads))
+        if len(calls) > 2:
+            raise CAMError("the model's output (logits) contains NaN or Inf for this input")
+        return real(self, x, heads, weightings, emit)
+
+    monkeypatch.setattr(SharedTrunkGradCAM, "layer_maps_heads", failing)
+    with pytest.raises(RunError, match=r"maps of class \w+ through the shared trunk \(pair models \w+__\w+.*\): the model's output"):
+        Run(frozen_tiny_config(), run_dir, show_progress=False).run()
+    val = run_dir / "maps" / "val"
+    assert not list(val.glob(".records-*"))  # no scratch left behind
+    for f in val.glob("*__*.npz"):  # what was committed before the error is whole (and reused by the next run)
+        _same_maps(f, frozen_run / "maps" / "val" / f.name)

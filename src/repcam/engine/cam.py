@@ -190,16 +190,12 @@ class MultiLayerGradCAM:
                 missing = [self.layers[i][0] for i in range(len(self.layers)) if i not in captured]
                 if missing:
                     raise LayerError(f"layers {missing} were not executed in the model's forward pass")
-                if not torch.isfinite(logits).all():
-                    raise CAMError("the model's output (logits) contains NaN or Inf for this input")
+                _check_logits(logits)
                 tensors = [captured[i] for i in range(len(self.layers))]
                 grad_sets = []
                 for k, targets in enumerate(target_sets):
-                    score = _target_scores(logits.float(), targets).sum()
-                    if not score.requires_grad:
-                        raise CAMError("the model's output does not depend on the hooked layers (was it detached?)")
                     # The graph is kept for the next set's backward: the forward pass is shared, not repeated.
-                    grad_sets.append(torch.autograd.grad(score, tensors, allow_unused=True, retain_graph=k < len(target_sets) - 1))
+                    grad_sets.append(_layer_grads(logits, targets, tensors, retain_graph=k < len(target_sets) - 1))
         finally:
             for h in handles:
                 h.remove()
@@ -209,13 +205,31 @@ class MultiLayerGradCAM:
         acts = [reshape(a.detach()) for a in tensors]
         out = []
         for grads in grad_sets:
-            for (name, _), g in zip(self.layers, grads):
-                if g is None:
-                    raise LayerError(f"the target score does not depend on layer {name!r}")
-                if not torch.isfinite(g).all():
-                    raise CAMError(f"the gradient at layer {name!r} contains NaN or Inf (the target score overflows or the model is unstable)")
+            _check_grads(self.layer_names, grads)
             out.append([(a, reshape(g)) for a, g in zip(acts, grads)])
         return out, logits
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    if not torch.isfinite(logits).all():
+        raise CAMError("the model's output (logits) contains NaN or Inf for this input")
+
+
+def _layer_grads(logits: torch.Tensor, targets, tensors: list[torch.Tensor], retain_graph: bool) -> tuple:
+    """The gradient of the summed target scores at every hooked activation in ``tensors`` (None where unused)."""
+    score = _target_scores(logits.float(), targets).sum()
+    if not score.requires_grad:
+        raise CAMError("the model's output does not depend on the hooked layers (was it detached?)")
+    return torch.autograd.grad(score, tensors, allow_unused=True, retain_graph=retain_graph)
+
+
+def _check_grads(names: Sequence[str], grads: Sequence[torch.Tensor | None]) -> None:
+    """Every hooked layer got a finite gradient: a one-line error naming the first that did not."""
+    for name, g in zip(names, grads):
+        if g is None:
+            raise LayerError(f"the target score does not depend on layer {name!r}")
+        if not torch.isfinite(g).all():
+            raise CAMError(f"the gradient at layer {name!r} contains NaN or Inf (the target score overflows or the model is unstable)")
 
 
 def _logits(output: object, output_fn: OutputFn | None) -> torch.Tensor:

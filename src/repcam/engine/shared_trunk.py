@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from repcam.engine.cam import CAMError, MultiLayerGradCAM, Target, _check_input, _logits, _target_scores
+from repcam.engine.cam import CAMError, MultiLayerGradCAM, Target, _check_grads, _check_input, _check_logits, _layer_grads, _logits
 from repcam.engine.layers import LayerError
 from repcam.engine.modes import eval_mode
 from repcam.engine.weightings import WEIGHTINGS
@@ -125,16 +125,8 @@ class SharedTrunkGradCAM(MultiLayerGradCAM):
         missing = [self.layers[i][0] for i in range(len(self.layers)) if i not in acts]
         if missing:
             raise LayerError(f"layers {missing} were not executed in the trunk's or the head's forward pass")
-        if not torch.isfinite(logits).all():
-            raise CAMError("the model's output (logits) contains NaN or Inf for this input")
+        _check_logits(logits)
         tensors = [acts[i] for i in range(len(self.layers))]
-        score = _target_scores(logits.float(), head.targets).sum()
-        if not score.requires_grad:
-            raise CAMError("the model's output does not depend on the hooked layers (was it detached?)")
-        grads = torch.autograd.grad(score, tensors, allow_unused=True, retain_graph=True)
-        for (name, _), g in zip(self.layers, grads):
-            if g is None:
-                raise LayerError(f"the target score does not depend on layer {name!r}")
-            if not torch.isfinite(g).all():
-                raise CAMError(f"the gradient at layer {name!r} contains NaN or Inf (the target score overflows or the model is unstable)")
+        grads = _layer_grads(logits, head.targets, tensors, retain_graph=True)  # the trunk's graph serves the next head
+        _check_grads(self.layer_names, grads)
         return tensors, list(grads)

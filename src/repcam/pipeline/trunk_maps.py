@@ -12,7 +12,7 @@ tensor by tensor) is left to those units.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ from repcam.engine.fusion import fuse_layers
 from repcam.engine.shared_trunk import Head, SharedTrunkGradCAM
 from repcam.models.featcache import FrozenSplit, split_model
 from repcam.models.train import ImageCache
-from repcam.pipeline.context import RunContext
+from repcam.pipeline.context import RunContext, RunError
 from repcam.pipeline.maps import shrink_maps
 from repcam.store.records import RecordWriter
 from repcam.store.storage import Artefact
@@ -31,10 +31,10 @@ Pair = tuple[int, int]
 
 
 def trunk_pair_maps(ctx: RunContext, todo: list[tuple[Pair, Artefact]], models: dict[Pair, Artefact], jobs: list,
-                    cache: ImageCache, advance: Callable[[], None]) -> list[tuple[Pair, Artefact]]:
+                    cache: ImageCache, names: Sequence[str], advance: Callable[[], None]) -> list[tuple[Pair, Artefact]]:
     """Write the ``last`` and ``fused`` maps of every pair in ``todo`` (pair -> map artefact) whose model shares the
     trunk of the first one, calling ``advance()`` per committed file; returns the pairs left to the per-model units.
-    ``jobs`` = the split's (image, class, target) jobs, as for the units."""
+    ``jobs`` = the split's (image, class, target) jobs, as for the units; ``names`` its class names (for errors)."""
     if not todo:
         return []
     ev = ctx.cfg.evaluation
@@ -68,7 +68,11 @@ def trunk_pair_maps(ctx: RunContext, todo: list[tuple[Pair, Artefact]], models: 
                     else:
                         heads.append((p, model, split))
                 if heads:
-                    trunk.run(c, images, heads, cache, lambda p, kind, rows, maps: writers[p].put(kind, [row[p][(i, c)] for i in rows], maps))
+                    try:
+                        trunk.run(c, images, heads, cache, lambda p, kind, rows, maps: writers[p].put(kind, [row[p][(i, c)] for i in rows], maps))
+                    except (ValueError, RuntimeError) as e:  # a CAM error, or torch's: named by class and pair models
+                        pairs_text = ", ".join(f"{names[a]}__{names[b]}" for (a, b), _, _ in heads)
+                        raise RunError(f"maps of class {names[c]} through the shared trunk (pair models {pairs_text}): {e}") from e
             for p in pairs:
                 if p in writers:
                     left[p].discard(c)

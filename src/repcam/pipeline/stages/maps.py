@@ -123,7 +123,7 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
         if todo and ctx.cfg.pairs.freeze_until is not None and ctx.executor.kind == "inprocess":
             # Pair models on a frozen trunk share its forward pass (repcam.pipeline.trunk_maps); the files it leaves
             # (a model whose trunk differs) and the other executors' go through the per-model units.
-            todo = trunk_pair_maps(ctx, todo, models, jobs, cache, adv)
+            todo = trunk_pair_maps(ctx, todo, models, jobs, cache, names, adv)
 
         def units() -> Iterator[Unit]:  # built lazily: only the units in flight hold their images and weights
             for (a, b), art in todo:
