@@ -128,11 +128,9 @@ def extract_maps(spec: MapExtraction) -> MapRecords:
         return extract(bb.model, StackedImages(spec.image_ids, spec.images), bb.preprocess, jobs, resolve_device(spec.device),
                        spec.map_size, spec.batch_size, list(spec.kinds), amp=spec.amp, channels_last=spec.channels_last)
 
-    if not spec.batch_by_class:
+    if not spec.batch_by_class or not spec.jobs:
         return run(list(spec.jobs))
-    classes = sorted({j[1] for j in spec.jobs})
-    rows = [[n for n, j in enumerate(spec.jobs) if j[1] == c] for c in classes]
+    rows = [[n for n, j in enumerate(spec.jobs) if j[1] == c] for c in sorted({j[1] for j in spec.jobs})]
     parts = [run([spec.jobs[n] for n in r]) for r in rows]
-    order = np.argsort(np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]) if rows else np.zeros(0, np.int64), kind="stable")
-    records = run([]) if not parts else {k: np.concatenate([p[k] for p in parts])[order] for k in parts[0]}
-    return records
+    order = np.argsort(np.concatenate(rows), kind="stable")  # class by class -> job order
+    return {k: np.concatenate([p[k] for p in parts])[order] for k in parts[0]}
