@@ -66,12 +66,13 @@ def test_predict_in_channels_last_gives_the_default_formats_logits_and_hands_the
 
 
 def test_execution_channels_last_reaches_every_training_and_map_step_and_is_recorded(tmp_path, monkeypatch):
-    """A frozen-trunk run (multi-class model, B, feature cache, pair models, baseline top-up, maps in process and in
-    units) with execution.channels_last: every step is asked for it, and environment.json says so."""
+    """A frozen-trunk run (multi-class model, B, feature cache, pair models, baseline top-up, maps in process and
+    through the shared trunk) with execution.channels_last: every step is asked for it, and environment.json says so."""
     import repcam.pipeline.stages.maps as maps_stage
     import repcam.pipeline.stages.multiclass as mc_stage
     import repcam.pipeline.stages.pairs as pairs_stage
     import repcam.pipeline.units as units
+    from repcam.engine.shared_trunk import SharedTrunkGradCAM
     from repcam.pipeline.run import Run
     from repcam.store.storage import read_json
     from tiny_run import frozen_tiny_config
@@ -90,12 +91,15 @@ def test_execution_channels_last_reaches_every_training_and_map_step_and_is_reco
     for module, name in ((mc_stage, "fit"), (units, "fit"), (pairs_stage, "build_cache"), (maps_stage, "extract_sets"),
                          (units, "extract"), (mc_stage, "predict")):
         spy(module, name)
+    heads = SharedTrunkGradCAM.layer_maps_heads
+    monkeypatch.setattr(SharedTrunkGradCAM, "layer_maps_heads", lambda self, x, *a: (
+        asked.append(("trunk pass", x.is_contiguous(memory_format=torch.channels_last))), heads(self, x, *a))[1])
     run_dir = tmp_path / "run"
     Run(frozen_tiny_config(execution__channels_last=True), run_dir, show_progress=False).run()
     steps = {name for name, _ in asked}
-    # extract_sets: the in-process pass of the multi-class and contrast maps; extract: the pair models' units;
-    # predict: B's pass over the training images
-    assert steps == {"fit", "build_cache", "extract_sets", "extract", "predict"}, asked
+    # extract_sets: the in-process pass of the multi-class and contrast maps; trunk pass: the pair models' maps through
+    # their shared frozen trunk (repcam.pipeline.trunk_maps), so no per-model unit (extract) runs; predict: B's pass
+    assert steps == {"fit", "build_cache", "extract_sets", "trunk pass", "predict"}, asked
     assert sum(name == "fit" for name, _ in asked) >= 3  # the multi-class model, its baseline top-up, a pair model
     assert all(flag for _, flag in asked), asked
     assert read_json(run_dir / "environment.json")["channels_last"] is True
