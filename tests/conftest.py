@@ -29,6 +29,16 @@ import torch  # noqa: E402
 torch.set_num_threads(THREADS)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (modules of tiny models use it for every test: a second thread gains nothing
+    and stalls on a loaded machine); the count comes back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VOC_MINI = SHARED_DATA / "VOCdevkit-mini"
 

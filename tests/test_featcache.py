@@ -19,13 +19,7 @@ from repcam.pipeline.units import ModelSpec, PairTraining, train_pair
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: a second thread gains nothing and stalls on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.one_thread)
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:

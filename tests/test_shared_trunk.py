@@ -16,12 +16,7 @@ from repcam.store.records import RecordFile
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.one_thread)
 
 
 def _models(name: str, stage: str, n: int = 3):
