@@ -42,6 +42,7 @@ def trunk_pair_maps(ctx: RunContext, todo: list[tuple[Pair, Artefact]], models: 
     order = {p: [(i, c) for i, c, _ in jobs if c in p] for p, _ in todo}  # a pair file's rows, as the units write them
     row = {p: {ic: r for r, ic in enumerate(ics)} for p, ics in order.items()}
     left = {p: {c for _, c in ics} for p, ics in order.items()}  # classes whose maps a pair's file still waits for
+    arts = dict(todo)
     writers: dict[Pair, RecordWriter] = {}
     rejected: list[tuple[Pair, Artefact]] = []
     try:
@@ -64,7 +65,7 @@ def trunk_pair_maps(ctx: RunContext, todo: list[tuple[Pair, Artefact]], models: 
                     split = trunk.load(model, models[p])
                     if split is None:  # another trunk: the units make this file
                         writers.pop(p).discard()
-                        rejected.append((p, dict(todo)[p]))
+                        rejected.append((p, arts[p]))
                     else:
                         heads.append((p, model, split))
                 if heads:
