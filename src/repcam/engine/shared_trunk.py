@@ -85,7 +85,8 @@ class SharedTrunkGradCAM(MultiLayerGradCAM):
             for k, head in enumerate(heads):
                 acts, grads = self._head_backward(head, features, trunk_acts)
                 shaped = [(self.reshape(a.detach()), self.reshape(g)) if self.reshape else (a.detach(), g) for a, g in zip(acts, grads)]
-                emit(k, {w: torch.stack([self._layer_map(a, g, size, WEIGHTINGS[w]) for a, g in shaped], dim=1) for w in weightings})
+                with torch.autocast(x.device.type, enabled=False):  # the map arithmetic in float32, as MultiLayerGradCAM's
+                    emit(k, {w: torch.stack([self._layer_map(a, g, size, WEIGHTINGS[w]) for a, g in shaped], dim=1) for w in weightings})
 
     def _trunk(self, x: torch.Tensor, captured: dict[int, torch.Tensor]) -> torch.Tensor:
         """The stage's output for ``x`` (in the autograd graph), the hooked layers up to it captured on the way."""
