@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Sequence, Union
 
@@ -120,9 +120,7 @@ class MultiLayerGradCAM:
         run's multi-class maps and its contrast maps per selection cost one forward per batch instead of one each.
         The passes run at the call; each set's maps (input-sized, per layer and weighting) are made as the iterator
         reaches it, so one set's are in memory at a time, as with one call per set."""
-        unknown = [w for w in weightings if w not in WEIGHTINGS]
-        if unknown:
-            raise CAMError(f"unknown weighting {unknown[0]!r}; choose one of {', '.join(map(repr, WEIGHTINGS))}")
+        _check_weightings(weightings)
         if not target_sets:
             raise CAMError("no target sets given")
         _check_input(self.model, x)
@@ -173,19 +171,10 @@ class MultiLayerGradCAM:
         """One forward pass, then one backward per target set: per set, the (activation, gradient) of every layer."""
         model = self.model
         captured: dict[int, torch.Tensor] = {}
-        stack = ExitStack()
-
         reshape = self.reshape or (lambda t: t)
-
-        params = list(model.parameters())
-        flags = [p.requires_grad for p in params]
         handles = [m.register_forward_hook(self._capture_hook(i, n, captured)) for i, (n, m) in enumerate(self.layers)]
         try:
-            stack.enter_context(eval_mode(model))  # every submodule's own mode comes back afterwards
-            for p in params:
-                p.requires_grad_(False)
-            amp_dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
-            with torch.enable_grad(), torch.autocast(x.device.type, dtype=amp_dtype, enabled=self.amp):
+            with cam_pass(x.device.type, self.amp, model):
                 logits = _logits(model(x), self.output_fn)
                 missing = [self.layers[i][0] for i in range(len(self.layers)) if i not in captured]
                 if missing:
@@ -199,15 +188,37 @@ class MultiLayerGradCAM:
         finally:
             for h in handles:
                 h.remove()
-            for p, f in zip(params, flags):
-                p.requires_grad_(f)
-            stack.close()
         acts = [reshape(a.detach()) for a in tensors]
         out = []
         for grads in grad_sets:
             _check_grads(self.layer_names, grads)
             out.append([(a, reshape(g)) for a, g in zip(acts, grads)])
         return out, logits
+
+
+@contextmanager
+def cam_pass(device_type: str, amp: bool, *models: nn.Module) -> Iterator[None]:
+    """The setting of a CAM pass: ``models`` in eval mode with their parameters frozen (gradients are taken only with
+    respect to the hooked activations, so none are computed for weights), autograd on, and autocast when ``amp``;
+    every module's mode and every parameter's ``requires_grad`` come back afterwards."""
+    params = [p for m in models for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    amp_dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
+    try:
+        with eval_mode(*models):  # every submodule's own mode comes back afterwards
+            for p in params:
+                p.requires_grad_(False)
+            with torch.enable_grad(), torch.autocast(device_type, dtype=amp_dtype, enabled=amp):
+                yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
+def _check_weightings(weightings: Sequence[str]) -> None:
+    unknown = [w for w in weightings if w not in WEIGHTINGS]
+    if unknown:
+        raise CAMError(f"unknown weighting {unknown[0]!r}; choose one of {', '.join(map(repr, WEIGHTINGS))}")
 
 
 def _check_logits(logits: torch.Tensor) -> None:

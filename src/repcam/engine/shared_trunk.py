@@ -11,16 +11,15 @@ the same tensors, in the same order.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from repcam.engine.cam import CAMError, MultiLayerGradCAM, Target, _check_grads, _check_input, _check_logits, _layer_grads, _logits
+from repcam.engine.cam import (MultiLayerGradCAM, Target, _check_grads, _check_input, _check_logits, _check_weightings,
+                               _layer_grads, _logits, cam_pass)
 from repcam.engine.layers import LayerError
-from repcam.engine.modes import eval_mode
 from repcam.engine.weightings import WEIGHTINGS
 
 
@@ -64,22 +63,10 @@ class SharedTrunkGradCAM(MultiLayerGradCAM):
         """Per-layer maps of every head for images ``x``: one trunk forward, then per head one forward of its rest
         and one backward; ``emit(k, {weighting: (B, L, H, W)})`` gets head ``k``'s maps before the next head's
         backward (one head's maps and gradients are in memory at a time)."""
-        unknown = [w for w in weightings if w not in WEIGHTINGS]
-        if unknown:
-            raise CAMError(f"unknown weighting {unknown[0]!r}; choose one of {', '.join(map(repr, WEIGHTINGS))}")
+        _check_weightings(weightings)
         _check_input(self.model, x)
         size = x.shape[-2:]
-        models = [self.model, *(h.model for h in heads)]
-        params = [p for m in models for p in m.parameters()]
-        flags = [p.requires_grad for p in params]
-        with ExitStack() as stack:
-            stack.enter_context(eval_mode(*models))
-            stack.callback(lambda: [p.requires_grad_(f) for p, f in zip(params, flags)])
-            for p in params:  # gradients only with respect to the hooked activations (as in MultiLayerGradCAM)
-                p.requires_grad_(False)
-            amp_dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
-            stack.enter_context(torch.enable_grad())
-            stack.enter_context(torch.autocast(x.device.type, dtype=amp_dtype, enabled=self.amp))
+        with cam_pass(x.device.type, self.amp, self.model, *(h.model for h in heads)):
             trunk_acts: dict[int, torch.Tensor] = {}
             features = self._trunk(x, trunk_acts)
             for k, head in enumerate(heads):

@@ -117,19 +117,21 @@ class FrozenSplit:
     def same_trunk(self, other: "FrozenSplit") -> bool:
         """Whether ``other``'s frozen modules hold exactly this split's tensors (weights and BatchNorm statistics):
         then the two models' trunk outputs are the same, and one trunk pass can serve both."""
-        mine = [t for m in self.frozen_modules() for t in m.state_dict().values()]
-        theirs = [t for m in other.frozen_modules() for t in m.state_dict().values()]
-        return len(mine) == len(theirs) and all(a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
-                                                for a, b in zip(mine, theirs))
+        mine, theirs = self._frozen_state(), other._frozen_state()
+        return len(mine) == len(theirs) and all(ka == kb and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+                                                for (ka, a), (kb, b) in zip(mine, theirs))
+
+    def _frozen_state(self) -> list[tuple[str, torch.Tensor]]:
+        """Every frozen tensor (weights and BatchNorm statistics) with its name, in module order."""
+        return [(k, v) for m in self.frozen_modules() for k, v in m.state_dict().items()]
 
     def trunk_key(self) -> str:
         """A hash of every frozen tensor (weights and BatchNorm statistics): the trunk's identity for the cache key."""
         h = hashlib.sha256(self.stage.encode())
-        for m in self.frozen_modules():
-            for k, v in m.state_dict().items():
-                t = v.detach().cpu().contiguous().reshape(-1)
-                h.update(f"{k}{tuple(t.shape)}{t.dtype}".encode())
-                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        for k, v in self._frozen_state():
+            t = v.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{k}{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         return h.hexdigest()[:16]
 
 
