@@ -158,3 +158,56 @@ def test_an_error_in_the_shared_pass_names_the_class_and_pairs_and_keeps_finishe
     assert not list(val.glob(".records-*"))  # no scratch left behind
     for f in val.glob("*__*.npz"):  # what was committed before the error is whole (and reused by the next run)
         _same_maps(f, frozen_run / "maps" / "val" / f.name)
+
+
+def test_a_kill_in_the_shared_pass_keeps_finished_classes_and_the_rerun_passes_only_the_rest(frozen_run, tmp_path, monkeypatch):
+    """Each class's maps of a pair go to a part file as soon as the class is done: a run killed in the pass keeps them,
+    and the next run passes only the classes left, then merges the parts into files equal to an uninterrupted run's."""
+    from repcam.pipeline import trunk_maps
+    from repcam.pipeline.run import Run
+    from tiny_run import frozen_tiny_config
+
+    run_dir = shutil.copytree(frozen_run, tmp_path / "run")
+    shutil.rmtree(run_dir / "maps")
+    shutil.rmtree(run_dir / "results")
+    real = trunk_maps._TrunkPass.run
+    passed = []
+
+    def killed_at_the_second_class(self, c, images, heads, cache, put):
+        if passed:
+            raise KeyboardInterrupt
+        passed.append((c, sorted(p for p, _, _ in heads)))
+        return real(self, c, images, heads, cache, put)
+
+    monkeypatch.setattr(trunk_maps._TrunkPass, "run", killed_at_the_second_class)
+    with pytest.raises(KeyboardInterrupt):
+        Run(frozen_tiny_config(), run_dir, show_progress=False).run()
+    val = run_dir / "maps" / "val"
+    (first, first_pairs), = passed
+    kept = sorted(p.name for p in (val / trunk_maps.PARTS).glob("*.npz"))
+    assert kept and all(name.endswith(f".class{first}.npz") for name in kept)  # the first class's parts only
+    assert len(kept) == len(first_pairs) and not list((val / trunk_maps.PARTS).glob(".records-*"))
+
+    rerun = []
+    monkeypatch.setattr(trunk_maps._TrunkPass, "run",
+                        lambda self, c, images, heads, cache, put: (rerun.append(c), real(self, c, images, heads, cache, put))[1])
+    Run(frozen_tiny_config(), run_dir, show_progress=False).run()
+    assert rerun and first not in rerun  # the kept class was not passed again
+    assert not (val / trunk_maps.PARTS).exists()  # merged and removed
+    for f in _pair_files(frozen_run):
+        _same_maps(f, val / f.name)  # every row and map equal (the zip's member dates are the files' own)
+    assert (run_dir / "results" / "val" / "ablation.json").read_bytes() == (frozen_run / "results" / "val" / "ablation.json").read_bytes()
+
+
+def test_a_part_of_other_images_or_another_file_is_not_merged(tmp_path):
+    """A part's key holds its pair file's key, its class and its images: any of them changed, the part is not current."""
+    from repcam.pipeline.trunk_maps import part_artefact
+    from repcam.store.storage import Artefact
+
+    art = Artefact(tmp_path / "a__b.npz", "k1")
+    base = part_artefact(art, 0, [1, 2, 3])
+    assert base.path == tmp_path / ".parts" / "a__b.class0.npz"
+    assert base.key == part_artefact(art, 0, [1, 2, 3]).key
+    others = [part_artefact(art, 1, [1, 2, 3]), part_artefact(art, 0, [1, 2]), part_artefact(art, 0, [2, 1, 3]),
+              part_artefact(Artefact(tmp_path / "a__b.npz", "k2"), 0, [1, 2, 3])]
+    assert len({base.key, *(o.key for o in others)}) == 5

@@ -3,16 +3,22 @@
 Pair models trained on a frozen trunk are equal up to the freeze stage, so for the images of one class the trunk's
 forward pass is the same for every pair model of that class. Per class, each batch of its images runs the trunk once
 and then, per pair model of the class, the model's own rest and one backward
-(:class:`~repcam.engine.shared_trunk.SharedTrunkGradCAM`), instead of a whole forward pass per pair model. A pair
-file holds the maps of both its classes, so its rows are written where they belong (a scattered
-:class:`~repcam.store.records.RecordWriter`) and the file is committed once its second class is done: the same
-file, row for row, as the per-model units write. A pair model whose trunk differs from the shared one (checked
-tensor by tensor) is left to those units.
+(:class:`~repcam.engine.shared_trunk.SharedTrunkGradCAM`), instead of a whole forward pass per pair model.
+
+A pair file holds the maps of both its classes, and the classes are passed one after the other, so each class's
+maps of a pair go first to a part file of their own (``.parts/<pair>.class<c>.npz``, an artefact keyed by the pair
+file's key, the class and its images), committed as soon as that class's pass ends. Once every class of a pair has
+its part, the parts are merged into the pair file, row for row the file the per-model units write, and removed. A
+run killed in the pass keeps every finished class's parts, and the next run starts where it stopped instead of
+redoing the whole pass. A pair model whose trunk differs from the shared one (checked tensor by tensor) is left to
+those units.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import shutil
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -22,12 +28,28 @@ from repcam.models.featcache import FrozenSplit, split_model
 from repcam.models.train import ImageCache
 from repcam.pipeline.context import RunContext, RunError
 from repcam.pipeline.maps import shrink_maps
-from repcam.store.records import RecordWriter
-from repcam.store.storage import Artefact
+from repcam.store.records import RecordFile, RecordWriter
+from repcam.store.storage import Artefact, config_key
 
 HEADS_PER_PASS = 12  # pair models loaded at a time: bounds memory for data sets with many classes (one trunk pass each)
+PARTS = ".parts"  # per folder of pair files: the per-class parts of the files not yet merged
+KINDS = ["last", "fused"]
 
 Pair = tuple[int, int]
+
+
+def part_artefact(art: Artefact, c: int, images: Sequence[int]) -> Artefact:
+    """Where class ``c``'s maps of the pair file ``art`` wait for its other class, keyed by the file's key, the class
+    and its images (in order): a part of another model, config or image list is never merged."""
+    return Artefact(art.path.parent / PARTS / f"{art.path.stem}.class{c}.npz",
+                    config_key({"file": art.key, "class": c, "images": list(images)}))
+
+
+def clear_parts(folders: Iterable[Path]) -> None:
+    """Remove the parts folders under ``folders`` (once every pair file there is complete, a part is an orphan: left
+    by a run killed between a merge and the removal of its parts)."""
+    for folder in folders:
+        shutil.rmtree(Path(folder) / PARTS, ignore_errors=True)
 
 
 def trunk_pair_maps(ctx: RunContext, todo: list[tuple[Pair, Artefact]], models: dict[Pair, Artefact], jobs: list,
@@ -38,53 +60,86 @@ def trunk_pair_maps(ctx: RunContext, todo: list[tuple[Pair, Artefact]], models: 
     if not todo:
         return []
     ev = ctx.cfg.evaluation
-    kinds = ["last", "fused"]
-    order = {p: [(i, c) for i, c, _ in jobs if c in p] for p, _ in todo}  # a pair file's rows, as the units write them
-    row = {p: {ic: r for r, ic in enumerate(ics)} for p, ics in order.items()}
-    left = {p: {c for _, c in ics} for p, ics in order.items()}  # classes whose maps a pair's file still waits for
     arts = dict(todo)
-    writers: dict[Pair, RecordWriter] = {}
+    order = {p: [(i, c) for i, c, _ in jobs if c in p] for p in arts}  # a pair file's rows, as the units write them
+    images = {c: [i for i, cc, _ in jobs if cc == c] for c in {c for _, c, _ in jobs}}
+    classes = {p: sorted({c for _, c in order[p]}) for p in arts}
+    parts = {(p, c): part_artefact(arts[p], c, images[c]) for p in arts for c in classes[p]}
+    pending = [p for p, _ in todo]
     rejected: list[tuple[Pair, Artefact]] = []
-    try:
-        for p, art in todo:
-            writers[p] = RecordWriter(art, [i for i, _ in order[p]], [c for _, c in order[p]], kinds, ev.map_size, scattered=True)
-        for p in [p for p in writers if not left[p]]:  # neither class has an image here: an empty file
-            writers.pop(p).commit()
+
+    def merge_finished() -> None:
+        """Every pending pair whose classes all have their part: merged into its file, its parts removed."""
+        for p in [p for p in pending if all(parts[(p, c)].done() for c in classes[p])]:
+            _merge(arts[p], order[p], [(c, parts[(p, c)]) for c in classes[p]], ev.map_size)
+            pending.remove(p)
             advance()
-        trunk = _TrunkPass(ctx, models[todo[0][0]])
-        skeletons: list[torch.nn.Module] = []
-        for c in sorted({c for _, c, _ in jobs}):
-            pairs = [p for p in writers if c in left[p]]
-            images = [i for i, cc, _ in jobs if cc == c]
-            for g in range(0, len(pairs), HEADS_PER_PASS):
-                group = pairs[g : g + HEADS_PER_PASS]
-                while len(skeletons) < len(group):
-                    skeletons.append(trunk.skeleton())
-                heads = []
-                for p, model in zip(group, skeletons):
-                    split = trunk.load(model, models[p])
-                    if split is None:  # another trunk: the units make this file
-                        writers.pop(p).discard()
-                        rejected.append((p, arts[p]))
-                    else:
-                        heads.append((p, model, split))
-                if heads:
-                    try:
-                        trunk.run(c, images, heads, cache, lambda p, kind, rows, maps: writers[p].put(kind, [row[p][(i, c)] for i in rows], maps))
-                    except (ValueError, RuntimeError) as e:  # a CAM error, or torch's: named by class and pair models
-                        pairs_text = ", ".join(f"{names[a]}__{names[b]}" for (a, b), _, _ in heads)
-                        raise RunError(f"maps of class {names[c]} through the shared trunk (pair models {pairs_text}): {e}") from e
-            for p in pairs:
-                if p in writers:
-                    left[p].discard(c)
-                    if not left[p]:
-                        writers.pop(p).commit()
-                        advance()
+
+    merge_finished()  # a pair with no image of its classes here (an empty file), and the parts a killed run left
+    trunk: _TrunkPass | None = None
+    skeletons: list[torch.nn.Module] = []
+    for c in sorted(images):
+        pairs = [p for p in pending if c in classes[p] and not parts[(p, c)].done()]
+        for g in range(0, len(pairs), HEADS_PER_PASS):
+            group = pairs[g : g + HEADS_PER_PASS]
+            if trunk is None:
+                trunk = _TrunkPass(ctx, models[todo[0][0]])
+            while len(skeletons) < len(group):
+                skeletons.append(trunk.skeleton())
+            heads = []
+            for p, model in zip(group, skeletons):
+                split = trunk.load(model, models[p])
+                if split is None:  # another trunk: the units make this file
+                    pending.remove(p)
+                    rejected.append((p, arts[p]))
+                else:
+                    heads.append((p, model, split))
+            if heads:
+                _class_parts(trunk, c, images[c], heads, {p: parts[(p, c)] for p, _, _ in heads}, cache, names, ev.map_size)
+        merge_finished()
+    return rejected
+
+
+def _class_parts(trunk: "_TrunkPass", c: int, images: list[int], heads: list[tuple[Pair, torch.nn.Module, FrozenSplit]],
+                 parts: dict[Pair, Artefact], cache: ImageCache, names: Sequence[str], map_size: int) -> None:
+    """Class ``c``'s maps on ``images`` from every head, each pair's written to its part file (committed together at
+    the end of the pass, discarded on an error)."""
+    writers: dict[Pair, RecordWriter] = {}
+    try:
+        for p, _, _ in heads:
+            writers[p] = RecordWriter(parts[p], images, [c] * len(images), KINDS, map_size)
+        trunk.run(c, images, heads, cache, lambda p, kind, rows, maps: writers[p](kind, maps))
+    except (ValueError, RuntimeError) as e:  # a CAM error, or torch's: named by class and pair models
+        for w in writers.values():
+            w.discard()
+        pairs_text = ", ".join(f"{names[a]}__{names[b]}" for (a, b), _, _ in heads)
+        raise RunError(f"maps of class {names[c]} through the shared trunk (pair models {pairs_text}): {e}") from e
     except BaseException:
         for w in writers.values():
             w.discard()
         raise
-    return rejected
+    for w in writers.values():
+        w.commit()
+
+
+def _merge(art: Artefact, order: list[tuple[int, int]], parts: list[tuple[int, Artefact]], map_size: int) -> None:
+    """The pair file ``art`` (rows in ``order``, as the units write them) from its classes' parts, which are then
+    removed."""
+    row = {ic: r for r, ic in enumerate(order)}
+    writer = RecordWriter(art, [i for i, _ in order], [c for _, c in order], KINDS, map_size, scattered=True)
+    try:
+        for c, part in parts:
+            f = RecordFile(part.path)
+            at = [row[(int(i), c)] for i in f.image]
+            for kind in KINDS:
+                writer.put(kind, at, f.rows(kind))
+    except BaseException:
+        writer.discard()
+        raise
+    writer.commit()
+    for _, part in parts:
+        part.path.unlink(missing_ok=True)
+        part.meta_path.unlink(missing_ok=True)
 
 
 class _TrunkPass:

@@ -16,7 +16,7 @@ from repcam.pipeline.executor import ExecutorError, Unit
 from repcam.pipeline.grid import Grid, GridRider
 from repcam.pipeline.grid_pairs import PairGrid
 from repcam.pipeline.maps import MapSet, extract_sets
-from repcam.pipeline.trunk_maps import trunk_pair_maps
+from repcam.pipeline.trunk_maps import clear_parts, trunk_pair_maps
 from repcam.pipeline.units import MapExtraction, extract_maps
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordWriter
@@ -136,6 +136,7 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
                 adv()
         except ExecutorError as e:
             raise RunError(str(e)) from e
+        clear_parts({art.path.parent for art in pair_arts.values()})  # every pair file is complete: parts are orphans
 
     maps = SplitMaps(ds, cache, jobs, maps_key, mc_art, contrast_arts, pair_arts, grid, pair_grid, mc_tta, contrast_tta)
     _grid_maps(ctx, split, maps, mc_model, models)
