@@ -173,11 +173,11 @@ def test_a_kill_in_the_shared_pass_keeps_finished_classes_and_the_rerun_passes_o
     real = trunk_maps._TrunkPass.run
     passed = []
 
-    def killed_at_the_second_class(self, c, images, heads, cache, put):
+    def killed_at_the_second_class(self, c, images, heads, weightings, cache, put):
         if passed:
             raise KeyboardInterrupt
         passed.append((c, sorted(p for p, _, _ in heads)))
-        return real(self, c, images, heads, cache, put)
+        return real(self, c, images, heads, weightings, cache, put)
 
     monkeypatch.setattr(trunk_maps._TrunkPass, "run", killed_at_the_second_class)
     with pytest.raises(KeyboardInterrupt):
@@ -190,7 +190,7 @@ def test_a_kill_in_the_shared_pass_keeps_finished_classes_and_the_rerun_passes_o
 
     rerun = []
     monkeypatch.setattr(trunk_maps._TrunkPass, "run",
-                        lambda self, c, images, heads, cache, put: (rerun.append(c), real(self, c, images, heads, cache, put))[1])
+                        lambda self, c, images, heads, *rest: (rerun.append(c), real(self, c, images, heads, *rest))[1])
     Run(frozen_tiny_config(), run_dir, show_progress=False).run()
     assert rerun and first not in rerun  # the kept class was not passed again
     assert not (val / trunk_maps.PARTS).exists()  # merged and removed
@@ -211,3 +211,43 @@ def test_a_part_of_other_images_or_another_file_is_not_merged(tmp_path):
     others = [part_artefact(art, 1, [1, 2, 3]), part_artefact(art, 0, [1, 2]), part_artefact(art, 0, [2, 1, 3]),
               part_artefact(Artefact(tmp_path / "a__b.npz", "k2"), 0, [1, 2, 3])]
     assert len({base.key, *(o.key for o in others)}) == 5
+
+
+def test_the_grids_pair_files_share_the_ablation_files_backward_in_the_trunk_pass(frozen_run, tmp_path, monkeypatch):
+    """With the grid's pairs source, a pair model's grid file comes from the trunk pass's backward, with its ablation
+    file, not from a whole pass of its own: its [gradcam, paper] and [gradcam, last] maps are the ablation file's
+    fused and last maps bit for bit. A resume that adds the grid makes only the grid files, the same ones."""
+    import repcam.pipeline.grid_pairs as grid_pairs
+    from repcam.pipeline.run import Run
+    from tiny_run import frozen_tiny_config
+
+    monkeypatch.setattr(grid_pairs, "extract_grid", lambda *a, **k: pytest.fail("a pair grid file took a pass of its own"))
+    cfg = frozen_tiny_config(evaluation__grid={"sources": ["pairs"], "weightings": ["gradcam", "layercam"], "fusions": ["last", "paper"]})
+    fresh = shutil.copytree(frozen_run, tmp_path / "fresh")
+    shutil.rmtree(fresh / "maps")
+    shutil.rmtree(fresh / "results")
+    Run(cfg, fresh, show_progress=False).run()
+    added = shutil.copytree(frozen_run, tmp_path / "added")  # the finished run, resumed with the grid added
+    stamps = {f.name: (added / "maps" / "val" / f.name).stat().st_mtime_ns for f in _pair_files(frozen_run)}
+    Run(cfg, added, show_progress=False).run()
+    for f in _pair_files(frozen_run):
+        assert (added / "maps" / "val" / f.name).stat().st_mtime_ns == stamps[f.name]  # not made again
+        _same_maps(f, fresh / "maps" / "val" / f.name)  # the ablation's files as without the grid
+        ablation = RecordFile(f)
+        for run_dir in (fresh, added):
+            grid = RecordFile(run_dir / "maps" / "val" / f"grid__pair__{f.name}")
+            assert sorted(grid.kinds) == ["gradcam__last", "gradcam__paper", "layercam__last", "layercam__paper"]
+            assert np.array_equal(grid.image, ablation.image) and np.array_equal(grid.cls, ablation.cls)
+            assert np.array_equal(grid.rows("gradcam__paper"), ablation.rows("fused"))
+            assert np.array_equal(grid.rows("gradcam__last"), ablation.rows("last"))
+            assert not (run_dir / "maps" / "val" / ".parts").exists()
+    rows = {r["method"]: r for r in _read(fresh / "results" / "val" / "grid.json")["rows"]}
+    ablation_rows = {r["method"]: r for r in _read(fresh / "results" / "val" / "ablation.json")["rows"]}
+    assert rows["pairs Random [gradcam, paper]"]["miou"] == pytest.approx(ablation_rows["Random+A+F"]["miou"], abs=0.005)
+    assert rows == {r["method"]: r for r in _read(added / "results" / "val" / "grid.json")["rows"]}
+
+
+def _read(path):
+    from repcam.store.storage import read_json
+
+    return read_json(path)

@@ -26,7 +26,8 @@ from torch import nn
 
 from repcam.engine.fusion import fuse_classes
 from repcam.models.train import ImageCache
-from repcam.pipeline.grid import extract_grid, row_name
+from repcam.pipeline.grid import cell_maps, extract_grid, row_name
+from repcam.pipeline.trunk_maps import PairOutput
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordFile, RecordWriter, record_rows
 from repcam.store.rundir import ClassFiles
@@ -91,12 +92,20 @@ class PairGrid:
                                                                "fusion": f, "family": f"pairs [{w}]"}
         return g
 
-    def _complete(self, art: Artefact) -> bool:
+    def complete(self, art: Artefact) -> bool:
+        """Whether the file ``art`` is stored, current, and holds every kind of the grid."""
         return art.done() and set(self.kinds) <= set(RecordFile(art.path).kinds)
+
+    def output(self, art: Artefact) -> PairOutput:
+        """The pair file ``art`` as a file of the shared trunk pass (:mod:`repcam.pipeline.trunk_maps`): there it
+        shares its pair model's backward with the ablation's pair file, instead of a whole pass of its own."""
+        return PairOutput(art, tuple(self.kinds), tuple(self.weightings),
+                          lambda maps: {kind_name(w, f): m for (w, f), m in cell_maps(maps, self.fusions).items()},
+                          {"source": "pairs", "weightings": self.weightings, "fusions": self.fusions})
 
     def todo(self) -> int:
         """How many of the pair and fused files are not complete yet (missing, stale, or lacking a kind)."""
-        return sum(not self._complete(a) for a in [*self.pair_arts.values(), *self.fused_arts.values()])
+        return sum(not self.complete(a) for a in [*self.pair_arts.values(), *self.fused_arts.values()])
 
     def extract(self, load_model: Callable[[Pair], nn.Module], cache: ImageCache, pre: Any, jobs: Sequence[tuple[int, int, Any]],
                 device: torch.device, map_size: int, batch_size: int, amp: bool = False,
@@ -104,7 +113,9 @@ class PairGrid:
         """Every pair grid file not already complete, then every fused file (each written atomically when done)."""
         t0 = time.perf_counter()
         for (a, b), art in self.pair_arts.items():
-            if self._complete(art):
+            if self.complete(art):  # stored, or made in the shared trunk pass
+                if progress:
+                    progress()
                 continue
             pj = [(i, c, 0 if c == a else 1) for i, c, _ in jobs if c in (a, b)]
             writer = RecordWriter(art, [j[0] for j in pj], [j[1] for j in pj], self.kinds, map_size)
@@ -119,7 +130,7 @@ class PairGrid:
             if progress:
                 progress()
         for name, art in self.fused_arts.items():
-            if not self._complete(art):
+            if not self.complete(art):
                 self._fuse(name, art, jobs, map_size)
             if progress:
                 progress()

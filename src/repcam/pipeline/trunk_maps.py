@@ -5,7 +5,10 @@ forward pass is the same for every pair model of that class. Per class, each bat
 and then, per pair model of the class, the model's own rest and one backward
 (:class:`~repcam.engine.shared_trunk.SharedTrunkGradCAM`), instead of a whole forward pass per pair model.
 
-A pair file holds the maps of both its classes, and the classes are passed one after the other, so each class's
+A pair model's maps go to its ablation file (``last`` and ``fused``) and, with the evaluation grid's ``pairs``
+source, to its grid file (every weighting x layer fusion): both from the same backward per batch
+(:class:`PairOutput`), where the grid's file used to take a whole pass of its own. A pair file holds the maps of
+both its classes, and the classes are passed one after the other, so each class's
 maps of a pair go first to a part file of their own (``.parts/<pair>.class<c>.npz``, an artefact keyed by the pair
 file's key, the class and its images), committed as soon as that class's pass ends. Once every class of a pair has
 its part, the parts are merged into the pair file, row for row the file the per-model units write, and removed. A
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -33,9 +37,28 @@ from repcam.store.storage import Artefact, config_key
 
 HEADS_PER_PASS = 12  # pair models loaded at a time: bounds memory for data sets with many classes (one trunk pass each)
 PARTS = ".parts"  # per folder of pair files: the per-class parts of the files not yet merged
-KINDS = ["last", "fused"]
 
 Pair = tuple[int, int]
+LayerMaps = dict[str, torch.Tensor]  # weighting -> (B, L, H, W) per-layer maps of one batch
+
+
+@dataclass(frozen=True)
+class PairOutput:
+    """One file a pair model's maps go to: its artefact, its map kinds, the weightings they need, and ``cells``, which
+    makes every kind's (B, H, W) maps of a batch from its per-layer maps (``info`` goes into the file's sidecar)."""
+
+    art: Artefact
+    kinds: tuple[str, ...]
+    weightings: tuple[str, ...]
+    cells: Callable[[LayerMaps], dict[str, torch.Tensor]]
+    info: dict = field(default_factory=dict)
+
+
+def ablation_output(art: Artefact, fusion: str = "paper") -> PairOutput:
+    """The ablation's pair file: its Grad-CAM map at the last stage (``last``, the +F rows) and fused over the stages
+    (``fused``, the +A+F rows)."""
+    return PairOutput(art, ("last", "fused"), ("gradcam",),
+                      lambda maps: {"last": maps["gradcam"][:, -1], "fused": fuse_layers(maps["gradcam"], fusion)})
 
 
 def part_artefact(art: Artefact, c: int, images: Sequence[int]) -> Artefact:
@@ -52,63 +75,79 @@ def clear_parts(folders: Iterable[Path]) -> None:
         shutil.rmtree(Path(folder) / PARTS, ignore_errors=True)
 
 
-def trunk_pair_maps(ctx: RunContext, todo: list[tuple[Pair, Artefact]], models: dict[Pair, Artefact], jobs: list,
-                    cache: ImageCache, names: Sequence[str], advance: Callable[[], None]) -> list[tuple[Pair, Artefact]]:
-    """Write the ``last`` and ``fused`` maps of every pair in ``todo`` (pair -> map artefact) whose model shares the
-    trunk of the first one, calling ``advance()`` per committed file; returns the pairs left to the per-model units.
-    ``jobs`` = the split's (image, class, target) jobs, as for the units; ``names`` its class names (for errors)."""
-    if not todo:
+def trunk_pair_maps(ctx: RunContext, outputs: dict[Pair, list[PairOutput]], models: dict[Pair, Artefact], jobs: list,
+                    cache: ImageCache, names: Sequence[str], committed: Callable[[Artefact], None]) -> list[Pair]:
+    """Write every file of ``outputs`` (pair -> the files its model's maps go to) whose pair model shares the trunk of
+    the first one, calling ``committed(art)`` per file written; returns the pairs whose model has another trunk
+    (their files are left to the per-model passes). ``jobs`` = the split's (image, class, target) jobs, as for the
+    units; ``names`` its class names (for errors). Every file of a pair comes from the same backward per batch."""
+    if not outputs:
         return []
     ev = ctx.cfg.evaluation
-    arts = dict(todo)
-    order = {p: [(i, c) for i, c, _ in jobs if c in p] for p in arts}  # a pair file's rows, as the units write them
+    order = {p: [(i, c) for i, c, _ in jobs if c in p] for p in outputs}  # a pair file's rows, as the units write them
     images = {c: [i for i, cc, _ in jobs if cc == c] for c in {c for _, c, _ in jobs}}
-    classes = {p: sorted({c for _, c in order[p]}) for p in arts}
-    parts = {(p, c): part_artefact(arts[p], c, images[c]) for p in arts for c in classes[p]}
-    pending = [p for p, _ in todo]
-    rejected: list[tuple[Pair, Artefact]] = []
+    classes = {p: sorted({c for _, c in order[p]}) for p in outputs}
+    parts = {(p, k, c): part_artefact(out.art, c, images[c]) for p, outs in outputs.items() for k, out in enumerate(outs)
+             for c in classes[p]}
+    pending = [(p, k) for p, outs in outputs.items() for k in range(len(outs))]
+    weightings = list(dict.fromkeys(w for outs in outputs.values() for out in outs for w in out.weightings))
+    rejected: list[Pair] = []
 
     def merge_finished() -> None:
-        """Every pending pair whose classes all have their part: merged into its file, its parts removed."""
-        for p in [p for p in pending if all(parts[(p, c)].done() for c in classes[p])]:
-            _merge(arts[p], order[p], [(c, parts[(p, c)]) for c in classes[p]], ev.map_size)
-            pending.remove(p)
-            advance()
+        """Every pending file whose classes all have their part: merged, its parts removed."""
+        for p, k in [pk for pk in pending if all(parts[(*pk, c)].done() for c in classes[pk[0]])]:
+            out = outputs[p][k]
+            _merge(out, order[p], [(c, parts[(p, k, c)]) for c in classes[p]], ev.map_size)
+            pending.remove((p, k))
+            committed(out.art)
 
     merge_finished()  # a pair with no image of its classes here (an empty file), and the parts a killed run left
     trunk: _TrunkPass | None = None
     skeletons: list[torch.nn.Module] = []
     for c in sorted(images):
-        pairs = [p for p in pending if c in classes[p] and not parts[(p, c)].done()]
+        need: dict[Pair, list[int]] = {}  # pair -> its files still without class c's part
+        for p, k in pending:
+            if c in classes[p] and not parts[(p, k, c)].done():
+                need.setdefault(p, []).append(k)
+        pairs = list(need)
         for g in range(0, len(pairs), HEADS_PER_PASS):
             group = pairs[g : g + HEADS_PER_PASS]
             if trunk is None:
-                trunk = _TrunkPass(ctx, models[todo[0][0]])
+                trunk = _TrunkPass(ctx, models[next(iter(outputs))])
             while len(skeletons) < len(group):
                 skeletons.append(trunk.skeleton())
             heads = []
             for p, model in zip(group, skeletons):
                 split = trunk.load(model, models[p])
-                if split is None:  # another trunk: the units make this file
-                    pending.remove(p)
-                    rejected.append((p, arts[p]))
+                if split is None:  # another trunk: the per-model passes make its files
+                    pending[:] = [pk for pk in pending if pk[0] != p]
+                    rejected.append(p)
                 else:
                     heads.append((p, model, split))
             if heads:
-                _class_parts(trunk, c, images[c], heads, {p: parts[(p, c)] for p, _, _ in heads}, cache, names, ev.map_size)
+                files = {(p, k): (outputs[p][k], parts[(p, k, c)]) for p, _, _ in heads for k in need[p]}
+                _class_parts(trunk, c, images[c], heads, files, weightings, cache, names, ev.map_size)
         merge_finished()
     return rejected
 
 
 def _class_parts(trunk: "_TrunkPass", c: int, images: list[int], heads: list[tuple[Pair, torch.nn.Module, FrozenSplit]],
-                 parts: dict[Pair, Artefact], cache: ImageCache, names: Sequence[str], map_size: int) -> None:
-    """Class ``c``'s maps on ``images`` from every head, each pair's written to its part file (committed together at
-    the end of the pass, discarded on an error)."""
-    writers: dict[Pair, RecordWriter] = {}
+                 files: dict[tuple[Pair, int], tuple[PairOutput, Artefact]], weightings: list[str], cache: ImageCache,
+                 names: Sequence[str], map_size: int) -> None:
+    """Class ``c``'s maps on ``images`` from every head, each file's written to its part (``files``: (pair, file) ->
+    (output, part)), all committed at the end of the pass and discarded on an error."""
+    writers: dict[tuple[Pair, int], RecordWriter] = {}
+
+    def put(p: Pair, maps: LayerMaps) -> None:
+        for (q, k), w in writers.items():
+            if q == p:
+                for kind, m in files[(q, k)][0].cells(maps).items():
+                    w(kind, shrink_maps(m, map_size))
+
     try:
-        for p, _, _ in heads:
-            writers[p] = RecordWriter(parts[p], images, [c] * len(images), KINDS, map_size)
-        trunk.run(c, images, heads, cache, lambda p, kind, rows, maps: writers[p](kind, maps))
+        for pk, (out, part) in files.items():
+            writers[pk] = RecordWriter(part, images, [c] * len(images), out.kinds, map_size)
+        trunk.run(c, images, heads, weightings, cache, put)
     except (ValueError, RuntimeError) as e:  # a CAM error, or torch's: named by class and pair models
         for w in writers.values():
             w.discard()
@@ -122,21 +161,21 @@ def _class_parts(trunk: "_TrunkPass", c: int, images: list[int], heads: list[tup
         w.commit()
 
 
-def _merge(art: Artefact, order: list[tuple[int, int]], parts: list[tuple[int, Artefact]], map_size: int) -> None:
-    """The pair file ``art`` (rows in ``order``, as the units write them) from its classes' parts, which are then
+def _merge(out: PairOutput, order: list[tuple[int, int]], parts: list[tuple[int, Artefact]], map_size: int) -> None:
+    """The file of ``out`` (rows in ``order``, as the units write them) from its classes' parts, which are then
     removed."""
     row = {ic: r for r, ic in enumerate(order)}
-    writer = RecordWriter(art, [i for i, _ in order], [c for _, c in order], KINDS, map_size, scattered=True)
+    writer = RecordWriter(out.art, [i for i, _ in order], [c for _, c in order], out.kinds, map_size, scattered=True)
     try:
         for c, part in parts:
             f = RecordFile(part.path)
             at = [row[(int(i), c)] for i in f.image]
-            for kind in KINDS:
+            for kind in out.kinds:
                 writer.put(kind, at, f.rows(kind))
     except BaseException:
         writer.discard()
         raise
-    writer.commit()
+    writer.commit(**out.info)
     for _, part in parts:
         part.path.unlink(missing_ok=True)
         part.meta_path.unlink(missing_ok=True)
@@ -166,20 +205,15 @@ class _TrunkPass:
         split = self.split.like(model)
         return split if self.split.same_trunk(split) else None
 
-    def run(self, c: int, images: list[int], heads: list[tuple[Pair, torch.nn.Module, FrozenSplit]], cache: ImageCache,
-            put: Callable[[Pair, str, list[int], object], None]) -> None:
-        """The maps of class ``c`` on ``images`` from every head, one trunk forward per batch: ``put(pair, kind, images,
-        maps)``."""
+    def run(self, c: int, images: list[int], heads: list[tuple[Pair, torch.nn.Module, FrozenSplit]], weightings: list[str],
+            cache: ImageCache, put: Callable[[Pair, LayerMaps], None]) -> None:
+        """The per-layer maps under ``weightings`` of class ``c`` on ``images`` from every head, one trunk forward per
+        batch: ``put(pair, {weighting: (B, L, H, W)})`` per head and batch, in image order."""
         ev = self.ctx.cfg.evaluation
         for b in range(0, len(images), ev.batch_size):
             chunk = images[b : b + ev.batch_size]
             x = self.ctx.preprocess.normalize(cache.stack(chunk).to(self.ctx.device))
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-
-            def emit(k: int, maps: dict[str, torch.Tensor]) -> None:
-                p = heads[k][0]
-                put(p, "last", chunk, shrink_maps(maps["gradcam"][:, -1], ev.map_size))
-                put(p, "fused", chunk, shrink_maps(fuse_layers(maps["gradcam"], self.cam.fusion), ev.map_size))
-
-            self.cam.layer_maps_heads(x, [Head(m, s.rest, [p.index(c)] * len(chunk)) for p, m, s in heads], ["gradcam"], emit)
+            self.cam.layer_maps_heads(x, [Head(m, s.rest, [p.index(c)] * len(chunk)) for p, m, s in heads], weightings,
+                                      lambda k, maps: put(heads[k][0], maps))

@@ -16,7 +16,7 @@ from repcam.pipeline.executor import ExecutorError, Unit
 from repcam.pipeline.grid import Grid, GridRider
 from repcam.pipeline.grid_pairs import PairGrid
 from repcam.pipeline.maps import MapSet, extract_sets
-from repcam.pipeline.trunk_maps import clear_parts, trunk_pair_maps
+from repcam.pipeline.trunk_maps import ablation_output, clear_parts, trunk_pair_maps
 from repcam.pipeline.units import MapExtraction, extract_maps
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordWriter
@@ -120,10 +120,18 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
                 stream_maps(ctx, mc_model, cache, jobs, [(art, ["last", "fused"], contrast_targets(sel_name))], aug)
                 adv()
 
-        if todo and ctx.cfg.pairs.freeze_until is not None and ctx.executor.kind == "inprocess":
-            # Pair models on a frozen trunk share its forward pass (repcam.pipeline.trunk_maps); the files it leaves
-            # (a model whose trunk differs) and the other executors' go through the per-model units.
-            todo = trunk_pair_maps(ctx, todo, models, jobs, cache, names, adv)
+        if ctx.cfg.pairs.freeze_until is not None and ctx.executor.kind == "inprocess":
+            # Pair models on a frozen trunk share its forward pass (repcam.pipeline.trunk_maps), and a pair model's
+            # file of the grid's pairs source shares its ablation file's backward. The files it leaves (a model whose
+            # trunk differs) and the other executors' go through the per-model units (and PairGrid.extract).
+            outputs = {p: [ablation_output(art)] for p, art in todo}
+            if pair_grid is not None:
+                for p, art in pair_grid.pair_arts.items():
+                    if not pair_grid.complete(art):
+                        outputs.setdefault(p, []).append(pair_grid.output(art))
+            ablation = {art.path for _, art in todo}
+            rejected = trunk_pair_maps(ctx, outputs, models, jobs, cache, names, lambda art: adv() if art.path in ablation else None)
+            todo = [(p, a) for p, a in todo if p in rejected]
 
         def units() -> Iterator[Unit]:  # built lazily: only the units in flight hold their images and weights
             for (a, b), art in todo:
@@ -136,7 +144,7 @@ def compute_maps(ctx: RunContext, split: str, mc_model, mc_path: str, models: di
                 adv()
         except ExecutorError as e:
             raise RunError(str(e)) from e
-        clear_parts({art.path.parent for art in pair_arts.values()})  # every pair file is complete: parts are orphans
+        clear_parts({art.path.parent for art in [*pair_arts.values(), *(pair_grid.pair_arts.values() if pair_grid else [])]})  # every pair file is complete: parts are orphans
 
     maps = SplitMaps(ds, cache, jobs, maps_key, mc_art, contrast_arts, pair_arts, grid, pair_grid, mc_tta, contrast_tta)
     _grid_maps(ctx, split, maps, mc_model, models)
