@@ -147,6 +147,21 @@ def test_irn_sweep_equals_one_label_map_per_threshold():
         assert np.array_equal(sweep.accs[float(t)].matrix, want[float(t)]), t
 
 
+def test_irn_sweep_ignores_a_class_beyond_the_data_set_where_the_mask_is_ignored():
+    # a class index the data set lacks is an error only where it wins a scored pixel, as ConfusionAccumulator says
+    sweep = IRNSweep(2, DEFAULT_SWEEP)
+    mask = np.full((4, 4), IGNORE_INDEX, np.uint8)
+    mask[:, :2] = 0
+    cam = np.zeros((4, 4), np.float32)
+    cam[:, 2:] = 1.0  # class 4 wins only the ignored half
+    sweep.add({4: cam}, mask)
+    want = ConfusionAccumulator(2)
+    want.add(np.where(mask == IGNORE_INDEX, 5, 0).astype(np.uint8), mask)  # the scored half: background, predicted so
+    assert np.array_equal(sweep.accs[0.15].matrix, want.matrix) and want.matrix[0, 0] == 8
+    with pytest.raises(ValueError, match="labels must lie in"):
+        sweep.add({4: cam}, np.zeros((4, 4), np.uint8))
+
+
 def test_irn_sweep_rejects_labels_outside_the_classes():
     sweep = IRNSweep(2, DEFAULT_SWEEP)
     mask = np.zeros((8, 8), np.uint8)

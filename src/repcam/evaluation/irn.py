@@ -126,9 +126,11 @@ class IRNSweep:
         # class label at a pixel where some threshold lets the class win.
         if self.accs and (h[:, n:].any() or h[1:, :, n:].any()):
             raise ValueError(f"labels must lie in [0, {n}) outside ignore pixels")
-        h = h[:, :n, :n]
-        above = np.cumsum(h[::-1], axis=0)[::-1]  # [k]: pixels in buckets >= k
-        total = above[0].sum(axis=1)  # per mask label
+        h = h[:, :n]  # the scored pixels
+        # Per mask label, every pixel whatever its prediction: a class label beyond the classes that never wins (an
+        # error where it does, above) is background at every threshold, as ConfusionAccumulator counts it.
+        total = h.sum(axis=(0, 2))
+        above = np.cumsum(h[::-1, :, :n], axis=0)[::-1]  # [k]: pixels in buckets >= k
         out = []
         for j in self._slot.tolist():
             conf = above[j + 1].copy()  # the pixels above threshold j keep their class label...
