@@ -148,14 +148,12 @@ def _class_parts(trunk: "_TrunkPass", c: int, images: list[int], heads: list[tup
         for pk, (out, part) in files.items():
             writers[pk] = RecordWriter(part, images, [c] * len(images), out.kinds, map_size)
         trunk.run(c, images, heads, weightings, cache, put)
-    except (ValueError, RuntimeError) as e:  # a CAM error, or torch's: named by class and pair models
+    except BaseException as e:
         for w in writers.values():
             w.discard()
-        pairs_text = ", ".join(f"{names[a]}__{names[b]}" for (a, b), _, _ in heads)
-        raise RunError(f"maps of class {names[c]} through the shared trunk (pair models {pairs_text}): {e}") from e
-    except BaseException:
-        for w in writers.values():
-            w.discard()
+        if isinstance(e, (ValueError, RuntimeError)):  # a CAM error, or torch's: named by class and pair models
+            pairs_text = ", ".join(f"{names[a]}__{names[b]}" for (a, b), _, _ in heads)
+            raise RunError(f"maps of class {names[c]} through the shared trunk (pair models {pairs_text}): {e}") from e
         raise
     for w in writers.values():
         w.commit()
