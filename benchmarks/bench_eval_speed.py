@@ -7,8 +7,7 @@ revision, extracted with ``git archive`` into a temporary folder), the candidate
 in its own subprocess, alternating, ``--reps`` times, and the medians are compared. Both must give the same summary
 rows (every number equal or within 1e-12) or the benchmark fails.
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/bench_eval_speed.py --baseline 44d90d4 --reps 5 \
-        --out benchmarks/results/eval_speed.md
+    python benchmarks/bench_eval_speed.py --baseline 44d90d4 --reps 5 --threads 2 --out benchmarks/results/eval_speed.md
 """
 
 from __future__ import annotations
@@ -95,9 +94,14 @@ def run_once(args: argparse.Namespace) -> dict:
     def pair_records(c):
         return {(b if a == c else a): r for (a, b), r in pairs.items() if c in (a, b)}
 
+    import inspect
+
+    # The code under test counts pixels on ``--threads`` workers where it can (evaluate_split(workers=...), issue 28);
+    # older code runs on one thread whatever torch is given.
+    extra = {"workers": args.threads} if "workers" in inspect.signature(evaluate_split).parameters else {}
     t0 = time.perf_counter()
     result = evaluate_split(ds, mc, pair_records, selections, 0.15, "whole", topk=range(1, 3),
-                            variants=["max", "geomean", "with-gradcam"])
+                            variants=["max", "geomean", "with-gradcam"], **extra)
     t1 = time.perf_counter()
     rows = summarize(result, n_boot=args.n_boot, seed=0)
     t2 = time.perf_counter()
@@ -138,8 +142,8 @@ def _extract(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def _side(src: Path, argv: list[str]) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def _side(src: Path, argv: list[str], threads: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     out = subprocess.run([sys.executable, __file__, "--worker", *argv], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -154,24 +158,25 @@ def main() -> None:
     p.add_argument("--map-size", type=int, default=64)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each side, and the new side's scoring workers")
     p.add_argument("--out", type=Path, help="write the result table (Markdown) here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(args.threads)
         print(json.dumps(run_once(args)))
         return
     argv = ["--images", str(args.images), "--classes", str(args.classes), "--mask", *map(str, args.mask),
-            "--map-size", str(args.map_size), "--n-boot", str(args.n_boot), "--seed", str(args.seed)]
+            "--map-size", str(args.map_size), "--n-boot", str(args.n_boot), "--seed", str(args.seed), "--threads", str(args.threads)]
     with tempfile.TemporaryDirectory() as tmp:
         old_src, new_src = _extract(args.baseline, Path(tmp)), ROOT / "src"
         times: dict[str, list[dict]] = {"old": [], "new": []}
         outs = {}
         for r in range(args.reps):
             for name, src in (("old", old_src), ("new", new_src)) if r % 2 == 0 else (("new", new_src), ("old", old_src)):
-                res = _side(src, argv)
+                res = _side(src, argv, args.threads)
                 outs[name] = res
                 times[name].append({k: res[k] for k in ("evaluate_s", "summarize_s")})
                 print(f"rep {r} {name}: evaluate {res['evaluate_s']:.2f} s, summarize {res['summarize_s']:.2f} s", flush=True)
@@ -182,13 +187,14 @@ def main() -> None:
     lines = [
         "# Evaluation speed: old vs new (issue 28)",
         "",
-        f"Command: `OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/bench_eval_speed.py --baseline {args.baseline} "
+        f"Command: `python benchmarks/bench_eval_speed.py --baseline {args.baseline} "
         f"--reps {args.reps} --images {args.images} --classes {args.classes} --mask {args.mask[0]} {args.mask[1]} "
-        f"--map-size {args.map_size} --n-boot {args.n_boot}`",
+        f"--map-size {args.map_size} --n-boot {args.n_boot} --threads {args.threads}`",
         "",
-        f"One thread per side; old and new run alternately in fresh subprocesses, {args.reps} repetitions each, medians. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, shared and loaded "
-        "(other jobs running), so the ratio is the number to read, the seconds only context.",
+        f"{args.threads} torch thread(s) per side (OMP_NUM_THREADS too), and {args.threads} scoring worker(s) on the side "
+        f"whose evaluate_split takes them; old and new run alternately in fresh subprocesses, {args.reps} repetitions "
+        f"each, medians. Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; the ratio "
+        "is the number to read, the seconds only context.",
         "",
         f"Inputs: {args.images} images, {args.classes} classes, masks {args.mask[0]}x{args.mask[1]}, stored maps "
         f"{args.map_size}x{args.map_size} float16, every multi-class kind, all pair models, one selection with "

@@ -136,12 +136,16 @@ def make_fake_run(root: Path) -> Path:
         return {(b if a == c else a): r for (a, b), r in pair_maps.items() if c in (a, b)}
 
     result = evaluate_split(ds, mc, pair_records, selections, 0.15, "whole", topk=(1,))
-    # Chunked evaluation (memory bound) gives exactly the same accumulators, with and without Top-k's extra pass.
+    # Chunked evaluation (memory bound) and evaluation on two scoring threads give exactly the same accumulators,
+    # record order included, with and without Top-k's extra pass.
     for topk in ((1,), ()):
-        small = evaluate_split(ds, mc, pair_records, selections, 0.15, "whole", topk=topk, chunk_size=1)
         whole = result if topk else evaluate_split(ds, mc, pair_records, selections, 0.15, "whole", topk=topk)
-        assert {k: v.state_dict() for k, v in small.accs.items()} == {k: v.state_dict() for k, v in whole.accs.items()}
-        assert small.irn == whole.irn and np.array_equal(small.pairwise, whole.pairwise, equal_nan=True)
+        small = evaluate_split(ds, mc, pair_records, selections, 0.15, "whole", topk=topk, chunk_size=1)
+        threaded = evaluate_split(ds, mc, pair_records, selections, 0.15, "whole", topk=topk, workers=2)
+        for other in (small, threaded):
+            assert {k: v.state_dict() for k, v in other.accs.items()} == {k: v.state_dict() for k, v in whole.accs.items()}
+            assert other.irn == whole.irn and np.array_equal(other.pairwise, whole.pairwise, equal_nan=True)
+            assert list(other.accs) == list(whole.accs) and other.topk == whole.topk
     rows = summarize(result, n_boot=50, seed=0)
     notes = [f"a note about {EVIL} & friends"]
     res = run / "results" / "val"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -11,6 +12,7 @@ from repcam.data.base import SegDataset
 from repcam.evaluation.bootstrap import paired_bootstrap
 from repcam.evaluation.irn import IRNSweep
 from repcam.evaluation.metrics import DEFAULT_SWEEP, ClassMask, IoUAccumulator
+from repcam.evaluation.pool import OrderedPool
 from repcam.method.methods import MAP_KINDS, TRAINED_BASELINES, Method
 from repcam.method.representative import fuse_stored
 from repcam.method.selection import Selection, topk_select
@@ -153,6 +155,7 @@ def evaluate_split(
     on_map: Callable[[str, int, int, np.ndarray], None] | None = None,
     stored: StoredRows | None = None,
     scoring_key: str | None = None,
+    workers: int = 1,
 ) -> SplitResult:
     """Evaluate every method class by class, in chunks of ``chunk_size`` images, so memory does not grow with the data.
 
@@ -165,6 +168,9 @@ def evaluate_split(
     Rows are scored in groups that share their map files (:func:`row_group_keys`, keyed under ``scoring_key``): a
     group ``stored`` with the same key is taken from it instead of scored, in the place a fresh evaluation gives it,
     so the result equals a fresh one's. The pairwise table, Top-k choices and missing-partner counts are always computed.
+
+    ``workers`` threads count the maps' pixels (:class:`~repcam.evaluation.pool.OrderedPool`); the counts are added in
+    the order of a one-thread evaluation, so the result is the same for any number.
     """
     C = ds.num_classes
     topk = list(topk)
@@ -174,36 +180,39 @@ def evaluate_split(
     keys = row_group_keys(scoring_key, mc_records, partners_of, selections, topk, variants, contrast_records,
                           baseline_records, extra_records)
     reuse = {g for g, k in keys.items() if stored is not None and stored.reusable(g, k)}
-    rows = _Rows(ds, threshold, on_map, reuse)
     pairwise = np.full((C, C), np.nan)
     missing: dict[str, int] = {}
     topk_sel: dict[str, Selection] = {f"Top-{k}": {} for k in topk}
     kinds = computed_kinds(mc_records)
     class_modes = [m for m in ("max", "geomean") if m in variants]
-    for c in range(C):
-        images = sorted({int(i) for i, k in zip(mc_records["image"], mc_records["cls"]) if k == c})
-        chunks = [images[b : b + chunk_size] for b in range(0, len(images), chunk_size)]
-        partners = partners_of[c]
-        pairs = _PairScores(ds, c, partners, threshold)
-        if topk:  # Top-k needs class c's whole pairwise row before any fused map: one extra pass
-            for chunk in chunks:
-                pairs.score(chunk, {s: _by_image(r, c, ["last"], chunk)["last"] for s, r in partners.items()},
-                            {i: ClassMask(eval_mask(ds, i, protocol), c) for i in chunk})
-            pairwise[c, list(partners)] = pairs.row()
-            _select_topk(pairwise, c, topk, topk_sel)
-        for chunk in chunks:  # only one chunk of one class's maps is in memory at a time
-            maps = _chunk_maps(ds, c, chunk, protocol, mc_records, kinds, partners, contrast_records, baseline_records,
-                               extra_records, variants, reuse)
+    # Both closed even when scoring fails: the pool's threads stopped, the spool's folder removed.
+    with OrderedPool(workers) as pool, MapSpool() as spool:
+        rows = _Rows(ds, threshold, on_map, spool, reuse, pool)
+        for c in range(C):
+            images = sorted({int(i) for i, k in zip(mc_records["image"], mc_records["cls"]) if k == c})
+            chunks = [images[b : b + chunk_size] for b in range(0, len(images), chunk_size)]
+            partners = partners_of[c]
+            pairs = _PairScores(ds, c, partners, threshold, pool)
+            if topk:  # Top-k needs class c's whole pairwise row before any fused map: one extra pass
+                for chunk in chunks:
+                    pairs.score(chunk, {s: _by_image(r, c, ["last"], chunk)["last"] for s, r in partners.items()},
+                                {i: ClassMask(eval_mask(ds, i, protocol), c) for i in chunk})
+                pairwise[c, list(partners)] = pairs.row()
+                _select_topk(pairwise, c, topk, topk_sel)
+            for chunk in chunks:  # only one chunk of one class's maps is in memory at a time
+                maps = _chunk_maps(ds, c, chunk, protocol, mc_records, kinds, partners, contrast_records, baseline_records,
+                                   extra_records, variants, reuse)
+                if not topk:
+                    pairs.score(chunk, maps.last, maps.masks)
+                for i in chunk:
+                    sels = list(selections.items()) + [(n, s) for n, s in topk_sel.items() if c in s]
+                    _score_image(rows, i, c, maps, sels, missing, variants, class_modes)
             if not topk:
-                pairs.score(chunk, maps.last, maps.masks)
-            for i in chunk:
-                _score_image(rows, i, c, maps, list(selections.items()) + [(n, s) for n, s in topk_sel.items() if c in s],
-                             missing, variants, class_modes)
-        if not topk:
-            pairwise[c, list(partners)] = pairs.row()
-        if progress:
-            progress(1)
-    scored_irn = _irn_results(ds, rows.spool, protocol)
+                pairwise[c, list(partners)] = pairs.row()
+            pool.drain()  # class c is scored: the progress bar says so
+            if progress:
+                progress(1)
+        scored_irn = _irn_results(ds, rows.spool, protocol, pool)
     accs = {n: rows.accs[n] if g not in reuse else stored.accs[n] for n, g in rows.order.items()}
     irn = {n: dict(stored.irn[n]) if g in reuse else scored_irn[n] for n, g in rows.order.items() if g in reuse or n in scored_irn}
     groups = {g: (keys.get(g), [n for n, h in rows.order.items() if h == g]) for g in dict.fromkeys(rows.order.values())}
@@ -216,12 +225,12 @@ class _Rows:
     Rows of a group in ``reuse`` are only named (in the order a fresh evaluation meets them), not scored."""
 
     def __init__(self, ds: SegDataset, threshold: float, on_map: Callable[[str, int, int, np.ndarray], None] | None,
-                 reuse: frozenset[str] | set[str] = frozenset()) -> None:
-        self.ds, self.threshold, self.on_map, self.reuse = ds, threshold, on_map, reuse
+                 spool: MapSpool, reuse: frozenset[str] | set[str], pool: OrderedPool) -> None:
+        self.ds, self.threshold, self.on_map, self.reuse, self.pool = ds, threshold, on_map, reuse, pool
         self.accs: dict[str, IoUAccumulator] = {}
         self.order: dict[str, str] = {}  # row -> its group, in the order rows are first met
-        # The IRN protocol needs every image's maps of all its classes at once: spool them to disk (flat memory).
-        self.spool = MapSpool()
+        # The IRN protocol needs every image's maps of all its classes at once: spooled to disk (flat memory).
+        self.spool = spool
 
     def scores(self, group: str, names: Sequence[str]) -> bool:
         """Name the rows of ``group`` (in order); whether their maps are to be scored (False when reused)."""
@@ -230,12 +239,13 @@ class _Rows:
         return group not in self.reuse
 
     def add(self, group: str, name: str, image: int, c: int, cam: np.ndarray, mask: ClassMask) -> None:
-        """Score one map of row ``name`` of ``group`` (image, class ``c``) against its evaluation mask."""
+        """Score one map of row ``name`` of ``group`` (image, class ``c``) against its evaluation mask (its pixels are
+        counted on the pool: ``cam`` must not change after)."""
         if not self.scores(group, [name]):
             return
         if name not in self.accs:
             self.accs[name] = IoUAccumulator(self.ds.num_classes, primary=self.threshold)
-        self.accs[name].add(self.ds.samples[image].id, c, cam, mask)
+        _submit(self.pool, self.accs[name], self.ds.samples[image].id, c, cam, mask)
         self.spool.add(name, image, c, cam)
         if self.on_map is not None:
             self.on_map(name, image, c, cam)
@@ -244,8 +254,9 @@ class _Rows:
 class _PairScores:
     """Class ``c``'s last-layer maps of each (c, s) pair model scored alone: row c of the pairwise mIoU table."""
 
-    def __init__(self, ds: SegDataset, c: int, partners: Mapping[int, MapRecords], threshold: float) -> None:
-        self.ds, self.c, self.partners = ds, c, list(partners)
+    def __init__(self, ds: SegDataset, c: int, partners: Mapping[int, MapRecords], threshold: float,
+                 pool: OrderedPool) -> None:
+        self.ds, self.c, self.partners, self.pool = ds, c, list(partners), pool
         self.acc = {s: IoUAccumulator(ds.num_classes, thresholds=(threshold,), primary=threshold) for s in partners}
 
     def score(self, chunk: list[int], last: dict, masks: dict) -> None:
@@ -253,11 +264,17 @@ class _PairScores:
         for s in self.partners:
             for i in chunk:
                 if i in last[s]:
-                    self.acc[s].add(self.ds.samples[i].id, self.c, last[s][i].astype(np.float32), masks[i])
+                    _submit(self.pool, self.acc[s], self.ds.samples[i].id, self.c, last[s][i].astype(np.float32), masks[i])
 
     def row(self) -> list[float]:
         """Class c's IoU from each partner's pair model, in partner order."""
+        self.pool.drain()
         return [self.acc[s].per_class_iou()[self.c] for s in self.partners]
+
+
+def _submit(pool: OrderedPool, acc: IoUAccumulator, image_id: str, c: int, cam: np.ndarray, mask: ClassMask) -> None:
+    """``acc.add(image_id, c, cam, mask)`` with its pixel work on ``pool``: checked now, added in submission order."""
+    pool.submit(acc.counts, cam, acc.check(image_id, c, cam, mask), then=partial(acc.add_counts, image_id, c))
 
 
 def _select_topk(pairwise: np.ndarray, c: int, topk: Iterable[int], topk_sel: dict[str, Selection]) -> None:
@@ -349,18 +366,18 @@ def _score_image(
                 rows.add(group, name, i, c, tables[kind][i].astype(np.float32), masks[i])
 
 
-def _irn_results(ds: SegDataset, spool: MapSpool, protocol: str) -> dict[str, dict[float, float]]:
-    """The IRN protocol's (C+1)-label mIoU per background threshold of every row, from the spooled maps (then closed)."""
-    try:
-        sweeps = {name: IRNSweep(ds.num_classes, DEFAULT_SWEEP) for name in spool.methods}
-        for i in spool.images():  # each mask loaded once for all methods
-            mask = eval_mask(ds, i, protocol)
-            for name, sweep in sweeps.items():
-                maps = spool.maps_of(name, i)
-                if maps:
-                    sweep.add({c: m.astype(np.float32) for c, m in maps.items()}, mask)
-    finally:
-        spool.close()
+def _irn_results(ds: SegDataset, spool: MapSpool, protocol: str, pool: OrderedPool) -> dict[str, dict[float, float]]:
+    """The IRN protocol's (C+1)-label mIoU per background threshold of every row, from the spooled maps; each image's
+    sweeps are counted on ``pool``."""
+    sweeps = {name: IRNSweep(ds.num_classes, DEFAULT_SWEEP) for name in spool.methods}
+    for i in spool.images():  # each mask loaded once for all methods
+        mask = eval_mask(ds, i, protocol)
+        for name, sweep in sweeps.items():
+            maps = spool.maps_of(name, i)
+            if maps:
+                pool.submit(sweep.confusions, {c: m.astype(np.float32) for c, m in maps.items()}, mask,
+                            then=sweep.add_confusions)
+    pool.drain()
     return {name: sweep.result() for name, sweep in sweeps.items()}
 
 

@@ -101,11 +101,20 @@ class IRNSweep:
 
     def add(self, maps: Mapping[int, np.ndarray], mask: np.ndarray) -> None:
         """Score one image: ``maps`` (class index -> map of each present class) against ``mask``, at every threshold."""
+        self.add_confusions(self.confusions(maps, mask))
+
+    def confusions(self, maps: Mapping[int, np.ndarray], mask: np.ndarray) -> list[np.ndarray]:
+        """One image's confusion matrix at every threshold (in ``self.accs`` order): the pixel work of :meth:`add`.
+        Pure, so images may be scored on several threads at once (repcam.evaluation.pool)."""
         mask = np.asarray(mask)
         check_2d(mask, "mask")
         # Maps are prepared once per image; only the background comparison depends on t.
         best, labels = _best_class(maps, mask.shape)
-        for acc, conf in zip(self.accs.values(), self._confusions(best, labels, mask)):
+        return self._confusions(best, labels, mask)
+
+    def add_confusions(self, confusions: Sequence[np.ndarray]) -> None:
+        """Add one image's :meth:`confusions` (integer counts: the order images are added in does not matter)."""
+        for acc, conf in zip(self.accs.values(), confusions):
             acc.matrix += conf
 
     def _confusions(self, best: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:

@@ -62,7 +62,10 @@ def evaluate(ctx: RunContext, split: str, mc_model, mc_path: str, models: dict[t
                                 extra_records=tta_records(m) + (grid.records() if grid is not None else [])
                                 + (m.pair_grid.records() if m.pair_grid is not None else []),
                                 on_map=None if faith is None else faith.add, stored=reusable,
-                                scoring_key=None if faith is not None else scoring_key(config, split))
+                                scoring_key=None if faith is not None else scoring_key(config, split),
+                                # the run's threads count pixels (the judge model of the faithfulness columns runs
+                                # in the calling thread, on torch's threads: then one)
+                                workers=ctx.threads if faith is None else 1)
     if result.reused:
         n = len(result.accs) - len(result.reused)
         ctx.say(f"results on {split}: {n} row{'s' * (n != 1)} scored, {len(result.reused)} reused "
