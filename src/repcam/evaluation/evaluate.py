@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -11,7 +11,7 @@ import numpy as np
 from repcam.data.base import SegDataset
 from repcam.evaluation.bootstrap import paired_bootstrap
 from repcam.evaluation.irn import IRNSweep
-from repcam.evaluation.metrics import DEFAULT_SWEEP, ClassMask, IoUAccumulator
+from repcam.evaluation.metrics import DEFAULT_SWEEP, ClassMask, IoUAccumulator, RecordCounts, prepare_map
 from repcam.evaluation.pool import OrderedPool
 from repcam.method.methods import MAP_KINDS, TRAINED_BASELINES, Method
 from repcam.method.representative import fuse_stored
@@ -187,7 +187,7 @@ def evaluate_split(
     class_modes = [m for m in ("max", "geomean") if m in variants]
     # Both closed even when scoring fails: the pool's threads stopped, the spool's folder removed.
     with OrderedPool(workers) as pool, MapSpool() as spool:
-        rows = _Rows(ds, threshold, on_map, spool, reuse, pool)
+        rows = _Rows(ds, threshold, on_map, spool, reuse, pool, _one_class_images(mc_records))
         for c in range(C):
             images = sorted({int(i) for i, k in zip(mc_records["image"], mc_records["cls"]) if k == c})
             chunks = [images[b : b + chunk_size] for b in range(0, len(images), chunk_size)]
@@ -212,7 +212,7 @@ def evaluate_split(
             pool.drain()  # class c is scored: the progress bar says so
             if progress:
                 progress(1)
-        scored_irn = _irn_results(ds, rows.spool, protocol, pool)
+        scored_irn = _irn_results(ds, rows, protocol)
     accs = {n: rows.accs[n] if g not in reuse else stored.accs[n] for n, g in rows.order.items()}
     irn = {n: dict(stored.irn[n]) if g in reuse else scored_irn[n] for n, g in rows.order.items() if g in reuse or n in scored_irn}
     groups = {g: (keys.get(g), [n for n, h in rows.order.items() if h == g]) for g in dict.fromkeys(rows.order.values())}
@@ -220,17 +220,25 @@ def evaluate_split(
     return SplitResult(list(ds.class_names), accs, pairwise, missing, topk_sel, irn, groups, reused)
 
 
+Map = np.ndarray | Callable[[], np.ndarray]
+"""A map to score, or a function that makes it (a fusion of stored maps, run on a pool thread)."""
+
+
 class _Rows:
-    """The accumulator of every row of a split, filled map by map; each map also goes to the IRN spool and ``on_map``.
-    Rows of a group in ``reuse`` are only named (in the order a fresh evaluation meets them), not scored."""
+    """The accumulator and IRN sweep of every row of a split, filled map by map on the pool. An image with records
+    of one class only is scored for IRN at once, from the same prepared map; the maps of the others wait in the
+    spool until every class is scored. Every map also goes to ``on_map``. Rows of a group in ``reuse`` are only named
+    (in the order a fresh evaluation meets them), not scored."""
 
     def __init__(self, ds: SegDataset, threshold: float, on_map: Callable[[str, int, int, np.ndarray], None] | None,
-                 spool: MapSpool, reuse: frozenset[str] | set[str], pool: OrderedPool) -> None:
+                 spool: MapSpool, reuse: frozenset[str] | set[str], pool: OrderedPool, alone: set[int]) -> None:
         self.ds, self.threshold, self.on_map, self.reuse, self.pool = ds, threshold, on_map, reuse, pool
         self.accs: dict[str, IoUAccumulator] = {}
+        self.sweeps: dict[str, IRNSweep] = {}
         self.order: dict[str, str] = {}  # row -> its group, in the order rows are first met
-        # The IRN protocol needs every image's maps of all its classes at once: spooled to disk (flat memory).
-        self.spool = spool
+        # The IRN protocol needs every image's maps of all its classes at once: spooled to disk (flat memory), except
+        # for the images ``alone`` with one class's records, whose sweep needs that class's map only.
+        self.spool, self.alone = spool, alone
 
     def scores(self, group: str, names: Sequence[str]) -> bool:
         """Name the rows of ``group`` (in order); whether their maps are to be scored (False when reused)."""
@@ -238,17 +246,49 @@ class _Rows:
             self.order.setdefault(name, group)
         return group not in self.reuse
 
-    def add(self, group: str, name: str, image: int, c: int, cam: np.ndarray, mask: ClassMask) -> None:
-        """Score one map of row ``name`` of ``group`` (image, class ``c``) against its evaluation mask (its pixels are
-        counted on the pool: ``cam`` must not change after)."""
+    def add(self, group: str, name: str, image: int, c: int, cam: Map, mask: ClassMask) -> None:
+        """Score one map of row ``name`` of ``group`` (image, class ``c``) against its evaluation mask. Its pixels
+        are counted on the pool (``cam`` must not change after), the counts added in the order maps are added."""
         if not self.scores(group, [name]):
             return
         if name not in self.accs:
             self.accs[name] = IoUAccumulator(self.ds.num_classes, primary=self.threshold)
-        _submit(self.pool, self.accs[name], self.ds.samples[image].id, c, cam, mask)
-        self.spool.add(name, image, c, cam)
-        if self.on_map is not None:
+            self.sweeps[name] = IRNSweep(self.ds.num_classes, DEFAULT_SWEEP)
+        acc, sweep, image_id = self.accs[name], self.sweeps[name], self.ds.samples[image].id
+        if self.on_map is not None:  # the faithfulness columns' judge runs here, on this thread (then the only one)
+            cam = cam() if callable(cam) else cam
             self.on_map(name, image, c, cam)
+        alone = image in self.alone
+        self.pool.submit(_count_record, acc, image_id, c, cam, mask, sweep if alone else None, not alone,
+                         then=partial(self._apply, name, image, c, image_id))
+
+    def _apply(self, name: str, image: int, c: int, image_id: str, counted: _Counted) -> None:
+        counts, confusions, half = counted
+        self.accs[name].add_counts(image_id, c, counts)
+        if confusions is not None:
+            self.sweeps[name].add_confusions(confusions)
+        if half is not None:  # in the order maps are added: the spool's files are that order
+            self.spool.add(name, image, c, half)
+
+
+_Counted = tuple[RecordCounts, list[np.ndarray] | None, np.ndarray | None]
+
+
+def _count_record(acc: IoUAccumulator, image_id: str, c: int, cam: Map, mask: ClassMask, sweep: IRNSweep | None = None,
+                  spool: bool = False) -> _Counted:
+    """The pixel work of one record, on a pool thread: (``acc``'s counts, the confusions of ``sweep`` when the image
+    has this class's record only, the map as the spool stores it (float16) when ``spool``)."""
+    cam = np.asarray(cam() if callable(cam) else cam)
+    cm = acc.check(image_id, c, cam, mask)
+    # The IRN sweep reads the map as the spool gives it back (float16; repcam.store.spool): scored without the spool,
+    # it gets the same values, and when the map is float16 already (stored maps) the same prepared map as the IoU.
+    half = np.ascontiguousarray(cam, dtype=np.float16)
+    if sweep is None:
+        return acc.counts(cam, cm), None, half if spool else None
+    prepared = prepare_map(cam, cm.shape)
+    same = half.dtype == cam.dtype or np.array_equal(half, cam)
+    irn_map = prepared if same else prepare_map(half.astype(np.float32), cm.shape)
+    return acc.counts_prepared(prepared, cm), sweep.confusions_one(irn_map, c, cm.mask), None
 
 
 class _PairScores:
@@ -264,7 +304,9 @@ class _PairScores:
         for s in self.partners:
             for i in chunk:
                 if i in last[s]:
-                    _submit(self.pool, self.acc[s], self.ds.samples[i].id, self.c, last[s][i].astype(np.float32), masks[i])
+                    image_id = self.ds.samples[i].id
+                    self.pool.submit(_count_record, self.acc[s], image_id, self.c, last[s][i].astype(np.float32), masks[i],
+                                     then=partial(_add_counts, self.acc[s], image_id, self.c))
 
     def row(self) -> list[float]:
         """Class c's IoU from each partner's pair model, in partner order."""
@@ -272,9 +314,17 @@ class _PairScores:
         return [self.acc[s].per_class_iou()[self.c] for s in self.partners]
 
 
-def _submit(pool: OrderedPool, acc: IoUAccumulator, image_id: str, c: int, cam: np.ndarray, mask: ClassMask) -> None:
-    """``acc.add(image_id, c, cam, mask)`` with its pixel work on ``pool``: checked now, added in submission order."""
-    pool.submit(acc.counts, cam, acc.check(image_id, c, cam, mask), then=partial(acc.add_counts, image_id, c))
+def _add_counts(acc: IoUAccumulator, image_id: str, c: int, counted: _Counted) -> None:
+    acc.add_counts(image_id, c, counted[0])
+
+
+def _one_class_images(mc_records: MapRecords) -> set[int]:
+    """The images with records of one class only: a row scores at most one map of each (every row's records are
+    the multi-class model's (image, class) pairs or fewer), so its IRN sweep needs no other class's map."""
+    classes: dict[int, set[int]] = {}
+    for i, c in zip(np.asarray(mc_records["image"]).tolist(), np.asarray(mc_records["cls"]).tolist()):
+        classes.setdefault(int(i), set()).add(int(c))
+    return {i for i, cs in classes.items() if len(cs) == 1}
 
 
 def _select_topk(pairwise: np.ndarray, c: int, topk: Iterable[int], topk_sel: dict[str, Selection]) -> None:
@@ -346,15 +396,15 @@ def _score_image(
         if not avail or not rows.scores(f"selection {sel_name}", names):
             continue  # (a reused group's fused maps are not even made)
         group = f"selection {sel_name}"
-        # F over the representatives' stored maps: the paper's fusion (repcam.method.representative)
-        rows.add(group, names[0], i, c, fuse_stored([last[s][i] for s in avail]), masks[i])
+        # F over the representatives' stored maps: the paper's fusion (repcam.method.representative), made on the pool
+        rows.add(group, names[0], i, c, partial(fuse_stored, [last[s][i] for s in avail]), masks[i])
         af_stack = np.stack([fused[s][i] for s in avail])  # stacked once for the mean and the variants
-        af_map = fuse_stored(af_stack)
+        af_map = cache(partial(fuse_stored, af_stack))  # made once: the with-Grad-CAM variant fuses it again
         rows.add(group, names[1], i, c, af_map, masks[i])
         for mode, name in zip(class_modes, names[2:]):
-            rows.add(group, name, i, c, fuse_stored(af_stack, mode), masks[i])
+            rows.add(group, name, i, c, partial(fuse_stored, af_stack, mode), masks[i])
         if with_gradcam:
-            rows.add(group, names[-1], i, c, fuse_stored([af_map, mc["last"][i]]), masks[i])
+            rows.add(group, names[-1], i, c, partial(_fuse_with, af_map, mc["last"][i]), masks[i])
     for sel_name, records in maps.contrast.items():
         for layers, kind in (("last", "last"), ("A", "fused")):
             name = Method(sel_name, layers, source="contrast").name
@@ -366,19 +416,24 @@ def _score_image(
                 rows.add(group, name, i, c, tables[kind][i].astype(np.float32), masks[i])
 
 
-def _irn_results(ds: SegDataset, spool: MapSpool, protocol: str, pool: OrderedPool) -> dict[str, dict[float, float]]:
-    """The IRN protocol's (C+1)-label mIoU per background threshold of every row, from the spooled maps; each image's
-    sweeps are counted on ``pool``."""
-    sweeps = {name: IRNSweep(ds.num_classes, DEFAULT_SWEEP) for name in spool.methods}
+def _fuse_with(fused: Callable[[], np.ndarray], gradcam: np.ndarray) -> np.ndarray:
+    """The with-Grad-CAM variant: the fused map and the multi-class model's Grad-CAM map, fused."""
+    return fuse_stored([fused(), gradcam])
+
+
+def _irn_results(ds: SegDataset, rows: _Rows, protocol: str) -> dict[str, dict[float, float]]:
+    """The IRN protocol's (C+1)-label mIoU per background threshold of every row: the sweeps of the images with one
+    class were filled while scoring, those of the others are filled here from the spooled maps, on the pool."""
+    spool = rows.spool
     for i in spool.images():  # each mask loaded once for all methods
         mask = eval_mask(ds, i, protocol)
-        for name, sweep in sweeps.items():
+        for name in spool.methods:
             maps = spool.maps_of(name, i)
             if maps:
-                pool.submit(sweep.confusions, {c: m.astype(np.float32) for c, m in maps.items()}, mask,
-                            then=sweep.add_confusions)
-    pool.drain()
-    return {name: sweep.result() for name, sweep in sweeps.items()}
+                rows.pool.submit(rows.sweeps[name].confusions, {c: m.astype(np.float32) for c, m in maps.items()}, mask,
+                                 then=rows.sweeps[name].add_confusions)
+    rows.pool.drain()
+    return {name: sweep.result() for name, sweep in rows.sweeps.items()}
 
 
 def eval_mask(ds: SegDataset, i: int, protocol: str) -> np.ndarray:

@@ -14,14 +14,20 @@ import numpy as np
 from repcam.evaluation.metrics import IGNORE_INDEX, check_2d, count_at_most, nanmean, prepare_map, safe_div
 
 
+def _class_keys(maps: Mapping[int, np.ndarray]) -> list[int]:
+    """The class indices of ``maps``, sorted; ``ValueError`` unless each has a label (cls + 1) below 255."""
+    keys = sorted(int(c) for c in maps)
+    if keys[0] < 0 or keys[-1] + 1 >= IGNORE_INDEX:
+        raise ValueError(f"class indices must lie in [0, {IGNORE_INDEX - 1}), got {keys}")
+    return keys
+
+
 def _best_class(maps: Mapping[int, np.ndarray], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel, the highest prepared map value and its label (cls + 1); (0, 0) if no maps."""
     h, w = int(size[0]), int(size[1])
     if not maps:
         return np.zeros((h, w), dtype=np.float32), np.zeros((h, w), dtype=np.uint8)
-    keys = sorted(int(c) for c in maps)
-    if keys[0] < 0 or keys[-1] + 1 >= IGNORE_INDEX:
-        raise ValueError(f"class indices must lie in [0, {IGNORE_INDEX - 1}), got {keys}")
+    keys = _class_keys(maps)
     # A running maximum, class by class: a later class takes a pixel only when strictly higher, so ties go to the
     # lowest class index (np.argmax over the stacked maps, without its slow strided reduction).
     best = prepare_map(maps[keys[0]], (h, w))
@@ -111,6 +117,17 @@ class IRNSweep:
         # Maps are prepared once per image; only the background comparison depends on t.
         best, labels = _best_class(maps, mask.shape)
         return self._confusions(best, labels, mask)
+
+    def confusions_one(self, prepared: np.ndarray, cls: int, mask: np.ndarray) -> list[np.ndarray]:
+        """:meth:`confusions` of an image with the map of one class only, ``cls``, already prepared at the mask's
+        size (:func:`~repcam.evaluation.metrics.prepare_map`): the thresholded IoU's prepared map serves both."""
+        mask = np.asarray(mask)
+        check_2d(mask, "mask")
+        prepared = np.asarray(prepared)
+        if prepared.shape != mask.shape:
+            raise ValueError(f"prepared map of shape {prepared.shape} for a mask of shape {mask.shape}")
+        (c,) = _class_keys({cls: prepared})
+        return self._confusions(prepared, np.full(mask.shape, c + 1, dtype=np.uint8), mask)
 
     def add_confusions(self, confusions: Sequence[np.ndarray]) -> None:
         """Add one image's :meth:`confusions` (integer counts: the order images are added in does not matter)."""

@@ -143,6 +143,7 @@ class ClassMask:
         state = (flat == self.cls + 1).astype(np.int16)
         state[flat == IGNORE_INDEX] = 2
         self.state = state  # int16: added to the histogram keys (int16 or int64) without widening them
+        self.mask = mask  # the label mask itself (not copied): the IRN sweep of a one-class image reads it
 
 
 def count_at_most(values: np.ndarray, thresholds: np.ndarray, strict: bool = False, scale: int = 1,
@@ -276,7 +277,13 @@ class IoUAccumulator:
     def counts(self, cam: np.ndarray, mask: ClassMask) -> RecordCounts:
         """One record's counts, the pixel work of :meth:`add`. Pure (reads only the thresholds and bins), so
         records may be counted on several threads at once and added in order after (repcam.evaluation.pool)."""
-        prob = prepare_map(np.asarray(cam), mask.shape).ravel()
+        return self.counts_prepared(prepare_map(np.asarray(cam), mask.shape), mask)
+
+    def counts_prepared(self, prepared: np.ndarray, mask: ClassMask) -> RecordCounts:
+        """:meth:`counts` of a map already prepared at the mask's size (:func:`prepare_map`), e.g. to share it."""
+        if tuple(np.shape(prepared)) != mask.shape:
+            raise ValueError(f"prepared map of shape {np.shape(prepared)} for a mask of shape {mask.shape}")
+        prob = np.asarray(prepared).ravel()
         # One histogram over (threshold bucket, score level, pixel state) gives every threshold's counts and the
         # PxAP histograms: a pixel in bucket k is predicted at t_0..t_{k-1}; state 0 other, 1 the class, 2 ignored.
         n_t, bins = len(self.thresholds), self.ap_bins

@@ -152,8 +152,10 @@ class RecordFile:
         self._members: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
         try:
             zf = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise ArtefactError(f"{self.path}: not a readable record file ({e})") from None
+        # A damaged directory can also claim a zip version zipfile does not read (NotImplementedError) or a name
+        # that is not UTF-8 (UnicodeDecodeError, a ValueError): refused like any other damage.
+        except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError, EOFError) as e:
+            raise ArtefactError(f"{self.path}: not a readable record file ({type(e).__name__}: {e})") from None
         size = self.path.stat().st_size
         with zf, open(self.path, "rb") as f:
             for info in zf.infolist():
