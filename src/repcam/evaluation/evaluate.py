@@ -280,11 +280,11 @@ def _count_record(acc: IoUAccumulator, image_id: str, c: int, cam: Map, mask: Cl
     has this class's record only, the map as the spool stores it (float16) when ``spool``)."""
     cam = np.asarray(cam() if callable(cam) else cam)
     cm = acc.check(image_id, c, cam, mask)
+    if sweep is None:
+        return acc.counts(cam, cm), None, np.ascontiguousarray(cam, dtype=np.float16) if spool else None
     # The IRN sweep reads the map as the spool gives it back (float16; repcam.store.spool): scored without the spool,
     # it gets the same values, and when the map is float16 already (stored maps) the same prepared map as the IoU.
     half = np.ascontiguousarray(cam, dtype=np.float16)
-    if sweep is None:
-        return acc.counts(cam, cm), None, half if spool else None
     prepared = prepare_map(cam, cm.shape)
     same = half.dtype == cam.dtype or np.array_equal(half, cam)
     irn_map = prepared if same else prepare_map(half.astype(np.float32), cm.shape)
@@ -315,6 +315,7 @@ class _PairScores:
 
 
 def _add_counts(acc: IoUAccumulator, image_id: str, c: int, counted: _Counted) -> None:
+    """Add a pair model's record (its counts only: the pairwise table has no IRN sweep)."""
     acc.add_counts(image_id, c, counted[0])
 
 
