@@ -62,7 +62,9 @@ def test_bad_executor_settings():
 
 
 def _small(**over):
-    return tiny_config(selection__methods=["random", "s1"], evaluation__variants=["contrast"], execution__threads=1, **over)
+    """Six classes, two representatives each: 12 pair models, enough to spread over two workers and to fail one."""
+    return tiny_config(selection__methods=["random", "s1"], selection__n=2, evaluation__variants=["contrast"], execution__threads=1,
+                       data__options={"num_images": 160, "image_size": 32, "n_groups": 2, "classes_per_group": 3}, **over)
 
 
 def _fingerprint(run_dir: Path) -> tuple[dict, dict]:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import torch
 
 from repcam.errors import ArtefactError, WriteError, write_cause  # noqa: F401 - defined in repcam.errors, importable from here
 from repcam.store.dtypes import check_dtype  # the allow-list of what repcam writes
@@ -230,6 +229,8 @@ class _KeepsWriteError:
 
 def _torch_save(obj: Any, path: Path) -> None:
     """``torch.save(obj, path)``, a failed write raised as the OSError that caused it."""
+    import torch  # lazy: a config check or a report needs this module, not torch (seconds to import)
+
     with open(path, "wb") as f:
         out = _KeepsWriteError(f)
         try:
@@ -288,6 +289,8 @@ class Artefact:
         """The file through ``torch.load(weights_only=True)`` onto the CPU, its checksum verified first (as
         :meth:`load_npz`: a model file replaced after :meth:`done` was asked is caught); ArtefactError if it does not
         match or cannot be loaded."""
+        import torch  # lazy, as in _torch_save
+
         path = verify(self.path)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
