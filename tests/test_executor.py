@@ -10,7 +10,7 @@ import repcam.pipeline.units as units_module
 from repcam.pipeline.executor import Executor, ExecutorError, Unit
 from repcam.pipeline.run import Run, RunError
 from repcam.store.storage import read_json
-from tiny_run import tiny_config
+from tiny_run import small_tiny_config, tiny_config
 
 
 def square(x: int) -> int:
@@ -62,9 +62,8 @@ def test_bad_executor_settings():
 
 
 def _small(**over):
-    """Six classes, two representatives each: 12 pair models, enough to spread over two workers and to fail one."""
-    return tiny_config(selection__methods=["random", "s1"], selection__n=2, evaluation__variants=["contrast"], execution__threads=1,
-                       data__options={"num_images": 160, "image_size": 32, "n_groups": 2, "classes_per_group": 3}, **over)
+    """12 pair models (tiny_run.small_tiny_config): enough to spread over two workers and to fail one."""
+    return small_tiny_config(evaluation__variants=["contrast"], execution__threads=1, **over)
 
 
 def _fingerprint(run_dir: Path) -> tuple[dict, dict]:

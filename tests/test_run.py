@@ -11,7 +11,7 @@ import repcam.pipeline.units as units_module
 from repcam.cli import app
 from repcam.pipeline.run import Run, RunError
 from repcam.store.storage import read_json
-from tiny_run import tiny_config
+from tiny_run import small_tiny_config, tiny_config
 
 TABLE2 = ["Grad-CAM", "CAM", "Random+F", "Random+A+F", "Rank-a+F", "Rank-a+A+F", "Rank-b+F", "Rank-b+A+F"] + [
     f"S-{k}{s}" for k in range(1, 5) for s in ("+F", "+A+F")
@@ -46,6 +46,15 @@ def _rows(run_dir: Path) -> dict:
 @pytest.fixture
 def reference_run(tiny_run: Path) -> Path:
     return tiny_run
+
+
+@pytest.fixture(scope="module")
+def small_reference(tmp_path_factory) -> Path:
+    """An uninterrupted run of tiny_run.small_tiny_config() (12 pair models): the reference of the tests that train
+    every pair model again (a kill and resume, pair models starting from the multi-class model)."""
+    run_dir = tmp_path_factory.mktemp("small_reference") / "run"
+    Run(small_tiny_config(), run_dir, show_progress=False).run()
+    return run_dir
 
 
 def test_ablation_table_has_every_row_of_table_2(reference_run: Path):
@@ -137,19 +146,19 @@ def test_rerun_retrains_nothing_and_gives_the_same_table(reference_run: Path, mo
     assert _rows(reference_run) == before
 
 
-def test_kill_then_resume_redoes_no_finished_pair_and_matches_uninterrupted(reference_run: Path, tmp_path: Path, monkeypatch):
-    n_pairs = len(list((reference_run / "pairs").glob("*.pt")))
+def test_kill_then_resume_redoes_no_finished_pair_and_matches_uninterrupted(small_reference: Path, tmp_path: Path, monkeypatch):
+    n_pairs = len(list((small_reference / "pairs").glob("*.pt")))
     killer = CountingFit(kill_at=4)  # multi-class model + 2 pairs finish, the 3rd pair is killed mid-training
     _patch_fit(monkeypatch, killer)
     with pytest.raises(KeyboardInterrupt):
-        Run(tiny_config(), tmp_path, show_progress=False).run()
+        Run(small_tiny_config(), tmp_path, show_progress=False).run()
     assert len(list((tmp_path / "pairs").glob("*.pt.meta.json"))) == 2
     assert not list(tmp_path.rglob("*.tmp"))  # nothing half-written left behind
     resumed = CountingFit()
     _patch_fit(monkeypatch, resumed)
-    Run(tiny_config(), tmp_path, show_progress=False).run()
+    Run(small_tiny_config(), tmp_path, show_progress=False).run()
     assert resumed.calls == n_pairs - 2 + 1  # the unfinished pairs, then the baseline trained to match their budget
-    assert _rows(tmp_path) == _rows(reference_run)  # seeds per pair: resuming changes nothing
+    assert _rows(tmp_path) == _rows(small_reference)  # seeds per pair: resuming changes nothing
 
 
 def test_corrupted_pair_model_is_detected_and_retrained(reference_run: Path, tmp_path: Path, monkeypatch):
@@ -179,23 +188,23 @@ def test_changed_settings_invalidate_only_what_depends_on_them(reference_run: Pa
     assert not extracted  # nor recompute a stored map
 
 
-def test_pairs_starting_from_the_multiclass_model_retrain_pairs_and_baseline_only(reference_run: Path, tmp_path: Path, monkeypatch):
+def test_pairs_starting_from_the_multiclass_model_retrain_pairs_and_baseline_only(small_reference: Path, tmp_path: Path, monkeypatch):
     import shutil
 
-    shutil.copytree(reference_run, tmp_path / "run")
+    shutil.copytree(small_reference, tmp_path / "run")
     n_pairs = len(list((tmp_path / "run" / "pairs").glob("*.pt")))
     fit = CountingFit()
     _patch_fit(monkeypatch, fit)
-    Run(tiny_config(pairs__init="multiclass"), tmp_path / "run", show_progress=False).run()
+    Run(small_tiny_config(pairs__init="multiclass"), tmp_path / "run", show_progress=False).run()
     assert fit.calls == n_pairs + 1  # every pair model (new key) and the baseline (new budget); not the first model
     budget = read_json(tmp_path / "run" / "budget.json")
     first = read_json(tmp_path / "run" / "multiclass" / "model.pt.meta.json")
     assert budget["pairs_start_from_multiclass"] and budget["pair_models"] == n_pairs
     assert budget["method_image_epochs"] == first["images"] * first["epochs"] + budget["pairs_image_epochs"]
     assert budget["multiclass_image_epochs"] >= budget["method_image_epochs"] and budget["ratio"] >= 1
-    assert not read_json(reference_run / "budget.json")["pairs_start_from_multiclass"]
+    assert not read_json(small_reference / "budget.json")["pairs_start_from_multiclass"]
     fit.calls = 0
-    Run(tiny_config(pairs__init="multiclass"), tmp_path / "run", show_progress=False).run()
+    Run(small_tiny_config(pairs__init="multiclass"), tmp_path / "run", show_progress=False).run()
     assert fit.calls == 0  # and a rerun reuses them
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from repcam.cli import app
 from repcam.pipeline.seeds import summarize_seeds
 from repcam.store.storage import read_json
-from tiny_run import TINY
+from tiny_run import SMALL_DATA, TINY
 
 
 def test_summary_by_hand():
@@ -30,9 +30,9 @@ def test_summary_by_hand():
 
 def test_cli_seeds_runs_each_seed_and_tabulates(tmp_path: Path):
     cfg = tmp_path / "tiny.yaml"
-    # Six classes, two representatives each: the seeds' plumbing, not the method's quality, is under test.
-    data = {**TINY["data"], "options": {"num_images": 160, "image_size": 32, "n_groups": 2, "classes_per_group": 3}}
-    values = {**TINY, "data": data, "selection": {"methods": ["random", "s1"], "n": 2}, "evaluation": {"map_size": 32, "variants": []}}
+    # tiny_run.small_tiny_config's six classes: the seeds' plumbing, not the method's quality, is under test.
+    values = {**TINY, "data": {**TINY["data"], "options": SMALL_DATA}, "selection": {"methods": ["random", "s1"], "n": 2},
+              "evaluation": {"map_size": 32, "variants": []}}
     cfg.write_text(yaml.safe_dump(values))
     run_dir = tmp_path / "run"
     res = CliRunner().invoke(app, ["run", str(cfg), "--run-dir", str(run_dir), "--seeds", "2", "--no-progress", "--device", "cpu"])

@@ -29,3 +29,14 @@ def frozen_tiny_config(**over) -> RunConfig:
                 evaluation__variants=[], data__max_eval_images=8, execution__threads=1,
                 data__options={"num_images": 120, "image_size": 32, "n_groups": 2, "classes_per_group": 2})
     return tiny_config(**{**base, **over})
+
+
+# ---- speed (issue 28): six classes and two representatives, for tests of plumbing that train every pair model -----
+SMALL_DATA = {"num_images": 160, "image_size": 32, "n_groups": 2, "classes_per_group": 3}
+
+
+def small_tiny_config(**over) -> RunConfig:
+    """Six classes, two representatives each, selections Random and S-1: 12 pair models instead of TINY's 66, for
+    tests whose subject (resume, executors, seeds, where pair models start) is the same with fewer of them."""
+    base = dict(data__options=SMALL_DATA, selection__n=2, selection__methods=["random", "s1"])
+    return tiny_config(**{**base, **over})
