@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import repcam
 
 SRC = Path(repcam.__file__).parent
@@ -156,19 +158,26 @@ def test_a_tiny_cnn_run_does_not_import_timm_or_torchvision():
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_a_config_error_is_reported_before_torch_is_imported(tmp_path):
-    """``repcam run`` on a bad config says so in a fraction of a second: loading and validating a config imports no
-    torch (it took 2-3 s of every refused command; repcam.store.storage imports torch only to save or load a model)."""
+@pytest.mark.parametrize("argv, message", [
+    (["run", "{bad}", "--run-dir", "{tmp}/run"], "'data.options.num_images' must be int"),
+    (["score", "--folder", "{tmp}", "--model", "tiny_cnn", "--method", "gradcm"], "unknown method 'gradcm' (did you mean 'gradcam'?)"),
+    (["score", "--folder", "{tmp}", "--model", "tiny_cnn", "--method", "gradcam", "--metric", "road"], "unknown metric 'road'"),
+])
+def test_a_bad_config_or_name_is_refused_before_torch_is_imported(tmp_path, argv, message):
+    """A refused command answers in a fraction of a second: loading and validating a config, and checking
+    ``repcam score``'s method and metric names, import no torch (2-3 s of every refused command before;
+    repcam.store.storage imports torch only to save or load a model)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  options: {num_images: abc}\n")
+    args = [a.format(bad=bad, tmp=tmp_path) for a in argv]
     code = ("import sys, repcam.cli\n"
             "try:\n"
-            f"    repcam.cli.app(['run', {str(bad)!r}, '--run-dir', {str(tmp_path / 'run')!r}], prog_name='repcam')\n"
+            f"    repcam.cli.app({args!r}, prog_name='repcam')\n"
             "except SystemExit as e:\n"
             "    assert e.code == 2, e.code\n"
             "heavy = sorted(m for m in ('torch', 'timm', 'torchvision', 'matplotlib', 'scipy') if m in sys.modules)\n"
             "assert not heavy, heavy\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "'data.options.num_images' must be int" in done.stdout + done.stderr
+    assert message in done.stdout + done.stderr
     assert not (tmp_path / "run").exists()

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from repcam.errors import ArtefactError, ConfigError, DataError, RunDirLocked, WriteError
+from repcam.errors import ArtefactError, ConfigError, DataError, RunDirLocked, ScoreError, WriteError
 
 if TYPE_CHECKING:  # repcam.pipeline.run (timm, the engine) is imported only once a run starts: config errors come back fast
     from repcam.pipeline.run import Run
@@ -435,7 +435,16 @@ def score(
         raise _fail(f"--out {out}: the file must end in .md, .csv or .json")
     if per_record is not None and per_record.suffix.lower() != ".csv":
         raise _fail(f"--per-record {per_record}: the file must end in .csv")
-    from repcam.evaluation.score import make_extractor, metric_keys, score_maps
+    from repcam.evaluation.metric_names import metric_keys
+    from repcam.stock.methods import score_method
+
+    try:  # the names first: a typo is refused in a fraction of a second, before torch is imported
+        keys = metric_keys(metric)
+        for m in method:
+            score_method(m)
+    except ScoreError as e:
+        raise _fail(e) from None
+    from repcam.evaluation.score import make_extractor, score_maps
     from repcam.evaluation.score_inputs import resolve_inputs, skip_summary
     from repcam.models.train import resolve_device
     from repcam.store.storage import check_writable
@@ -448,7 +457,6 @@ def score(
                 raise _fail(f"cannot write {target}: {_os_reason(e)}") from None
     try:
         dev = resolve_device(device)
-        keys = metric_keys(metric)  # before any data or model is loaded
         inputs = resolve_inputs(config=config, folder=folder, split=split, model=model, weights=weights, run=run,
                                 input_size=input_size, download=download, note=lambda m: _note(escape(m)))
         skipped = skip_summary(inputs.dataset)

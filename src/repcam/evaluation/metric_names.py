@@ -8,6 +8,8 @@ import importlib.util
 import math
 from typing import Callable, Sequence
 
+from repcam.errors import ScoreError
+
 DEFAULT_THRESHOLD = 0.15
 """The CAM threshold of the primary mIoU (the paper's)."""
 
@@ -49,6 +51,18 @@ def check_metrics(names: Sequence[str], fail: Callable[[str], None]) -> None:
             fail(f"lists {name!r} twice")
         if name in _NEEDS and importlib.util.find_spec(_NEEDS[name][0]) is None:
             fail(f"metric {name!r} needs the {_NEEDS[name][0]} package: {_NEEDS[name][1]} (or the [score] extra)")
+
+
+def metric_keys(metrics: Sequence[str] | None) -> tuple[str, ...]:
+    """``repcam score --metric`` names checked against :data:`METRICS` and put in its order (None: all of them);
+    :class:`ScoreError` for an unknown one, before any data or model is loaded."""
+    known = [k for k, _, _ in METRICS]
+    if metrics is None:
+        return tuple(known)
+    unknown = [k for k in metrics if k not in known]
+    if unknown or not metrics:
+        raise ScoreError(f"unknown metric {unknown[0]!r}; choose from {', '.join(known)}" if unknown else "no metric to score")
+    return tuple(k for k in known if k in metrics)
 
 
 def columns(names: Sequence[str]) -> list[str]:

@@ -34,7 +34,7 @@ from torch import nn
 from repcam.data.base import IGNORE_INDEX, SegDataset
 from repcam.evaluation import faithfulness as fm
 from repcam.evaluation.bootstrap import paired_bootstrap
-from repcam.evaluation.metric_names import FAITHFULNESS_KEYS, METRICS, _fmt, format_cell  # noqa: F401 - importable from here
+from repcam.evaluation.metric_names import FAITHFULNESS_KEYS, METRICS, _fmt, format_cell, metric_keys  # noqa: F401 - importable from here
 from repcam.evaluation.metrics import IoUAccumulator, record_pxap, safe_div
 from repcam.errors import ScoreError  # noqa: F401 - defined in repcam.errors, importable from here
 
@@ -48,14 +48,10 @@ def make_extractor(name: str, model: nn.Module) -> Extractor:
     from repcam.engine.layers import LayerError, resolve_layers
     from repcam.errors import StockError
     from repcam.stock.engine import method_extractor
-    from repcam.stock.methods import METHODS, did_you_mean, method_names, resolve_method
+    from repcam.stock.methods import score_method
 
+    name = score_method(name)
     if not name.startswith("pgc:"):
-        try:
-            name = resolve_method(name)
-        except StockError:
-            raise ScoreError(f"unknown method {name!r}{did_you_mean(name, method_names())}; choose from "
-                             f"{', '.join(METHODS)} or pgc:<pytorch-grad-cam class>") from None
         try:
             return method_extractor(name, model)
         except StockError as e:
@@ -338,17 +334,6 @@ def score_maps(
             values[m]["pxap"] = np.asarray(pxaps[m], dtype=np.float64)
     return ScoreResult(methods, ids, values, summary, intervals, keys, [c for _, c in records], list(dataset.class_names),
                        counts, dict(getattr(dataset, "skipped", None) or {}), list(getattr(dataset, "skipped_ids", None) or []))
-
-
-def metric_keys(metrics: Sequence[str] | None) -> tuple[str, ...]:
-    """``metrics`` checked against :data:`METRICS` and put in its order (None: all of them)."""
-    known = [k for k, _, _ in METRICS]
-    if metrics is None:
-        return tuple(known)
-    unknown = [k for k in metrics if k not in known]
-    if unknown or not metrics:
-        raise ScoreError(f"unknown metric {unknown[0]!r}; choose from {', '.join(known)}" if unknown else "no metric to score")
-    return tuple(k for k in known if k in metrics)
 
 
 def _records(

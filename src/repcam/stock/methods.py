@@ -7,7 +7,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal
 
-from repcam.errors import StockError
+from repcam.errors import ScoreError, StockError
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,16 @@ def resolve_method(name: str, option: str = "method", context: str = "") -> str:
     if found is None:
         raise StockError(f"unknown {option} {name!r}{did_you_mean(name, method_names())}; {context}choose one of {', '.join(METHODS)}")
     return found
+
+
+def score_method(name: str) -> str:
+    """A ``repcam score --method`` name -> its :data:`METHODS` key (:func:`resolve_method`), or ``pgc:<Class>``
+    unchanged (its class is looked up when pytorch-grad-cam is imported); :class:`ScoreError` for an unknown name,
+    before any data or model is loaded."""
+    if isinstance(name, str) and name.startswith("pgc:"):
+        return name
+    try:
+        return resolve_method(name)
+    except StockError:
+        raise ScoreError(f"unknown method {name!r}{did_you_mean(str(name), method_names())}; choose from "
+                         f"{', '.join(METHODS)} or pgc:<pytorch-grad-cam class>") from None

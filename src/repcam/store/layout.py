@@ -24,13 +24,14 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from repcam.config import RESOLVED_CONFIG, run_config_path
 from repcam.store.rundir import ClassFiles
 from repcam.store.storage import ArtefactError, load_error_message, read_json, slug, verify
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded: the report and the config checks do without it
+    import torch
 
 META_SUFFIX = ".meta.json"  # storage.Artefact's checksum sidecar: <file>.meta.json
 MULTICLASS_MODEL = "multiclass/model.pt"  # relative names, as budget.json's "baseline_model" records them
@@ -269,6 +270,8 @@ class RunDir:
 
     def load_state_dict(self, path: Path) -> dict[str, torch.Tensor]:
         """A stored model's state dict: its checksum sidecar first, then ``torch.load(weights_only=True)``."""
+        import torch
+
         verify(path)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
