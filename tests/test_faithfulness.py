@@ -260,3 +260,28 @@ def test_cli_score_writes_a_table_and_rejects_bad_arguments(tmp_path):
                   "--no-progress", cwd=tmp_path)
     assert few.returncode == 0, few.stderr
     assert "| method | mIoU@0.15 (↑) | PxAP (↑) |" in few.stdout and "| cam |" in few.stdout
+
+
+def test_score_names_are_checked_before_anything_is_loaded(tmp_path):
+    """``repcam score`` checks its method and metric names first, with torch-free helpers (a typo answers in a
+    fraction of a second; tests/test_import_graph.py checks that no torch is imported)."""
+    from typer.testing import CliRunner
+
+    from repcam.cli import app
+    from repcam.evaluation.metric_names import METRICS, metric_keys
+    from repcam.evaluation.score import ScoreError
+    from repcam.stock.methods import score_method
+
+    assert score_method("GradCAMPlusPlus") == "gradcampp" and score_method("pgc:EigenCAM") == "pgc:EigenCAM"
+    with pytest.raises(ScoreError, match=r"unknown method 'gradcm' \(did you mean 'gradcam'\?\); choose from gradcam"):
+        score_method("gradcm")
+    assert metric_keys(None) == tuple(k for k, _, _ in METRICS)
+    assert metric_keys(["pxap", "miou"]) == ("miou", "pxap")  # the table's order, whatever the command line's
+    with pytest.raises(ScoreError, match="unknown metric 'road'; choose from miou, pxap"):
+        metric_keys(["miou", "road"])
+    with pytest.raises(ScoreError, match="no metric to score"):
+        metric_keys([])
+    res = CliRunner().invoke(app, ["score", "--folder", str(tmp_path), "--model", "tiny_cnn", "--method", "gradcm"])
+    assert res.exit_code == 2 and "unknown method 'gradcm'" in res.output
+    res = CliRunner().invoke(app, ["score", "--folder", str(tmp_path), "--model", "tiny_cnn", "--method", "cam", "--metric", "road"])
+    assert res.exit_code == 2 and "unknown metric 'road'" in res.output

@@ -181,3 +181,23 @@ def test_a_bad_config_or_name_is_refused_before_torch_is_imported(tmp_path, argv
     assert done.returncode == 0, done.stderr[-2000:]
     assert message in done.stdout + done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_report_without_figures_imports_neither_torch_nor_matplotlib(tiny_run, tmp_path):
+    """``repcam report --no-figures`` reads tables and writes HTML: the row names it needs live in
+    repcam.method.methods and repcam.reporting.tables, not in the evaluation code (torch) or the figure code
+    (matplotlib), so it answers in well under a second more than Python's start."""
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    code = ("import sys, repcam.cli\n"
+            "try:\n"
+            f"    repcam.cli.app(['report', {str(run)!r}, '--no-figures'], prog_name='repcam')\n"
+            "except SystemExit as e:\n"
+            "    assert e.code == 0, e.code\n"
+            "heavy = sorted(m for m in ('torch', 'timm', 'torchvision', 'matplotlib', 'scipy') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = (run / "report.html").read_text()
+    assert "Grad-CAM" in page and "Results: val" in page

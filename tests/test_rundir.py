@@ -219,6 +219,7 @@ def test_class_file_names_are_injective_and_unchanged_without_collisions():
     stems = [files.stem(n) for n in names]
     assert len({s.lower() for s in stems}) == len(names)
     assert files.stem("aeroplane") == "aeroplane" and files.stem("dining table") == slug("dining table")  # as before
+    assert (slug(".hidden"), slug(".."), slug("")) == ("_hidden", "_.", "_")  # never hidden, never a folder, never empty
     assert files.stem("x y").startswith("x_y-") and files.stem("x_y").startswith("x_y-")
     assert files.pair("dining table", "aeroplane") == "aeroplane__dining_table"  # run order, old form
     pairs = {files.pair(a, b).lower() for i, a in enumerate(names) for b in names[i + 1:]}

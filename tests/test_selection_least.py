@@ -8,7 +8,7 @@ from repcam.config import SELECTION_METHODS
 from repcam.method.methods import SELECTIONS, SelectionInput
 from repcam.pipeline.run import Run
 from repcam.store.storage import read_json
-from tiny_run import tiny_config
+from tiny_run import small_tiny_config
 
 
 def test_least_picks_the_tail_of_each_row_least_similar_first():
@@ -30,7 +30,8 @@ def test_least_picks_the_tail_of_each_row_least_similar_first():
 
 def test_least_is_a_config_choice_and_gives_its_rows_in_a_run(tmp_path: Path):
     assert "least" in SELECTION_METHODS
-    Run(tiny_config(selection__methods=["least", "s1"], evaluation__variants=[]), tmp_path, show_progress=False).run()
+    cfg = small_tiny_config(selection__methods=["least", "s1"], evaluation__variants=[])  # six classes, n = 2
+    Run(cfg, tmp_path, show_progress=False).run()
     rows = {r["method"]: r for r in read_json(tmp_path / "results" / "val" / "ablation.json")["rows"]}
     assert {"Least+F", "Least+A+F", "S-1+F", "S-1+A+F"} <= set(rows)
     assert 0.0 <= rows["Least+A+F"]["miou"] <= 100.0
@@ -39,5 +40,5 @@ def test_least_is_a_config_choice_and_gives_its_rows_in_a_run(tmp_path: Path):
     names, B = sim["classes"], np.asarray(sim["B"])
     stored = read_json(tmp_path / "selections.json")["selections"]["Least"]
     for i, name in enumerate(names):
-        tail = [names[j] for j in np.argsort(B[i], kind="stable") if j != i][:4]
+        tail = [names[j] for j in np.argsort(B[i], kind="stable") if j != i][: cfg.selection.n]
         assert set(stored[name]) == set(tail) or sorted(B[i, [names.index(n) for n in stored[name]]]) == sorted(B[i, [names.index(n) for n in tail]])

@@ -13,7 +13,7 @@ from repcam.evaluation.bootstrap import paired_bootstrap
 from repcam.evaluation.irn import IRNSweep
 from repcam.evaluation.metrics import DEFAULT_SWEEP, ClassMask, IoUAccumulator, RecordCounts, prepare_map
 from repcam.evaluation.pool import OrderedPool
-from repcam.method.methods import MAP_KINDS, TRAINED_BASELINES, Method
+from repcam.method.methods import BASELINE, MAP_KINDS, TRAINED_BASELINES, Method
 from repcam.method.representative import fuse_stored
 from repcam.method.selection import Selection, topk_select
 from repcam.models.backbones import centre_crop_box
@@ -22,7 +22,6 @@ from repcam.store.records import RecordFile, record_rows
 from repcam.store.spool import MapSpool
 from repcam.store.storage import config_key
 
-BASELINE = "Grad-CAM"
 MC_METHODS = {row: mk.kind for row, mk in MAP_KINDS.items()}  # multi-class model maps: row name -> stored map kind
 BASELINE_ROWS = TRAINED_BASELINES  # trained baselines (repcam.models.baselines): switch -> row
 

@@ -257,6 +257,8 @@ register_map_kind("Grad-CAM (mean of layers)", "mean")
 register_map_kind("LayerCAM", "layercam")
 register_map_kind("Grad-CAM+A", "fused")
 
+BASELINE = "Grad-CAM"  # the row every other row's difference and interval is taken against (the paper's baseline)
+
 TRAINED_BASELINES = {"acol": "ACoL", "cbam": "CBAM (Grad-CAM)"}  # config ``baselines`` -> row (repcam.models.baselines)
 
 

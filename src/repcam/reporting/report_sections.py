@@ -15,9 +15,8 @@ from repcam.store.layout import PAIRWISE_JSON, PER_CLASS_CSV, SWEEP_CSV, RunDir
 def ablation_section(split: str, abl: Mapping[str, Any]) -> str:
     """A split's ablation: the best +A+F method against the baseline in figures, then the table (and the
     faithfulness table where evaluated)."""
-    from repcam.evaluation.evaluate import BASELINE
-    from repcam.reporting.run_figures import best_method
-    from repcam.reporting.tables import ablation_rows
+    from repcam.method.methods import BASELINE
+    from repcam.reporting.tables import ablation_rows, best_method
 
     rows = abl.get("rows") or []
     parts = []

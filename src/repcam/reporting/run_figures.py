@@ -25,6 +25,7 @@ from repcam.reporting.figures import (
     similarity_heatmap,
     threshold_curves,
 )
+from repcam.reporting.tables import best_method, is_paper_row  # noqa: F401 - best_method importable from here
 from repcam.store.layout import RunDir
 from repcam.store.records import RecordFile
 from repcam.store.rundir import ClassFiles
@@ -35,25 +36,6 @@ log = logging.getLogger(__name__)
 
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
-
-
-def _is_row(name: str, layers: str) -> bool:
-    """Whether ``name`` is a selection's paper row with ``layers`` ("A": its +A+F row, "last": its +F row)."""
-    m = Method.try_parse(name)
-    return m is not None and m.selection is not None and m == Method(m.selection, layers)  # type: ignore[arg-type]
-
-
-def best_method(rows: Sequence[Mapping[str, Any]], suffix: str = "+A+F") -> str | None:
-    """The method with the highest mIoU among the rows of a selection's +A+F (``suffix="+A+F"``) or +F
-    (``suffix="+F"``: without A) map, the paper's rows (ties: first in order)."""
-    layers = {"+A+F": "A", "+F": "last"}[suffix]
-    best, best_v = None, -math.inf
-    for r in rows:
-        v = r.get("miou")
-        name = str(r.get("method", ""))
-        if _is_row(name, layers) and v is not None and math.isfinite(float(v)) and float(v) > best_v:
-            best, best_v = str(r["method"]), float(v)
-    return best
 
 
 def pick_examples(method_records: Sequence[tuple[str, int, float]], base_records: Sequence[tuple[str, int, float]]) -> dict[str, dict[str, Any]]:
@@ -325,7 +307,7 @@ def _score_figures(drawn: _Drawn, split: str, accs: Mapping[str, Any], classes: 
         attempt("per_class", "Per-class IoU at the run's threshold: the multi-class baselines and the best +F and +A+F methods (paper Fig. 8).",
                 lambda p: per_class_bars({m: accs[m].per_class_iou().tolist() for m in chosen}, classes, p, fmt=fmt,
                                          title=f"Per-class IoU on {split}"))
-        curves = [m for m in order if m in MC_METHODS or _is_row(m, "A") or m == best_f]
+        curves = [m for m in order if m in MC_METHODS or is_paper_row(m, "A") or m == best_f]
         primary = next(iter(accs.values())).primary
         attempt("thresholds", "mIoU against the threshold that binarises the maps (dots: each method's best threshold; dotted line: the run's threshold).",
                 lambda p: threshold_curves({m: accs[m].sweep() for m in curves}, p, primary=primary, fmt=fmt,
@@ -337,7 +319,7 @@ def _score_figures(drawn: _Drawn, split: str, accs: Mapping[str, Any], classes: 
 def _example_figures(drawn: _Drawn, run_dir: Path, split: str, accs: Mapping[str, Any], best: str | None,
                      classes: list[str], fmt: str, layers: bool) -> None:
     """The best, median and worst examples of ``best`` against Grad-CAM, and their layer figures if ``layers``."""
-    from repcam.evaluation.evaluate import BASELINE
+    from repcam.method.methods import BASELINE
 
     attempt, skipped, captions, warnings = drawn.attempt, drawn.skipped, drawn.captions, drawn.warnings
     if not (best and BASELINE in accs and best in accs):

@@ -7,23 +7,44 @@ import io
 import math
 import unicodedata
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from repcam.evaluation.evaluate import BASELINE, BASELINE_ROWS, MC_METHODS, SplitResult
-from repcam.method.methods import VARIANTS, paper_rows, selection_order
+from repcam.method.methods import BASELINE, MAP_KINDS, Method, TRAINED_BASELINES, VARIANTS, paper_rows, selection_order
 from repcam.store.layout import ABLATION_JSON, ABLATION_MD, PAIRWISE_JSON, PER_CLASS_CSV, SWEEP_CSV
 from repcam.store.storage import write_json, write_text
+
+if TYPE_CHECKING:  # the report reads tables without the evaluation code (and torch, which it imports)
+    from repcam.evaluation.evaluate import SplitResult
 
 
 def method_order(names: Sequence[str]) -> list[str]:
     """Baselines first, then the paper's Table 2 order with +F before +A+F, then the variants per selection
     (all from the registries of repcam.method.methods); rows no method writes (the grid's) last, sorted."""
-    order = [n for n in [*MC_METHODS, *BASELINE_ROWS.values()] if n in names]
+    order = [n for n in [*MAP_KINDS, *TRAINED_BASELINES.values()] if n in names]
     for sel in selection_order():
         order += [m.name for m in paper_rows(sel) if m.name in names]
     for sel in selection_order():  # the variants beyond the paper after its rows
         order += [m.name for variant in VARIANTS.values() for m in variant(sel) if m.name in names]
     return order + sorted(set(names) - set(order))
+
+
+def is_paper_row(name: str, layers: str) -> bool:
+    """Whether ``name`` is a selection's paper row with ``layers`` ("A": its +A+F row, "last": its +F row)."""
+    m = Method.try_parse(name)
+    return m is not None and m.selection is not None and m == Method(m.selection, layers)  # type: ignore[arg-type]
+
+
+def best_method(rows: Sequence[Mapping[str, Any]], suffix: str = "+A+F") -> str | None:
+    """The method with the highest mIoU among the rows of a selection's +A+F (``suffix="+A+F"``) or +F
+    (``suffix="+F"``: without A) map, the paper's rows (ties: first in order)."""
+    layers = {"+A+F": "A", "+F": "last"}[suffix]
+    best, best_v = None, -math.inf
+    for r in rows:
+        v = r.get("miou")
+        name = str(r.get("method", ""))
+        if is_paper_row(name, layers) and v is not None and math.isfinite(float(v)) and float(v) > best_v:
+            best, best_v = str(r["method"]), float(v)
+    return best
 
 
 def _pct(x: float) -> str:
