@@ -122,20 +122,27 @@ def test_repcam_has_no_import_cycle():
     assert cycle is None, "module-level import cycle: " + " -> ".join(cycle)
 
 
-def test_light_entry_points_do_not_import_torch():
-    """``import repcam``, ``import repcam.cli`` and ``repcam --help`` answer without torch (issue 27: 7.5 s before)."""
-    code = ("import sys, repcam, repcam.cli\n"
-            "assert 'torch' not in sys.modules, 'import'\n"
-            "dir(repcam)\n"
-            "assert 'torch' not in sys.modules, 'dir'\n"
+HEAVY = ("torch", "timm", "torchvision", "matplotlib", "scipy")
+
+
+def light_command(argv: list[str], exit_code: int = 0, prelude: str = "") -> subprocess.CompletedProcess:
+    """``repcam ARGV`` in a fresh Python (after ``prelude``): it exits with ``exit_code`` and imports none of HEAVY."""
+    code = (f"import sys, repcam, repcam.cli\n{prelude}"
             "try:\n"
-            "    repcam.cli.app(['--help'], prog_name='repcam')\n"
+            f"    repcam.cli.app({argv!r}, prog_name='repcam')\n"
             "except SystemExit as e:\n"
-            "    assert e.code == 0, e.code\n"
-            "heavy = sorted(m for m in ('torch', 'timm', 'torchvision', 'matplotlib', 'scipy') if m in sys.modules)\n"
+            f"    assert e.code == {exit_code}, e.code\n"
+            f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
             "assert not heavy, heavy\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def test_light_entry_points_do_not_import_torch():
+    """``import repcam``, ``import repcam.cli`` and ``repcam --help`` answer without torch (issue 27: 7.5 s before)."""
+    done = light_command(["--help"], prelude="assert 'torch' not in sys.modules, 'import'\ndir(repcam)\n"
+                                              "assert 'torch' not in sys.modules, 'dir'\n")
     assert "Usage" in done.stdout
 
 
@@ -169,16 +176,7 @@ def test_a_bad_config_or_name_is_refused_before_torch_is_imported(tmp_path, argv
     repcam.store.storage imports torch only to save or load a model)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  options: {num_images: abc}\n")
-    args = [a.format(bad=bad, tmp=tmp_path) for a in argv]
-    code = ("import sys, repcam.cli\n"
-            "try:\n"
-            f"    repcam.cli.app({args!r}, prog_name='repcam')\n"
-            "except SystemExit as e:\n"
-            "    assert e.code == 2, e.code\n"
-            "heavy = sorted(m for m in ('torch', 'timm', 'torchvision', 'matplotlib', 'scipy') if m in sys.modules)\n"
-            "assert not heavy, heavy\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = light_command([a.format(bad=bad, tmp=tmp_path) for a in argv], exit_code=2)
     assert message in done.stdout + done.stderr
     assert not (tmp_path / "run").exists()
 
@@ -190,14 +188,6 @@ def test_a_report_without_figures_imports_neither_torch_nor_matplotlib(tiny_run,
     import shutil
 
     run = shutil.copytree(tiny_run, tmp_path / "run")
-    code = ("import sys, repcam.cli\n"
-            "try:\n"
-            f"    repcam.cli.app(['report', {str(run)!r}, '--no-figures'], prog_name='repcam')\n"
-            "except SystemExit as e:\n"
-            "    assert e.code == 0, e.code\n"
-            "heavy = sorted(m for m in ('torch', 'timm', 'torchvision', 'matplotlib', 'scipy') if m in sys.modules)\n"
-            "assert not heavy, heavy\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr[-2000:]
+    light_command(["report", str(run), "--no-figures"])
     page = (run / "report.html").read_text()
     assert "Grad-CAM" in page and "Results: val" in page
