@@ -226,7 +226,7 @@ def test_run_keeps_the_users_config_yaml(tiny_run: Path, tmp_path: Path):
     (run / "config.yaml").unlink(missing_ok=True)
     user = write(run / "config.yaml", tiny_yaml())
     before = user.read_bytes()
-    res = cli("run", str(user), "--run-dir", str(run), "--no-progress")
+    res = cli("run", str(user), "--run-dir", str(run), "--no-progress", "--no-report")  # the report: test_report
     assert res.returncode == 0, res.stderr
     assert user.read_bytes() == before  # comments and all
     assert load_config(run / RESOLVED_CONFIG) == tiny_config()

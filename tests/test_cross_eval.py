@@ -104,7 +104,7 @@ def test_cli_evaluates_a_finished_run_on_a_coco_copy_of_its_val_split(tiny_run: 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run([sys.executable, "-m", "repcam.cli", "evaluate", str(run), "--data", str(tmp_path / "other.yaml"),
-                          "--no-progress"], capture_output=True, text=True, env=env, timeout=600)
+                          "--no-progress", "--no-report"], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     val = json.loads((run / "results" / "val" / "ablation.json").read_text())
     other = json.loads((run / "results" / "coco-val" / "ablation.json").read_text())
@@ -118,3 +118,8 @@ def test_cli_evaluates_a_finished_run_on_a_coco_copy_of_its_val_split(tiny_run: 
     assert (run / "results" / "val" / "ablation.json").read_bytes() == (tiny_run / "results" / "val" / "ablation.json").read_bytes()
     table = CliRunner().invoke(app, ["tables", str(run), "--table", "5", "--split", "val", "--split", "coco-val"])
     assert table.exit_code == 0 and "coco-val" in table.output
+    # The report was left out above (--no-report); written later, it has the new split's section.
+    assert not (run / "report.html").exists()
+    report = CliRunner().invoke(app, ["report", str(run), "--no-figures"])
+    assert report.exit_code == 0, report.output
+    assert "coco-val" in (run / "report.html").read_text()

@@ -1,8 +1,10 @@
 """End-to-end runs on a tiny parts world: tables, resume after a kill, corrupted artefacts, bad input."""
 
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import repcam.pipeline.stages.maps as maps_stage
@@ -130,8 +132,6 @@ def test_variant_rows_are_computed_from_the_stored_maps(reference_run: Path):
 
 
 def test_variants_off_gives_only_the_papers_rows(reference_run: Path, tmp_path: Path):
-    import shutil
-
     shutil.copytree(reference_run, tmp_path / "run")
     Run(tiny_config(evaluation__variants=[]), tmp_path / "run", show_progress=False).run()
     assert set(_rows(tmp_path / "run")) == set(TABLE2) | {"Grad-CAM (mean of layers)", "LayerCAM", "Grad-CAM+A"}
@@ -162,8 +162,6 @@ def test_kill_then_resume_redoes_no_finished_pair_and_matches_uninterrupted(smal
 
 
 def test_corrupted_pair_model_is_detected_and_retrained(reference_run: Path, tmp_path: Path, monkeypatch):
-    import shutil
-
     shutil.copytree(reference_run, tmp_path / "run")
     victim = sorted((tmp_path / "run" / "pairs").glob("*.pt"))[0]
     victim.write_bytes(victim.read_bytes()[:100])  # truncated, as by a crash of another tool
@@ -175,8 +173,6 @@ def test_corrupted_pair_model_is_detected_and_retrained(reference_run: Path, tmp
 
 
 def test_changed_settings_invalidate_only_what_depends_on_them(reference_run: Path, tmp_path: Path, monkeypatch):
-    import shutil
-
     shutil.copytree(reference_run, tmp_path / "run")
     fit = CountingFit()
     _patch_fit(monkeypatch, fit)
@@ -189,8 +185,6 @@ def test_changed_settings_invalidate_only_what_depends_on_them(reference_run: Pa
 
 
 def test_pairs_starting_from_the_multiclass_model_retrain_pairs_and_baseline_only(small_reference: Path, tmp_path: Path, monkeypatch):
-    import shutil
-
     shutil.copytree(small_reference, tmp_path / "run")
     n_pairs = len(list((tmp_path / "run" / "pairs").glob("*.pt")))
     fit = CountingFit()
@@ -236,3 +230,25 @@ def test_cli_reports_config_errors_in_one_line(tmp_path: Path):
     result = CliRunner().invoke(app, ["run", str(cfg), "--run-dir", str(tmp_path / "r")])
     assert result.exit_code == 2
     assert "unknown key 'pairs.epoch'" in result.output and "Traceback" not in result.output
+
+
+def test_no_report_writes_the_results_only_and_says_how_to_get_the_report(tiny_run: Path, tmp_path: Path):
+    """``--no-report`` (seeds, sweeps, clusters): the run's results, no report.html or figures, and one line saying
+    how to get it; when an earlier run's report.html is there, that line says it may not show these results."""
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config().to_dict(), sort_keys=False))
+    args = ["run", str(cfg), "--run-dir", str(run), "--no-progress", "--device", "cpu", "--no-report"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "S-1+A+F" in result.output  # the table is printed as always
+    assert f"report: not written (--no-report); `repcam report {run}` writes it" in result.output
+    assert not (run / "report.html").exists() and not (run / "figures").exists()
+    (run / "report.html").write_text("<html>an earlier run's</html>")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"{run / 'report.html'} is from an earlier run and may not show these results" in result.output
+    assert (run / "report.html").read_text() == "<html>an earlier run's</html>"  # never touched without the report
+    result = CliRunner().invoke(app, ["report", str(run), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    assert "S-1+A+F" in (run / "report.html").read_text()

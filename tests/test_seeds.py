@@ -35,7 +35,8 @@ def test_cli_seeds_runs_each_seed_and_tabulates(tmp_path: Path):
               "evaluation": {"map_size": 32, "variants": []}}
     cfg.write_text(yaml.safe_dump(values))
     run_dir = tmp_path / "run"
-    res = CliRunner().invoke(app, ["run", str(cfg), "--run-dir", str(run_dir), "--seeds", "2", "--no-progress", "--device", "cpu"])
+    res = CliRunner().invoke(app, ["run", str(cfg), "--run-dir", str(run_dir), "--seeds", "2", "--no-progress", "--device", "cpu",
+                                  "--no-report"])
     assert res.exit_code == 0, res.output
     per_seed = [{r["method"]: r["miou"] for r in read_json(run_dir / f"seed-{s}" / "results" / "val" / "ablation.json")["rows"]} for s in (0, 1)]
     assert per_seed[0] != per_seed[1]  # another seed: other data, other models

@@ -32,6 +32,7 @@ console = Console(stderr=True, soft_wrap=True)  # never wrap: an error stays one
 
 INTERRUPTED = "interrupted; rerun the same command to resume"
 DEVICE_HELP = "auto (cuda if available, else cpu), cpu, cuda or cuda:N."
+REPORT_HELP = "Write RUN_DIR/report.html and its figures when the run ends (--no-report: results only; `repcam report RUN_DIR` writes it later)."
 
 
 def _version(value: bool) -> None:
@@ -118,7 +119,7 @@ def _fail(message: object) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
+def _run_one(cfg, run_dir: Path, progress: bool, report: bool = True) -> Run:
     from repcam.pipeline.run import Run, RunError
     from repcam.store.rundir import locked
 
@@ -129,6 +130,13 @@ def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
             run.run()
         except (ConfigError, DataError, RunError, RunDirLocked, ValueError, FileNotFoundError, WriteError) as e:
             raise _fail(e) from None
+        if not report:  # --no-report: the results are complete without it; `repcam report` draws it any time later
+            from repcam.store.layout import RunDir
+
+            old = RunDir(run_dir).report
+            stale = f"; {old} is from an earlier run and may not show these results" if old.is_file() else ""
+            console.print(f"report: not written (--no-report){stale}; `repcam report {run_dir}` writes it", soft_wrap=True)
+            return run
         try:
             from repcam.reporting.report import write_report
 
@@ -139,7 +147,7 @@ def _run_one(cfg, run_dir: Path, progress: bool) -> Run:
 
 
 def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: int = 1, executor: Optional[str] = None,
-             workers: Optional[int] = None, address: Optional[str] = None) -> None:
+             workers: Optional[int] = None, address: Optional[str] = None, report: bool = True) -> None:
     from repcam.config import validate
     from repcam.store.layout import ABLATION_MD, RunDir
 
@@ -157,7 +165,7 @@ def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: i
         console.print(f"[red]error:[/] --seeds must be >= 1, got {seeds}")
         raise typer.Exit(2)
     if seeds == 1:
-        run = _run_one(cfg, run_dir, progress)
+        run = _run_one(cfg, run_dir, progress, report)
         for split in cfg.data.eval_splits:
             typer.echo(RunDir(run_dir).result(split, ABLATION_MD).read_text())
         console.print(f"results in {run_dir}/results, total {run.timings.get('total', 0):.0f} s")
@@ -170,7 +178,7 @@ def _execute(cfg, run_dir: Path, device: Optional[str], progress: bool, seeds: i
         _lock(stack, run_dir)  # the seed folders get their own locks; this one guards the tables over seeds
         for s, c in seed_configs(cfg, seed_list).items():
             console.print(f"[bold]seed {s}[/] -> {dirs[s]}")
-            _run_one(c, dirs[s], progress)
+            _run_one(c, dirs[s], progress, report)
         for split in cfg.data.eval_splits:
             typer.echo(write_seed_tables(run_dir, split, seed_list))
     console.print(f"per-seed runs in {run_dir}/seed-*, tables over seeds in {run_dir}/results/<split>/seeds.md")
@@ -186,11 +194,12 @@ def demo(
     executor: Optional[str] = typer.Option(None, help="Where pair models and maps are computed: inprocess, process or ray."),
     workers: Optional[int] = typer.Option(None, help="Parallel workers for --executor process/ray."),
     address: Optional[str] = typer.Option(None, help="An existing Ray cluster's address (default: start a local one)."),
+    report: bool = typer.Option(True, help=REPORT_HELP),
 ) -> None:
     """The full ablation (Table 2) on the built-in parts world with a tiny CNN."""
     from repcam.config import demo_config
 
-    _execute(demo_config(), run_dir, device, progress, seeds, executor, workers, address)
+    _execute(demo_config(), run_dir, device, progress, seeds, executor, workers, address, report)
 
 
 @app.command()
@@ -204,6 +213,7 @@ def run(
     executor: Optional[str] = typer.Option(None, help="Where pair models and maps are computed: inprocess, process or ray."),
     workers: Optional[int] = typer.Option(None, help="Parallel workers for --executor process/ray."),
     address: Optional[str] = typer.Option(None, help="An existing Ray cluster's address (default: start a local one)."),
+    report: bool = typer.Option(True, help=REPORT_HELP),
 ) -> None:
     """Run the experiment a config describes (any data set, backbone and table)."""
     from repcam.config import load_config
@@ -212,7 +222,7 @@ def run(
         cfg = load_config(config)
     except ConfigError as e:
         raise _fail(e) from None
-    _execute(cfg, run_dir or Path("runs") / cfg.name, device, progress, seeds, executor, workers, address)
+    _execute(cfg, run_dir or Path("runs") / cfg.name, device, progress, seeds, executor, workers, address, report)
 
 
 @app.command()
@@ -221,6 +231,7 @@ def evaluate(
     data: Path = typer.Option(..., "--data", help="A YAML file naming the other data set: kind, root, split, options, class_map (other name -> the run's), and optionally name."),
     name: Optional[str] = typer.Option(None, help="The split name the results get (default: the file's 'name', else its stem)."),
     progress: bool = typer.Option(True),
+    report: bool = typer.Option(True, help=REPORT_HELP),
 ) -> None:
     """Score a finished run's stored models on another data set, as one more split of the run (cross_eval)."""
     import yaml
@@ -256,7 +267,7 @@ def evaluate(
         validate(cfg, str(data))
     except ConfigError as e:
         raise _fail(e) from None
-    _run_one(cfg, run_dir, progress)
+    _run_one(cfg, run_dir, progress, report)
     typer.echo(RunDir(run_dir).result(split, ABLATION_MD).read_text())
     console.print(f"results in {RunDir(run_dir).results_dir(split)}; the run's config.resolved.yaml now lists it (cross_eval.{split})")
 
