@@ -25,6 +25,11 @@ def main() -> None:
     ra, rb = ({r["method"]: r for r in json.loads((run / "results" / args.split / "ablation.json").read_text())["rows"]}
               for run in (args.a, args.b))
     common = [m for m in ra if m in rb]
+    # Numbers move with the host's CPU and the threads as well as with the code: say where the environments differ.
+    ea, eb = (json.loads(p.read_text()) if (p := run / "environment.json").is_file() else {} for run in (args.a, args.b))
+    keys = ("cpu", "cpu_capability", "threads", "channels_last", "torch", "device")
+    for k in [k for k in keys if ea.get(k) != eb.get(k)]:
+        print(f"\nenvironment differs: {k} = {ea.get(k, '(not recorded)')!r} in A, {eb.get(k, '(not recorded)')!r} in B")
     print(f"\nrows: {len(ra)} in A, {len(rb)} in B, {len(common)} in both; only in A: {sorted(set(ra) - set(rb))}, "
           f"only in B: {sorted(set(rb) - set(ra))}")
     worst = {c: (0.0, "") for c in COLUMNS}

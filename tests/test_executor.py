@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import repcam.pipeline.units as units_module
-from repcam.pipeline.executor import Executor, ExecutorError, Unit
+from repcam.pipeline.executor import Executor, ExecutorError, Unit, cpu_model
 from repcam.pipeline.run import Run, RunError
 from repcam.store.storage import read_json
 from tiny_run import small_tiny_config, tiny_config
@@ -136,6 +136,17 @@ def test_steps_outside_work_units_train_on_the_configured_threads(tmp_path, monk
 def test_environment_records_the_runs_thread_count(inprocess_run):
     env = read_json(inprocess_run / "environment.json")
     assert env["threads"] == 1 and env["interop_threads"] >= 1 and isinstance(env["thread_env"], dict)
+    # The host and the kernels' instruction set: the same code and threads gave another table on another host.
+    assert env["cpu"] == cpu_model() and env["cpu"] != "unknown"
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_cpu_model_tells_apart_hosts_with_the_same_name():
+    block = "processor\t: {p}\nvendor_id\t: AuthenticAMD\ncpu family\t: {f}\nmodel\t\t: {m}\nmodel name\t: AMD EPYC\n"
+    two = block.format(p=0, f=25, m=17) + "\n" + block.format(p=1, f=25, m=17)
+    assert cpu_model(two) == "AMD EPYC (family 25, model 17)"
+    assert cpu_model(block.format(p=0, f=23, m=49)) == "AMD EPYC (family 23, model 49)"
+    assert cpu_model("processor\t: 0\nmodel name\t: Apple M2\n") == "Apple M2"  # no family numbers: the name alone
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity mask on this OS")

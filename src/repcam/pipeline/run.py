@@ -25,7 +25,7 @@ from repcam.data.holdout import HELDOUT_SPLIT
 from repcam.models.baselines import train_baselines
 from repcam.models.train import ImageCache
 from repcam.pipeline.context import RunContext, RunError
-from repcam.pipeline.executor import pinned_threads, usable_cores
+from repcam.pipeline.executor import cpu_model, pinned_threads, usable_cores
 from repcam.pipeline.preflight import eval_split_problems, raise_problems, split_overlaps
 from repcam.pipeline.stages.data import skipped_training_note
 from repcam.pipeline.stages.evaluation import evaluate
@@ -128,6 +128,10 @@ def _environment(device: torch.device, channels_last: bool) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        # Same code, torch, seed and threads gave a different demo table on two hosts of one machine kind (2026-12-05):
+        # the CPU and the instruction set torch's kernels use change float summation order, so both are recorded.
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "usable_cores": usable_cores(),  # the affinity mask's CPUs (taskset, cpusets), which default threads follow
         "threads": torch.get_num_threads(),  # every step's, pinned by Run.run (results depend on it)
