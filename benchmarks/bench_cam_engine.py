@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import torchvision
 
+from repcam.pipeline.executor import cpu_model  # the name runs record too, with family and model
+
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "cam_engine"
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
@@ -87,16 +89,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------------------------- environment
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def version(dist: str) -> str:

@@ -33,6 +33,7 @@ import torch
 from repcam.models.backbones import build_classifier
 from repcam.models.featcache import FreezeError, PartialModel, build_cache, freeze_points, split_model
 from repcam.models.train import fit
+from repcam.pipeline.executor import cpu_model
 from repcam.store.storage import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     env = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
            "backbone": args.backbone, "weights": args.weights, "size": args.size, "images": args.images, "epochs": args.epochs,
            "batch": args.batch, "repeats": args.repeats, "threads": args.threads, "device": args.device,
-           "torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
+           "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model()}
     write_json(Path(args.out + ".json"), {"environment": env, "rows": rows})
     write_text(Path(args.out + ".md"), _markdown(env, rows))
     print(_markdown(env, rows))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time
 from repcam.config import demo_config
+from repcam.pipeline.executor import cpu_model
 from repcam.pipeline.run import Run
 cfg = demo_config()
 cfg.data.eval_options = {"val": {"num_images": int(sys.argv[2])}}
@@ -74,7 +74,7 @@ def main() -> None:
         "# Scaling of map extraction + evaluation with the number of images",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_scaling.py --scales {' '.join(map(str, args.scales))}` on "
-        f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}.",
+        f"{cpu_model()}, {__import__('os').cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}.",
         f"Models: the demo's (prepared in {train_s:.0f} s: trained, or reused from an earlier run of this script; the same at every scale); {len(per_pair)} pair models, "
         f"{sum(per_pair) / max(len(per_pair), 1):.1f} s each on average (max {max(per_pair, default=0):.1f} s).",
         "",
